@@ -1,0 +1,63 @@
+"""Registry-parametrized: every PTQ method runs on tiny ViT, Swin and BERT with an SQNR floor rising with bits."""
+
+import copy
+
+import pytest
+import torch
+
+from arnq.batch import forward_logits
+from arnq.ptq import PTQ_METHODS, parse_bits, quantize
+from arnq.quant import point_summary, sqnr_db
+
+SQNR_FLOOR_DB = {"W8A8": 15.0, "W6A6": 8.0, "W4A4": -5.0}
+
+
+@pytest.mark.parametrize("method", PTQ_METHODS.names())
+def test_method_sqnr_rises_with_bits(family_case, method):
+    family, build, make_inputs = family_case
+    model = build()
+    calib = [(make_inputs(seed=10 + i), torch.zeros(8)) for i in range(2)]
+    evaluation = make_inputs(seed=20)
+    with torch.no_grad():
+        reference = forward_logits(model, evaluation)
+    sqnrs = {}
+    for bits in ("W4A4", "W6A6", "W8A8"):
+        w_bits, a_bits = parse_bits(bits)
+        q = quantize(copy.deepcopy(model), method, w_bits=w_bits, a_bits=a_bits, calib_batches=calib)
+        with torch.no_grad():
+            sqnrs[bits] = sqnr_db(reference, forward_logits(q, evaluation))
+        assert sqnrs[bits] > SQNR_FLOOR_DB[bits], (family, method, sqnrs)
+    assert sqnrs["W4A4"] < sqnrs["W6A6"] < sqnrs["W8A8"], (family, method, sqnrs)
+
+
+def test_weight_only_bits_quantize_only_weights():
+    from tests.conftest import image_batch, tiny_vit
+
+    q = quantize(tiny_vit(), "minmax", w_bits=4, a_bits=16, calib_batches=[(image_batch(), torch.zeros(8))])
+    assert set(point_summary(q)) == {"weight"}
+
+
+def test_unknown_params_and_methods_name_the_fix():
+    with pytest.raises(ValueError, match="valid: .*sigma"):
+        PTQ_METHODS.get("ema").config({"sigmaa": 0.1})
+    with pytest.raises(ValueError, match="Did you mean 'percentile'"):
+        PTQ_METHODS.get("percentil")
+    with pytest.raises(ValueError, match="pct"):
+        PTQ_METHODS.get("percentile").config({"pct": 2.0})
+
+
+@pytest.mark.parametrize("text, expected", [("W8A8", (8, 8)), ("w4a16", (4, 16)), ("W2A4", (2, 4))])
+def test_parse_bits(text, expected):
+    assert parse_bits(text) == expected
+
+
+@pytest.mark.parametrize("text", ["W0A8", "W9A8", "W4", "8/8", "W4A12", "W4A1"])
+def test_parse_bits_rejects(text):
+    with pytest.raises(ValueError, match="bits"):
+        parse_bits(text)
+
+
+def test_every_method_declares_itself():
+    for name, method in PTQ_METHODS.items():
+        info = method.describe()
+        assert info["name"] == name and info["quantizes"] in ("W", "W+A") and info["calib_size"] > 0
