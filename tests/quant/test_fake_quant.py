@@ -45,7 +45,7 @@ def test_sqnr_grows_with_bits():
     for bits in BITS:
         scale, zp = calc_qparams(x.min(), x.max(), bits, False)
         sqnrs.append(sqnr_db(x, fake_quantize(x, scale, zp, *quant_range(bits, False))))
-    gains = [b - a for a, b in zip(sqnrs, sqnrs[1:])]
+    gains = [b - a for a, b in zip(sqnrs, sqnrs[1:], strict=False)]
     assert all(g > 4.5 for g in gains), sqnrs  # about 6 dB per bit
     assert sqnrs[-1] > 35
 

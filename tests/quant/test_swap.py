@@ -99,6 +99,7 @@ def test_padding_is_excluded_from_activation_ranges():
         ranges.append({n: (q.scale.clone(), q.zero_point.clone()) for n, q in quantizers(prepared) if q.point != "weight"})
     for name, (scale, zp) in ranges[0].items():
         torch.testing.assert_close(ranges[1][name][0], scale, rtol=1e-4, atol=1e-7, msg=name)
+        assert abs(ranges[1][name][1] - zp).max() <= 1, name
 
 
 def test_weight_only_leaves_activations_in_fp():

@@ -1,0 +1,108 @@
+"""The `arnq` command line: quantize, ls (sweep, validate and report build on these)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EMBEDDED_MODELS = ("vit_mnist", "minilm_rt")
+CALIBRATORS = ("minmax", "ema", "percentile", "omse")
+DEFAULT_BITS = ("W8A8", "W6A6", "W4A4")
+LISTINGS = ("models", "datasets", "ptq")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _table(title: str, rows: list[dict], columns: Sequence[str] | None = None):
+    from rich.table import Table
+
+    columns = list(columns or (rows[0].keys() if rows else []))
+    table = Table(title=title, show_lines=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    return table
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    console = _console()
+    if args.what == "models":
+        from arnq.models import describe_models
+
+        console.print(_table("models", describe_models()))
+    elif args.what == "datasets":
+        from arnq.data import describe_datasets
+
+        console.print(_table("datasets", describe_datasets()))
+    elif args.what == "ptq":
+        from arnq.ptq import PTQ_METHODS
+
+        console.print(_table("PTQ methods", [m.describe() for _, m in PTQ_METHODS.items()]))
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from harness.quantize import QuantizeJob, job_meta, run_quantize, write_rows
+
+    job = QuantizeJob(  # validates names and bit strings before anything is loaded
+        models=args.model, ptq=args.ptq, bits=args.bits, seed=args.seed, calib_size=args.calib_size,
+        device=args.device, threads=args.threads,
+    )
+    console = _console()
+    start = time.perf_counter()
+    columns = ("model", "bits", "ptq", "fp_acc", "q_acc", "drop", "calib_s", "eval_s")
+
+    def show(row: dict) -> None:
+        console.print("  ".join(f"{c}={row[c]}" for c in columns))
+
+    rows = run_quantize(job, on_row=show)
+    out_dir = Path(args.out)
+    csv_path, _ = write_rows(rows, out_dir, job_meta(job))
+    console.print(_table("PTQ accuracy (%)", rows, columns))
+    console.print(f"{len(rows)} quantized evaluations in {time.perf_counter() - start:.0f} s")
+    console.print(f"results: {csv_path.resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arnq", description="Quantization-friendly fine-tuning benchmark harness")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="calibrate, quantize and evaluate models (FP vs quantized accuracy)")
+    q.add_argument("--model", nargs="+", default=list(EMBEDDED_MODELS), help="model name(s); see `arnq ls models`")
+    q.add_argument("--ptq", nargs="+", default=list(CALIBRATORS), help="PTQ method(s); see `arnq ls ptq`")
+    q.add_argument("--bits", nargs="+", default=list(DEFAULT_BITS), help="bit-width(s) as WxAy, e.g. W8A8 W4A16")
+    q.add_argument("--seed", type=int, default=0, help="seed of the FP model and the calibration subset")
+    q.add_argument("--calib-size", type=int, default=None, help="calibration examples (default: the method's)")
+    q.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    q.add_argument("--out", default="results/runs/quantize", help="output directory for results.csv/json")
+    q.set_defaults(func=cmd_quantize)
+
+    ls = sub.add_parser("ls", help="list registered models, datasets or PTQ methods")
+    ls.add_argument("what", choices=LISTINGS)
+    ls.set_defaults(func=cmd_ls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"arnq {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Ray-free PTQ evaluation: load (or build) an FP model, quantize it with each method x bits, score it."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arnq.models import MODELS, load_model
+from arnq.ptq import PTQ_METHODS, parse_bits
+from arnq.train import evaluate, make_loader
+
+EVAL_BATCH = 128
+CALIB_BATCH = 64
+
+
+@dataclass(frozen=True)
+class QuantizeJob:
+    """A grid of PTQ evaluations of one or more models, validated before any work."""
+
+    models: tuple[str, ...]
+    ptq: tuple[str, ...]
+    bits: tuple[str, ...]
+    seed: int = 0
+    calib_size: int | None = None  # None: each method's paper default
+    device: str = "cpu"
+    threads: int | None = None
+    ptq_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("models", "ptq", "bits"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            if not getattr(self, name):
+                raise ValueError(f"{name}: give at least one value")
+        for model in self.models:
+            MODELS.get(model)
+        for method in self.ptq:
+            PTQ_METHODS.get(method).config(self.ptq_params.get(method))
+        for bits in self.bits:
+            parse_bits(bits)
+        if self.calib_size is not None and self.calib_size < 1:
+            raise ValueError(f"calib_size={self.calib_size}: use a positive integer")
+
+
+def run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """FP and quantized accuracy for every (model, PTQ method, bits) cell of the job."""
+    rows: list[dict[str, Any]] = []
+    for model_name in job.models:
+        calib_sizes = {m: job.calib_size or PTQ_METHODS.get(m).default_calib_size for m in job.ptq}
+        loaded = load_model(
+            model_name, seed=job.seed, calib_size=max(calib_sizes.values()), device=job.device, num_threads=job.threads
+        )
+        text = loaded.data.modality == "text"
+        test_loader = make_loader(loaded.data.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
+        start = time.perf_counter()
+        fp_acc = evaluate(loaded.model, test_loader, job.device, job.threads)
+        fp_eval_s = time.perf_counter() - start
+        for method in job.ptq:
+            handler = PTQ_METHODS.get(method)
+            cfg = handler.config(job.ptq_params.get(method))
+            calib = _subset(loaded.data.calib, calib_sizes[method])
+            calib_loader = make_loader(calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=text)
+            for bits in job.bits:
+                w_bits, a_bits = parse_bits(bits)
+                model = copy.deepcopy(loaded.model)
+                start = time.perf_counter()
+                handler.apply(model, cfg, w_bits=w_bits, a_bits=a_bits, calib_batches=calib_loader, device=job.device)
+                calib_s = time.perf_counter() - start
+                start = time.perf_counter()
+                q_acc = evaluate(model, test_loader, job.device, job.threads)
+                row = {
+                    "model": model_name,
+                    "task": loaded.data.task,
+                    "bits": bits,
+                    "w_bits": w_bits,
+                    "a_bits": a_bits,
+                    "ptq": method,
+                    "ptq_params": json.dumps(cfg.to_dict(), sort_keys=True),
+                    "seed": job.seed,
+                    "calib_size": len(calib),
+                    "fp_acc": round(100 * fp_acc, 2),
+                    "q_acc": round(100 * q_acc, 2),
+                    "drop": round(100 * (fp_acc - q_acc), 2),
+                    "calib_s": round(calib_s, 2),
+                    "eval_s": round(time.perf_counter() - start, 2),
+                    "fp_eval_s": round(fp_eval_s, 2),
+                    "test_size": len(loaded.data.test),
+                }
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return rows
+
+
+def _subset(dataset: Any, size: int) -> Any:
+    from torch.utils.data import Subset
+
+    return dataset if size >= len(dataset) else Subset(dataset, range(size))
+
+
+def write_rows(rows: Sequence[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """results.csv plus results.json (rows and provenance) under `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    json_path.write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2))
+    return csv_path, json_path
+
+
+def job_meta(job: QuantizeJob) -> dict[str, Any]:
+    from arnq.cache import library_versions
+
+    return {"job": asdict(job), "versions": library_versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
