@@ -74,6 +74,7 @@ class FakeQuantizer(nn.Module):
         self.observing = False
         self.quantizing = False
         self.observer: Observer | None = None
+        self.noise: nn.Module | None = None  # training-time perturbation (ARNQ); never active in eval
         self.qmin, self.qmax = quant_range(spec.bits, spec.symmetric)
         self.register_buffer("scale", None, persistent=False)
         self.register_buffer("zero_point", None, persistent=False)
@@ -140,6 +141,8 @@ class FakeQuantizer(nn.Module):
         return fake_quantize(x, scale.to(x.dtype), zp.to(x.dtype), self.qmin, self.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.noise is not None and self.training:
+            x = self.noise(x)
         if self.observing:
             self.observe(x)
         if self.quantizing:

@@ -1,0 +1,284 @@
+"""ARNQ adaptive random noise: pseudo-quantization noise sized by the target PTQ step.
+
+During training forward passes each targeted tensor X becomes
+`X + alpha(t) * gamma_l * Delta_X * eps` (METHODS.md, "Fine-tuning arms"), where
+Delta_X is the step the target calibrator would assign at the target bits (weights
+per output channel, symmetric; activations from the range the calibrator's observer
+computes over the last `refresh` training batches), eps is uniform on [-1/2, 1/2]
+(or Gaussian of the same variance, or a QuantNoise-style Bernoulli mask), alpha(t)
+is the noise schedule and gamma_l the per-layer adaptivity. Evaluation (model.eval())
+injects nothing.
+
+The noise lives in the FakeQuantizer slots that `arnq.quant.prepare` inserts, so it
+reaches exactly the points PTQ will quantize; the prepared model's state_dict keeps the
+FP model's keys, so a fine-tuned checkpoint loads into a fresh FP model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from arnq.arms.schedules import SCHEDULES, schedule_value
+from arnq.quant import QuantConfig, prepare, quantizers
+from arnq.quant.fake_quant import fake_quantize
+from arnq.quant.observers import OBSERVERS
+from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, valid_values
+
+TARGETS = ("W", "A", "WA")
+DISTRIBUTIONS = ("uniform", "gaussian", "bernoulli")
+ADAPTIVITY = ("none", "outlier", "kurtosis", "sensitivity")
+STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Every ARNQ knob a sweep can vary."""
+
+    target: str = "WA"
+    dist: str = "uniform"
+    schedule: str = "linear"
+    alpha_max: float = 1.0
+    warmup_frac: float = 0.2
+    n_steps: int = 4  # stages of the "step" schedule
+    adapt: str = "none"
+    eta: float = 1.0  # exponent of the adaptivity statistic
+    k: float = 4.0  # sigma multiple in the outlier ratio max|A| / (k sigma)
+    refresh: int = 10  # steps between Delta/gamma updates
+    delta_observer: str | None = None  # None: the target calibrator's observer
+    bernoulli_p: float = 0.1  # mask rate at alpha = gamma = 1 for dist="bernoulli"
+    modules: tuple[str, ...] = ()  # fnmatch patterns of module names to perturb; () = all body layers
+    gamma_max: float = 4.0  # clip of the normalised gamma, so no layer gets runaway noise
+    w_delta: str = "channel"  # weight Delta: "channel" (symmetric, as PTQ) or "tensor" (asymmetric min-max, DiffQ)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modules", tuple(self.modules))
+        choices = {"target": TARGETS, "dist": DISTRIBUTIONS, "adapt": ADAPTIVITY, "schedule": tuple(SCHEDULES),
+                   "w_delta": ("channel", "tensor")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(valid)}")
+        if self.delta_observer is not None and self.delta_observer not in OBSERVERS:
+            raise ValueError(f"delta_observer={self.delta_observer!r}: choose one of {', '.join(OBSERVERS)} or None")
+        checks = {
+            "alpha_max": self.alpha_max >= 0, "warmup_frac": 0 <= self.warmup_frac <= 1, "n_steps": self.n_steps >= 1,
+            "eta": self.eta >= 0, "k": self.k > 0, "refresh": isinstance(self.refresh, int) and self.refresh >= 1,
+            "bernoulli_p": 0 < self.bernoulli_p <= 1, "gamma_max": self.gamma_max >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} is out of range (see NoiseConfig docs)")
+
+    def alpha(self, step: int, total: int) -> float:
+        return schedule_value(
+            self.schedule, step, total, alpha_max=self.alpha_max, warmup_frac=self.warmup_frac, n_steps=self.n_steps
+        )
+
+
+@dataclass
+class _Stats:
+    """Running (EMA) statistics of one noisy point, the inputs of gamma."""
+
+    outlier_ratio: float = 1.0
+    kurtosis: float = 3.0
+    grad_sq: float | None = None
+    seen: int = 0
+
+    def update(self, values: torch.Tensor, k: float) -> None:
+        v = values.detach().float().flatten()
+        mu, sigma = v.mean(), v.std().clamp_min(1e-12)
+        ratio = float((v - mu).abs().max() / (k * sigma))
+        kurt = float(((v - mu) / sigma).pow(4).mean())
+        m = STAT_MOMENTUM if self.seen else 0.0
+        self.outlier_ratio = m * self.outlier_ratio + (1 - m) * ratio
+        self.kurtosis = m * self.kurtosis + (1 - m) * kurt
+        self.seen += 1
+
+    def update_grad(self, grad: torch.Tensor) -> None:
+        g2 = float(grad.detach().float().pow(2).mean())
+        self.grad_sq = g2 if self.grad_sq is None else STAT_MOMENTUM * self.grad_sq + (1 - STAT_MOMENTUM) * g2
+
+
+class NoisePoint(nn.Module):
+    """The perturbation installed in one FakeQuantizer's `noise` slot."""
+
+    def __init__(self, quantizer: FakeQuantizer, cfg: NoiseConfig, observer: str, generator: torch.Generator | None):
+        super().__init__()
+        self.cfg = cfg
+        self.point = quantizer.point
+        self.is_weight = quantizer.point == "weight"
+        self.bits = quantizer.spec.bits
+        self.per_channel = self.is_weight and cfg.w_delta == "channel"
+        self.symmetric = quantizer.spec.symmetric and self.per_channel if self.is_weight else quantizer.spec.symmetric
+        self.observer_name = "minmax" if self.is_weight else observer
+        self.alpha = 0.0
+        self.gamma = 1.0
+        self.stats = _Stats()
+        self.generator = generator
+        self.register_buffer("delta", None, persistent=False)
+        self.register_buffer("zero_point", None, persistent=False)
+        self._observer = None
+        self._refresh_due = True
+
+    def extra_repr(self) -> str:
+        return f"point={self.point}, bits={self.bits}, alpha={self.alpha:.3g}, gamma={self.gamma:.3g}"
+
+    def request_refresh(self) -> None:
+        """Recompute Delta from the batches seen since the last refresh, at the next forward."""
+        self._refresh_due = True
+
+    def _observe(self, values: torch.Tensor) -> None:
+        if self._observer is None:
+            axis = 0 if self.per_channel else None
+            self._observer = OBSERVERS[self.observer_name](self.bits, self.symmetric, axis)
+        self._observer.update(values)
+
+    def _refresh_delta(self) -> None:
+        scale, zero_point = self._observer.qparams()
+        self.delta, self.zero_point = scale, zero_point
+        self._observer = None
+        self._refresh_due = False
+
+    def step_size(self, x: torch.Tensor) -> torch.Tensor:
+        """Delta broadcast against x: per output channel for weights, a scalar for activations."""
+        delta = self.delta.to(x.device, x.dtype)
+        return delta.reshape(-1, *([1] * (x.dim() - 1))) if self.per_channel else delta
+
+    def _eps(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) if self.generator is not None \
+            else torch.rand_like(x)
+        if self.cfg.dist == "gaussian":  # same variance as U(-1/2, 1/2): 1/12, via Box-Muller-free inverse CDF
+            return torch.special.ndtri(u.clamp(1e-7, 1 - 1e-7)) * math.sqrt(1 / 12)
+        return u - 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
+        if self.stats.seen == 0 or self._refresh_due:
+            self.stats.update(values, self.cfg.k)
+        self._observe(values)
+        if self._refresh_due or self.delta is None:
+            self._refresh_delta()
+        if self.cfg.adapt == "sensitivity" and x.requires_grad:
+            x = x.view_as(x)
+            x.register_hook(self._record_grad)
+        strength = self.alpha * self.gamma
+        if strength == 0:
+            return x
+        delta = self.step_size(x)
+        if self.cfg.dist == "bernoulli":
+            rate = min(1.0, self.cfg.bernoulli_p * strength)
+            u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) \
+                if self.generator is not None else torch.rand_like(x)
+            zp = self.zero_point.to(x.device, x.dtype)
+            zp = zp.reshape(delta.shape) if self.per_channel else zp
+            qmin, qmax = (-(2 ** (self.bits - 1) - 1), 2 ** (self.bits - 1) - 1) if self.symmetric else (0, 2**self.bits - 1)
+            rounding = (fake_quantize(x, delta, zp, qmin, qmax) - x).detach()
+            return x + (u < rate).to(x.dtype) * rounding
+        return x + strength * delta * self._eps(x)
+
+    def _record_grad(self, grad: torch.Tensor) -> None:
+        self.stats.update_grad(grad)
+
+
+def _gamma_statistic(stats: _Stats, adapt: str) -> float | None:
+    if adapt == "outlier":
+        return stats.outlier_ratio
+    if adapt == "kurtosis":
+        return stats.kurtosis
+    if adapt == "sensitivity":
+        return None if stats.grad_sq is None else 1.0 / math.sqrt(max(stats.grad_sq, 1e-30))
+    return 1.0
+
+
+@dataclass
+class NoiseInjector:
+    """Installs ARNQ noise in a model and drives alpha(t), Delta and gamma during training."""
+
+    model: nn.Module
+    cfg: NoiseConfig
+    w_bits: int
+    a_bits: int
+    calibrator: str = "minmax"
+    seed: int | None = None
+    points: list[NoisePoint] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        observer = self.cfg.delta_observer or (self.calibrator if self.calibrator in OBSERVERS else "minmax")
+        kinds = {"W": ("weight",), "A": ("linear_in",), "WA": ("weight", "linear_in")}[self.cfg.target]
+        a_bits = self.a_bits if self.a_bits < 16 else 8
+        if self.cfg.target != "W" and self.a_bits >= 16:
+            raise ValueError("ARNQ activation noise needs quantized activations: target 'W' for weight-only bits")
+        if not any(isinstance(m, FakeQuantizer) for m in self.model.modules()):
+            prepare(self.model, QuantConfig(w_bits=self.w_bits, a_bits=a_bits, a_observer=observer, edge_bits=None,
+                                            points=kinds))
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        for name, q in quantizers(self.model):
+            owner = name.rsplit(".", 1)[0]
+            if q.point not in kinds or (self.cfg.modules and not any(fnmatch.fnmatchcase(owner, p) for p in self.cfg.modules)):
+                continue
+            point = NoisePoint(q, self.cfg, observer, generator)
+            q.noise = point
+            self.points.append(point)
+        if not self.points:
+            raise ValueError(f"ARNQ found no layer to perturb (target={self.cfg.target}, modules={self.cfg.modules})")
+
+    def on_step(self, step: int, total: int) -> None:
+        """Set alpha(step); every `refresh` steps refresh Delta and recompute gamma."""
+        alpha = self.cfg.alpha(step, total)
+        refresh = step % self.cfg.refresh == 0
+        if refresh:
+            self._update_gamma()
+        for p in self.points:
+            p.alpha = alpha
+            if refresh:
+                p.request_refresh()
+
+    def _update_gamma(self) -> None:
+        for is_weight in (True, False):
+            group = [p for p in self.points if p.is_weight == is_weight]
+            values = [_gamma_statistic(p.stats, self.cfg.adapt) for p in group]
+            if not group or any(v is None for v in values):
+                continue  # sensitivity before the first backward: keep gamma = 1
+            raw = [max(v, 1e-12) ** self.cfg.eta for v in values]
+            mean = sum(raw) / len(raw)
+            for p, r in zip(group, raw, strict=True):
+                p.gamma = min(r / mean, self.cfg.gamma_max)
+
+    def gammas(self) -> dict[str, float]:
+        return {f"{i}:{p.point}": p.gamma for i, p in enumerate(self.points)}
+
+    def remove(self) -> None:
+        """Uninstall the noise (the quantizers stay, switched off)."""
+        for _, q in quantizers(self.model):
+            q.noise = None
+        self.points.clear()
+
+    def __iter__(self) -> Iterator[NoisePoint]:
+        return iter(self.points)
+
+
+def diffq_config() -> NoiseConfig:
+    """DiffQ-style ablation: uniform noise of one min-max bin on weights, no adaptivity, constant."""
+    return NoiseConfig(
+        target="W", dist="uniform", schedule="constant", alpha_max=1.0, adapt="none", refresh=1, w_delta="tensor"
+    )
+
+
+def noise_variance(delta: float, alpha: float, gamma: float, dist: str = "uniform") -> float:
+    """Expected variance of the injected noise: (alpha * gamma * Delta)^2 / 12 for uniform and gaussian."""
+    if dist not in ("uniform", "gaussian"):
+        raise ValueError("closed-form variance is defined for uniform and gaussian noise")
+    return (alpha * gamma * delta) ** 2 / 12
+
+
+__all__ = [
+    "ADAPTIVITY", "DISTRIBUTIONS", "TARGETS", "NoiseConfig", "NoiseInjector", "NoisePoint", "diffq_config",
+    "noise_variance",
+]
