@@ -48,7 +48,7 @@ class NoiseConfig:
     n_steps: int = 4  # stages of the "step" schedule
     adapt: str = "none"
     eta: float = 1.0  # exponent of the adaptivity statistic
-    k: float = 4.0  # sigma multiple in the outlier ratio max|A| / (k sigma)
+    gamma_k: float = 4.0  # sigma multiple in the outlier ratio max|A| / (k sigma) behind gamma
     refresh: int = 10  # steps between Delta/gamma updates
     delta_observer: str | None = None  # None: the target calibrator's observer
     bernoulli_p: float = 0.1  # mask rate at alpha = gamma = 1 for dist="bernoulli"
@@ -67,7 +67,7 @@ class NoiseConfig:
             raise ValueError(f"delta_observer={self.delta_observer!r}: choose one of {', '.join(OBSERVERS)} or None")
         checks = {
             "alpha_max": self.alpha_max >= 0, "warmup_frac": 0 <= self.warmup_frac <= 1, "n_steps": self.n_steps >= 1,
-            "eta": self.eta >= 0, "k": self.k > 0, "refresh": isinstance(self.refresh, int) and self.refresh >= 1,
+            "eta": self.eta >= 0, "gamma_k": self.gamma_k > 0, "refresh": isinstance(self.refresh, int) and self.refresh >= 1,
             "bernoulli_p": 0 < self.bernoulli_p <= 1, "gamma_max": self.gamma_max >= 1,
         }
         for name, ok in checks.items():
@@ -159,7 +159,7 @@ class NoisePoint(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
         if self.stats.seen == 0 or self._refresh_due:
-            self.stats.update(values, self.cfg.k)
+            self.stats.update(values, self.cfg.gamma_k)
         self._observe(values)
         if self._refresh_due or self.delta is None:
             self._refresh_delta()

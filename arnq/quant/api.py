@@ -103,14 +103,15 @@ def detect_family(model: nn.Module) -> str:
     )
 
 
-def _edge_patterns(model: nn.Module, family: str) -> tuple[str, ...]:
+def edge_patterns(model: nn.Module, family: str) -> tuple[str, ...]:
+    """fnmatch patterns of the patch embedding and classifier head, which stay at edge_bits."""
     if family == "bert":
         return ("classifier", "classifier.*", "*pooler*")
     head = getattr(model, "pretrained_cfg", {}).get("classifier", "head")
     return ("patch_embed.*", head, f"{head}.*", "head", "head.*")
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
+def name_matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -152,7 +153,7 @@ def prepare(model: nn.Module, cfg: QuantConfig, family: str | None = None) -> nn
     if any(isinstance(m, FakeQuantizer) for m in model.modules()):
         raise ValueError("model is already prepared for quantization; prepare a fresh copy")
     points, acts = set(cfg.points), cfg.quantizes_activations
-    edges = _edge_patterns(model, family)
+    edges = edge_patterns(model, family)
     probs_bits = cfg.probs_bits or cfg.a_bits
 
     def act_q(bits: int, point: str) -> FakeQuantizer | None:
@@ -161,7 +162,7 @@ def prepare(model: nn.Module, cfg: QuantConfig, family: str | None = None) -> nn
     # attention operands, found through the attention modules that own them
     qkv_outputs: dict[str, SectionQuantizer | FakeQuantizer] = {}
     for name, module in list(model.named_modules()):
-        if _matches(name, cfg.skip):
+        if name_matches(name, cfg.skip):
             continue
         if family in ("vit", "swin") and _is_timm_attention(module):
             module.fused_attn = False  # the explicit path exposes the two matmuls
@@ -183,9 +184,9 @@ def prepare(model: nn.Module, cfg: QuantConfig, family: str | None = None) -> nn
         model.set_attn_implementation(HF_ATTN_IMPL)
 
     for name, module in list(model.named_modules()):
-        if _matches(name, cfg.skip) or isinstance(module, (QuantLinear, QuantConv2d)):
+        if name_matches(name, cfg.skip) or isinstance(module, (QuantLinear, QuantConv2d)):
             continue
-        edge = _matches(name, edges)
+        edge = name_matches(name, edges)
         if edge and cfg.edge_bits is None:
             continue
         w_bits = cfg.edge_bits if edge else cfg.w_bits
