@@ -1,0 +1,253 @@
+"""Training loop: schedule, convergence, determinism, hooks and length-bucketed batching."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from arnq.train import (
+    SeededBatchSampler,
+    TrainConfig,
+    evaluate,
+    lr_schedule,
+    make_loader,
+    set_seed,
+    text_length,
+    thread_limit,
+    train_classifier,
+)
+
+
+def blobs(n: int = 512, dim: int = 8, classes: int = 4, seed: int = 0) -> list[tuple[torch.Tensor, int]]:
+    """Linearly separable Gaussian blobs: class means 4 apart, unit noise."""
+    gen = torch.Generator().manual_seed(seed)
+    means = 4.0 * torch.eye(classes, dim)
+    labels = torch.randint(classes, (n,), generator=gen)
+    x = means[labels] + torch.randn(n, dim, generator=gen)
+    return [(x[i], int(labels[i])) for i in range(n)]
+
+
+def stack_collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def mlp(dim: int = 8, classes: int = 4) -> nn.Module:
+    return nn.Sequential(nn.Linear(dim, 32), nn.GELU(), nn.Dropout(0.1), nn.Linear(32, classes))
+
+
+def run(seed: int = 0, epochs: int = 3, **overrides) -> tuple[nn.Module, dict]:
+    set_seed(seed)
+    model = mlp()
+    cfg = TrainConfig(epochs=epochs, lr=1e-2, batch_size=32, seed=seed)
+    train = make_loader(blobs(512, seed=1), stack_collate, 32, shuffle=True, seed=seed)
+    test = make_loader(blobs(256, seed=2), stack_collate, 64, shuffle=False)
+    result = train_classifier(model, train, cfg, device="cpu", eval_loader=test, **overrides)
+    return model, result
+
+
+def test_lr_schedule_endpoints_and_warmup():
+    assert lr_schedule(0, 100, 10) == pytest.approx(0.1)
+    assert lr_schedule(4, 100, 10) == pytest.approx(0.5)
+    assert lr_schedule(9, 100, 10) == pytest.approx(1.0)
+    assert lr_schedule(10, 100, 10) == pytest.approx(1.0)
+    assert lr_schedule(55, 100, 10) == pytest.approx(0.5)  # half-way through the cosine
+    assert lr_schedule(99, 100, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert lr_schedule(100, 100, 10) == 0.0
+    assert lr_schedule(0, 50, 0) == 1.0
+    values = [lr_schedule(s, 100, 10) for s in range(100)]
+    assert all(a < b for a, b in zip(values[:9], values[1:10], strict=True))  # rising warm-up
+    assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))  # non-increasing decay
+    for bad in [(0, 0, 0), (0, 10, 11), (-1, 10, 1)]:
+        with pytest.raises(ValueError, match="lr_schedule"):
+            lr_schedule(*bad)
+
+
+def test_train_config_validation_names_field():
+    with pytest.raises(ValueError, match=r"TrainConfig\.lr=-1"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ValueError, match=r"TrainConfig\.warmup_frac=1\.5"):
+        TrainConfig(warmup_frac=1.5)
+    with pytest.raises(ValueError, match=r"TrainConfig\.epochs=0"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match=r"TrainConfig\.max_steps=0"):
+        TrainConfig(max_steps=0)
+
+
+def test_mlp_learns_separable_blobs():
+    set_seed(0)
+    untrained = evaluate(mlp(), make_loader(blobs(256, seed=2), stack_collate, 64, shuffle=False), "cpu")
+    model, result = run(epochs=3)
+    assert untrained < 0.6
+    assert result["eval_accuracy"] > 0.95
+    assert result["steps"] == result["total_steps"] == 3 * 16
+    assert len(result["history"]) == 3
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"]
+    assert result["seconds"] < 20
+    assert not model.training  # handed back in eval mode
+
+
+def test_same_seed_bit_identical_and_other_seed_differs():
+    a, ra = run(seed=3)
+    b, rb = run(seed=3)
+    c, _ = run(seed=4)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert any(
+        not torch.equal(pa, pc)
+        for pa, pc in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
+    )
+    assert ra["history"][-1]["train_loss"] == rb["history"][-1]["train_loss"]
+
+
+def test_hooks_loss_fn_step_callback_and_max_steps():
+    steps: list[tuple[int, int]] = []
+    calls = {"loss": 0}
+
+    def l2_to_zero(model, inputs, labels, logits):
+        calls["loss"] += 1
+        assert logits.shape == (len(labels), 4) and inputs.shape[0] == len(labels)
+        return 1.0 * sum((p**2).sum() for p in model.parameters())
+
+    model, result = run(epochs=2, loss_fn=l2_to_zero, step_callback=lambda s, t: steps.append((s, t)))
+    assert steps == [(s, 32) for s in range(32)]
+    assert calls["loss"] == 32
+    assert "extra_loss" in result["history"][0]
+    plain_model, _ = run(epochs=2)
+    norm = sum(float((p.detach() ** 2).sum()) for p in model.parameters())
+    plain_norm = sum(float((p.detach() ** 2).sum()) for p in plain_model.parameters())
+    assert norm < 0.5 * plain_norm  # the extra term really entered the gradient
+
+    set_seed(0)
+    capped = train_classifier(
+        mlp(),
+        make_loader(blobs(512), stack_collate, 32, shuffle=True),
+        TrainConfig(epochs=5, lr=1e-2, batch_size=32, max_steps=20),
+    )
+    assert capped["steps"] == 20 and capped["epochs"] == 2
+
+
+def test_on_epoch_end_can_stop_and_augment_is_applied():
+    seen_epochs: list[int] = []
+    augmented = {"n": 0}
+
+    def aug(x):
+        augmented["n"] += 1
+        return x + 0.01 * torch.randn_like(x)
+
+    _, result = run(epochs=4, on_epoch_end=lambda e, rec: seen_epochs.append(e) or e == 1, augment=aug)
+    assert seen_epochs == [0, 1]
+    assert result["stopped_early"] and result["epochs"] == 2
+    assert augmented["n"] == 32
+    assert "eval_accuracy" in result["history"][0]
+
+
+def test_thread_limit_restores():
+    before = torch.get_num_threads()
+    with thread_limit(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        with thread_limit(0):
+            pass
+
+
+def sentences(n: int = 2000, seed: int = 0) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    return [(" ".join("w" for _ in range(rng.randint(1, 60))), i % 2) for i in range(n)]
+
+
+def spread(batches: list[list[int]], lengths: list[int]) -> float:
+    return sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+
+
+def test_length_bucketing_groups_lengths_and_covers_all():
+    data = sentences()
+    lengths = [text_length(item) for item in data]
+    bucketed = SeededBatchSampler(len(data), 32, shuffle=True, seed=7, lengths=lengths)
+    plain = SeededBatchSampler(len(data), 32, shuffle=True, seed=7)
+    for epoch in range(2):
+        b = bucketed.batches(epoch)
+        flat = sorted(i for batch in b for i in batch)
+        assert flat == list(range(len(data)))  # every example exactly once
+        assert len(b) == len(bucketed) == math.ceil(2000 / 32)
+        assert spread(b, lengths) < 0.25 * spread(plain.batches(epoch), lengths)
+    assert bucketed.batches(0) == SeededBatchSampler(
+        len(data), 32, shuffle=True, seed=7, lengths=lengths
+    ).batches(0)
+    assert bucketed.batches(0) != bucketed.batches(1)  # reshuffled per epoch
+    assert bucketed.batches(0) != SeededBatchSampler(
+        len(data), 32, shuffle=True, seed=8, lengths=lengths
+    ).batches(0)
+    # batch order is shuffled, not sorted by length
+    firsts = [lengths[b[0]] for b in bucketed.batches(0)]
+    assert firsts != sorted(firsts)
+
+
+def test_make_loader_bucketing_through_dataloader():
+    data = sentences(500)
+    loader = make_loader(
+        data,
+        lambda items: ([t for t, _ in items], torch.tensor([y for _, y in items])),
+        16,
+        shuffle=True,
+        seed=1,
+        length_bucketing=True,
+    )
+    seen = []
+    for texts, labels in loader:
+        assert len(texts) == len(labels) <= 16
+        seen.extend(texts)
+    assert sorted(seen) == sorted(t for t, _ in data)
+    again = [
+        texts
+        for texts, _ in make_loader(
+            data, lambda items: ([t for t, _ in items], None), 16, shuffle=True, seed=1, length_bucketing=True
+        )
+    ]
+    first = [
+        texts
+        for texts, _ in make_loader(
+            data, lambda items: ([t for t, _ in items], None), 16, shuffle=True, seed=1, length_bucketing=True
+        )
+    ]
+    assert again == first
+    eval_loader = make_loader(
+        data, lambda items: [len(t.split()) for t, _ in items], 16, shuffle=False, length_bucketing=True
+    )
+    flat = [n for batch in eval_loader for n in batch]
+    assert flat == sorted(flat)  # eval bucketing sorts by length
+
+
+def test_text_length_pairs():
+    assert text_length(("a b c", 1)) == 3
+    assert text_length((("a b", "c d e"), 0)) == 5
+    with pytest.raises(TypeError, match="length_fn"):
+        text_length((torch.zeros(3), 1))
+
+
+def test_dict_inputs_use_forward_logits():
+    class DictModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 4)
+
+        def forward(self, features, mask):
+            return self.lin(features * mask)
+
+    def collate(items):
+        x, y = stack_collate(items)
+        return {"features": x, "mask": torch.ones_like(x)}, y
+
+    set_seed(0)
+    model = DictModel()
+    result = train_classifier(
+        model,
+        make_loader(blobs(512, seed=1), collate, 32, shuffle=True),
+        TrainConfig(epochs=3, lr=3e-2),
+        eval_loader=make_loader(blobs(256, seed=2), collate, 64, shuffle=False),
+    )
+    assert result["eval_accuracy"] > 0.95
