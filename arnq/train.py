@@ -11,6 +11,7 @@ reproducible from `TrainConfig.seed`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import time
@@ -24,7 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from arnq.batch import forward_logits, move_to
+from arnq.batch import forward_logits, move_to, token_mask
+from arnq.quant.quantizer import token_mask_context
+
+log = logging.getLogger(__name__)
 
 LossHook = Callable[[nn.Module, Any, torch.Tensor, torch.Tensor], torch.Tensor]
 StepHook = Callable[[int, int], None]
@@ -308,14 +312,21 @@ def train_classifier(
     augment: Callable[[Any], Any] | None = None,
     loss_fn: LossHook | None = None,
     step_callback: StepHook | None = None,
+    epoch_callback: Callable[[int], None] | None = None,
     num_threads: int | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train `model` in place on `(inputs, labels)` batches; returns a summary with per-epoch history.
 
     Hooks: `augment(inputs)` transforms training inputs on `device`;
     `loss_fn(model, inputs, labels, logits)` returns an extra loss added to the
     cross-entropy; `step_callback(step, total_steps)` runs before each step;
-    `on_epoch_end(epoch, record)` sees each epoch's record and may return True to stop.
+    `on_epoch_end(epoch, record)` sees each epoch's record and may return True to stop;
+    `epoch_callback(epoch)` runs before each epoch. `on_checkpoint(state)` receives, after
+    every epoch, the state (`epoch`, `step`, `optimizer`, `scheduler`, `rng`, `history`)
+    that `resume=` accepts to continue an interrupted run to the same result.
+    Padding tokens are marked (token_mask_context) so quantizers and losses skip them.
     """
     with thread_limit(num_threads):
         set_seed(cfg.seed)
@@ -334,14 +345,21 @@ def train_classifier(
             optimizer, lambda s: lr_schedule(min(s, total), total, warmup)
         )
         history: list[dict] = []
-        step = 0
+        step, first_epoch = 0, 0
+        if resume is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            torch.set_rng_state(resume["rng"])
+            step, first_epoch, history = resume["step"], resume["epoch"], list(resume["history"])
         start = time.perf_counter()
         stopped_early = False
-        for epoch in range(cfg.epochs):
+        for epoch in range(first_epoch, cfg.epochs):
             if step >= total:
                 break
             model.train()
             _set_loader_epoch(train_loader, epoch)
+            if epoch_callback is not None:
+                epoch_callback(epoch)
             epoch_start = time.perf_counter()
             loss_sum = extra_sum = 0.0
             correct = seen = 0
@@ -353,7 +371,8 @@ def train_classifier(
                 inputs, labels = move_to(inputs, device), labels.to(device)
                 if augment is not None:
                     inputs = augment(inputs)
-                logits = forward_logits(model, inputs)
+                with token_mask_context(token_mask(inputs)):
+                    logits = forward_logits(model, inputs)
                 loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
                 if loss_fn is not None:
                     extra = loss_fn(model, inputs, labels, logits)
@@ -386,7 +405,17 @@ def train_classifier(
             if eval_loader is not None and cfg.eval_every_epoch:
                 record["eval_accuracy"] = evaluate(model, eval_loader, device)
             history.append(record)
-            if on_epoch_end is not None and on_epoch_end(epoch, record):
+            log.info(
+                "epoch %d/%d: loss %.4f, train acc %.3f, %.1f s", epoch + 1, cfg.epochs, record["train_loss"],
+                record["train_accuracy"], record["seconds"],
+            )
+            stop = on_epoch_end is not None and on_epoch_end(epoch, record)
+            if on_checkpoint is not None:
+                on_checkpoint({
+                    "epoch": epoch + 1, "step": step, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                })
+            if stop:
                 stopped_early = True
                 break
         result = {

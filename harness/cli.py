@@ -18,7 +18,8 @@ LISTINGS = ("models", "datasets", "ptq")
 def _console():
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    return console if console.is_terminal else Console(width=200)  # logs and pipes: no wrapping
 
 
 def _table(title: str, rows: list[dict], columns: Sequence[str] | None = None):
@@ -55,7 +56,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     job = QuantizeJob(  # validates names and bit strings before anything is loaded
         models=args.model, ptq=args.ptq, bits=args.bits, seed=args.seed, calib_size=args.calib_size,
-        device=args.device, threads=args.threads,
+        device=args.device, threads=args.threads, weights=args.weights, data_root=args.data_root,
     )
     console = _console()
     start = time.perf_counter()
@@ -75,6 +76,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arnq", description="Quantization-friendly fine-tuning benchmark harness")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quantize", help="calibrate, quantize and evaluate models (FP vs quantized accuracy)")
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib-size", type=int, default=None, help="calibration examples (default: the method's)")
     q.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    q.add_argument("--weights", default=None, help="local weights file/folder for a single model (offline clusters)")
+    q.add_argument("--data-root", default=None, help="local dataset folder (e.g. ImageNet ImageFolder, GLUE jsonl)")
     q.add_argument("--out", default="results/runs/quantize", help="output directory for results.csv/json")
     q.set_defaults(func=cmd_quantize)
 
@@ -94,9 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
+        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

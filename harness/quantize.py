@@ -31,6 +31,8 @@ class QuantizeJob:
     device: str = "cpu"
     threads: int | None = None
     ptq_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    weights: str | None = None  # local weights for a single model
+    data_root: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("models", "ptq", "bits"):
@@ -43,6 +45,8 @@ class QuantizeJob:
             PTQ_METHODS.get(method).config(self.ptq_params.get(method))
         for bits in self.bits:
             parse_bits(bits)
+        if self.weights is not None and len(self.models) != 1:
+            raise ValueError(f"weights={self.weights!r} applies to one model; give a single --model")
         if self.calib_size is not None and self.calib_size < 1:
             raise ValueError(f"calib_size={self.calib_size}: use a positive integer")
 
@@ -53,7 +57,8 @@ def run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | No
     for model_name in job.models:
         calib_sizes = {m: job.calib_size or PTQ_METHODS.get(m).default_calib_size for m in job.ptq}
         loaded = load_model(
-            model_name, seed=job.seed, calib_size=max(calib_sizes.values()), device=job.device, num_threads=job.threads
+            model_name, seed=job.seed, calib_size=max(calib_sizes.values()), device=job.device, num_threads=job.threads,
+            weights=job.weights, data_root=job.data_root,
         )
         text = loaded.data.modality == "text"
         test_loader = make_loader(loaded.data.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)

@@ -125,7 +125,7 @@ class ArmRuntime:
         """Start each epoch with fresh noise steps, so a resumed run matches an uninterrupted one."""
         if self.injector is not None:
             for point in self.injector:
-                point.request_refresh()
+                point.request_refresh(restart=True)
 
     def loss_fn(self, model: nn.Module, inputs: Any, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros(())

@@ -128,9 +128,12 @@ class NoisePoint(nn.Module):
     def extra_repr(self) -> str:
         return f"point={self.point}, bits={self.bits}, alpha={self.alpha:.3g}, gamma={self.gamma:.3g}"
 
-    def request_refresh(self) -> None:
-        """Recompute Delta from the batches seen since the last refresh, at the next forward."""
+    def request_refresh(self, restart: bool = False) -> None:
+        """Recompute Delta at the next forward from the batches seen since the last refresh
+        (`restart`: from the next batch alone, as at the start of an epoch)."""
         self._refresh_due = True
+        if restart:
+            self._observer = None
 
     def _observe(self, values: torch.Tensor) -> None:
         if self._observer is None:
@@ -206,6 +209,7 @@ class NoiseInjector:
     calibrator: str = "minmax"
     seed: int | None = None
     points: list[NoisePoint] = field(default_factory=list)
+    generator: torch.Generator | None = field(default=None, init=False)  # seeded noise stream (checkpointed)
 
     def __post_init__(self) -> None:
         observer = self.cfg.delta_observer or (self.calibrator if self.calibrator in OBSERVERS else "minmax")
@@ -216,14 +220,14 @@ class NoiseInjector:
         if not any(isinstance(m, FakeQuantizer) for m in self.model.modules()):
             prepare(self.model, QuantConfig(w_bits=self.w_bits, a_bits=a_bits, a_observer=observer, edge_bits=None,
                                             points=kinds))
-        generator = None
         if self.seed is not None:
-            generator = torch.Generator(device="cpu").manual_seed(self.seed)
+            device = next(self.model.parameters()).device
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
         for name, q in quantizers(self.model):
             owner = name.rsplit(".", 1)[0]
             if q.point not in kinds or (self.cfg.modules and not any(fnmatch.fnmatchcase(owner, p) for p in self.cfg.modules)):
                 continue
-            point = NoisePoint(q, self.cfg, observer, generator)
+            point = NoisePoint(q, self.cfg, observer, self.generator)
             q.noise = point
             self.points.append(point)
         if not self.points:
