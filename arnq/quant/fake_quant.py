@@ -55,6 +55,19 @@ def calc_qparams(
     return scale, zero_point
 
 
+def fake_quantize_reference(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    qmin: int,
+    qmax: int,
+) -> torch.Tensor:
+    """Quantize-dequantize `x` with any broadcastable `scale`/`zero_point` (e.g. per token), in plain ops."""
+    inv_scale = 1.0 / scale
+    q = torch.clamp(round_ste(x * inv_scale) + zero_point, qmin, qmax)
+    return (q - zero_point) * scale
+
+
 def fake_quantize(
     x: torch.Tensor,
     scale: torch.Tensor,
@@ -62,10 +75,16 @@ def fake_quantize(
     qmin: int,
     qmax: int,
 ) -> torch.Tensor:
-    """Quantize-dequantize `x`; `scale`/`zero_point` broadcast against `x`."""
-    inv_scale = 1.0 / scale
-    q = torch.clamp(round_ste(x * inv_scale) + zero_point, qmin, qmax)
-    return (q - zero_point) * scale
+    """Quantize-dequantize `x`; `scale`/`zero_point` broadcast against `x`.
+
+    Without autograd (evaluation, calibration) the same ops run in place on one
+    buffer, several times faster than both the out-of-place chain and torch's own
+    CPU fake-quant kernel, with bit-identical results.
+    """
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return fake_quantize_reference(x, scale, zero_point, qmin, qmax)
+    out = x * (1.0 / scale)
+    return out.round_().add_(zero_point).clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
 
 
 def broadcast_shape(x: torch.Tensor, axis: int) -> list[int]:

@@ -119,7 +119,13 @@ class _ReservoirObserver(Observer):
 
 
 def _kth(values: torch.Tensor, q: float) -> torch.Tensor:
-    k = min(max(int(round(q * values.numel())), 1), values.numel())
+    """The k-th smallest value for k = round(q * n); extreme quantiles use a partial top-k (much faster)."""
+    n = values.numel()
+    k = min(max(int(round(q * n)), 1), n)
+    tail = min(k, n - k + 1)
+    if tail <= 4096:
+        largest = k > n // 2
+        return values.topk(tail, largest=largest, sorted=True).values[-1]
     return values.kthvalue(k).values
 
 
