@@ -74,6 +74,31 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from harness.grid import run_grid
+    from harness.results import add_baselines, summary_table
+    from harness.space import load_space
+
+    space = load_space(args.space)  # validated before any work
+    trials = space.trials()
+    if args.smoke:
+        trials = trials[: len(space.arms) + 1]
+    out_dir = Path(args.out or f"results/runs/{space.name}")
+    console = _console()
+    console.print(f"{space.name}: {len(trials)} trials -> {out_dir}")
+    start = time.perf_counter()
+    rows = run_grid(trials, out_dir / "rows.jsonl", workers=args.workers, threads=args.threads)
+    df = add_baselines(rows)
+    df.drop(columns=["diagnostics"], errors="ignore").to_csv(out_dir / "results.csv", index=False)
+    table = summary_table(df)
+    (out_dir / "summary.md").write_text(table.to_markdown(index=False) + "\n")
+    console.print(_table(f"{space.name}: mean ± std over seeds", table.to_dict("records")))
+    failed = int((df["status"] != "ok").sum())
+    console.print(f"{len(df)} trials ({failed} failed) in {time.perf_counter() - start:.0f} s")
+    console.print(f"results: {(out_dir / 'results.csv').resolve()}")
+    return 0 if failed == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arnq", description="Quantization-friendly fine-tuning benchmark harness")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -91,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root", default=None, help="local dataset folder (e.g. ImageNet ImageFolder, GLUE jsonl)")
     q.add_argument("--out", default="results/runs/quantize", help="output directory for results.csv/json")
     q.set_defaults(func=cmd_quantize)
+
+    g = sub.add_parser("grid", help="run a search space locally without Ray (a process pool), resumable")
+    g.add_argument("space", help="search-space YAML file")
+    g.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    g.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    g.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
+    g.add_argument("--smoke", action="store_true", help="run only the first few trials")
+    g.set_defaults(func=cmd_grid)
 
     ls = sub.add_parser("ls", help="list registered models, datasets or PTQ methods")
     ls.add_argument("what", choices=LISTINGS)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,6 +74,9 @@ class NoiseConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range (see NoiseConfig docs)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def alpha(self, step: int, total: int) -> float:
         return schedule_value(

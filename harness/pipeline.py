@@ -1,0 +1,170 @@
+"""The Ray-free trial pipeline: fine-tune (cached) under an arm, then PTQ and score.
+
+`run_trial(spec, report)` is what a sweep's trainable calls. A fine-tune depends only
+on (model, arm + params, seed, fine-tune settings, FP checkpoint) and, for arms that
+size their noise from the target (`uses_target`), on the target bits and calibrator;
+it is cached content-addressed, so every PTQ x bits cell that needs the same
+fine-tune reuses it, and the plain baseline is shared by every arm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from arnq.arms import ARMS, Target
+from arnq.cache import get_or_build, library_versions, load_state, save_state
+from arnq.finetune import CALIB_BATCH, EVAL_BATCH, FinetuneConfig, finetune, make_splits, quantized_accuracy
+from arnq.models import MODELS, LoadedModel, load_model
+from arnq.ptq import PTQ_METHODS, parse_bits
+from arnq.train import evaluate, make_loader
+
+log = logging.getLogger(__name__)
+
+FINETUNE_KIND = "finetunes"
+Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One leaderboard cell: (model, target bits, PTQ method, arm + params, seed) under a fine-tune budget."""
+
+    model: str
+    bits: str
+    ptq: str
+    arm: str = "plain"
+    arm_params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ptq_params: Mapping[str, Any] = field(default_factory=dict)
+    fp_seed: int = 0  # every arm and seed starts from the same FP checkpoint
+    calib_size: int | None = None  # None: the PTQ method's default
+
+    def __post_init__(self) -> None:
+        MODELS.get(self.model)
+        parse_bits(self.bits)
+        PTQ_METHODS.get(self.ptq).config(self.ptq_params)
+        ARMS.get(self.arm).config(self.arm_params)
+
+    @property
+    def target(self) -> Target:
+        w_bits, a_bits = parse_bits(self.bits)
+        return Target(w_bits, a_bits, self.ptq)
+
+    def finetune_spec(self) -> dict[str, Any]:
+        """What the fine-tuned weights depend on (the cache key)."""
+        arm = ARMS.get(self.arm)
+        spec: dict[str, Any] = {
+            "model": self.model, "fp_seed": self.fp_seed, "arm": self.arm,
+            "arm_params": arm.config(self.arm_params).to_dict(), "seed": self.seed,
+            "finetune": self.finetune.to_dict(), "versions": library_versions(),
+        }
+        if arm.uses_target:
+            spec["target"] = asdict(self.target)
+            spec["calib_size"] = self._calib_size()
+        return spec
+
+    def _calib_size(self) -> int:
+        return self.calib_size or PTQ_METHODS.get(self.ptq).default_calib_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "bits": self.bits, "ptq": self.ptq, "arm": self.arm,
+                "arm_params": dict(self.arm_params), "seed": self.seed, "finetune": self.finetune.to_dict(),
+                "ptq_params": dict(self.ptq_params), "fp_seed": self.fp_seed, "calib_size": self.calib_size}
+
+
+@lru_cache(maxsize=4)
+def _loaded(model: str, fp_seed: int, device: str) -> LoadedModel:
+    """FP model per process (a Ray actor reused across trials keeps it warm), with its test accuracy."""
+    loaded = load_model(model, seed=fp_seed, device=device)
+    if loaded.fp_accuracy is None:  # pretrained weights: score them once
+        text = loaded.data.modality == "text"
+        test = make_loader(loaded.data.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
+        loaded.fp_accuracy = evaluate(loaded.model, test, device)
+    return loaded
+
+
+def cached_finetune(
+    spec: TrialSpec,
+    loaded: LoadedModel,
+    *,
+    device: str = "cpu",
+    report: Report | None = None,
+    checkpoint_root: Path | None = None,
+    cache_root: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """(fine-tuned state dict, fine-tune record, cache hit) for `spec`, fine-tuning at most once."""
+    built: list[bool] = []
+
+    def build(out: Path) -> None:
+        built.append(True)
+        ckpt = checkpoint_root / get_key(spec) if checkpoint_root is not None else None
+
+        def on_epoch(epoch: int, record: dict[str, Any]) -> None:
+            if report is not None:
+                report({"stage": "finetune", "epoch": epoch + 1, **_scalars(record)})
+
+        result = finetune(loaded, spec.arm, spec.arm_params, spec.finetune, spec.target, seed=spec.seed,
+                          device=device, checkpoint_dir=ckpt, on_epoch=on_epoch, calib_size=spec._calib_size())
+        save_state(out / "model.safetensors", result.state_dict)
+        record = {"ft_acc": result.ft_acc, "history": result.history, "diagnostics": result.diagnostics,
+                  "seconds": result.seconds, "steps": result.steps, "arm_stats": result.arm_stats}
+        (out / "finetune.json").write_text(json.dumps(record))
+
+    entry = get_or_build(FINETUNE_KIND, spec.finetune_spec(), build, root=cache_root)
+    state = load_state(entry / "model.safetensors")
+    record = json.loads((entry / "finetune.json").read_text())
+    return state, record, not built
+
+
+def get_key(spec: TrialSpec) -> str:
+    from arnq.cache import content_key
+
+    return content_key(spec.finetune_spec())
+
+
+def _scalars(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
+
+
+def run_trial(
+    spec: TrialSpec,
+    report: Report | None = None,
+    *,
+    device: str = "cpu",
+    cache_root: Path | None = None,
+    checkpoint_root: Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune (or reuse), quantize with the cell's PTQ method and bits, and return its result row."""
+    start = time.perf_counter()
+    loaded = _loaded(spec.model, spec.fp_seed, device)
+    state, record, hit = cached_finetune(spec, loaded, device=device, report=report,
+                                         checkpoint_root=checkpoint_root, cache_root=cache_root)
+    splits = make_splits(loaded, spec.finetune, spec.seed, spec._calib_size())
+    text = loaded.data.modality == "text"
+    calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=text)
+    test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
+    ptq_start = time.perf_counter()
+    q_acc = quantized_accuracy(loaded, state, spec.target, calib, test, device, spec.ptq_params)
+    w_bits, a_bits = parse_bits(spec.bits)
+    row = {
+        "model": spec.model, "task": loaded.data.task, "bits": spec.bits, "w_bits": w_bits, "a_bits": a_bits,
+        "ptq": spec.ptq, "arm": spec.arm, "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
+        "seed": spec.seed, "fp_acc": _pct(loaded.fp_accuracy), "ft_acc": _pct(record["ft_acc"]),
+        "q_acc": _pct(q_acc), "status": "ok", "finetune_cached": hit, "finetune_s": round(record["seconds"], 2),
+        "ptq_s": round(time.perf_counter() - ptq_start, 2), "wall_s": round(time.perf_counter() - start, 2),
+        "diagnostics": json.dumps(record["diagnostics"]),
+    }
+    if report is not None:
+        report({"stage": "ptq", **_scalars(row)})
+    return row
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 2)

@@ -1,0 +1,42 @@
+"""Results rows: baselines joined in, improvement computed, mean +- std tables over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+CELL = ("model", "bits", "ptq", "seed")  # a plain row with the same cell is an arm's baseline
+
+
+def add_baselines(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Rows with baseline_q_acc (the plain arm's q_acc in the same cell and seed), improvement and drop."""
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return df
+    ok = df[df["status"] == "ok"]
+    plain = ok[ok["arm"] == "plain"].drop_duplicates(list(CELL)).set_index(list(CELL))["q_acc"]
+    keys = list(zip(*(df[c] for c in CELL), strict=True))
+    df["baseline_q_acc"] = [plain.get(k, math.nan) for k in keys]
+    df["improvement"] = (df["q_acc"] - df["baseline_q_acc"]).round(2)
+    df["drop"] = (df["ft_acc"] - df["q_acc"]).round(2)
+    return df
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """'m ± s (n)' with the sample std over seeds; '—' when empty."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return "—"
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return f"{mean:.2f} ± {std:.2f} (n={len(vals)})"
+
+
+def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("ft_acc", "q_acc", "improvement")) -> pd.DataFrame:
+    """One row per (model, bits, ptq, arm, arm_params) with mean ± std over seeds of each metric."""
+    group = ["model", "bits", "ptq", "arm", "arm_params"]
+    out = df[df["status"] == "ok"].groupby(group, sort=False)[list(metrics)].agg(lambda s: mean_std(list(s)))
+    return out.reset_index()

@@ -1,0 +1,242 @@
+"""Search spaces: declarative YAML validated into a typed `Space` before anything runs.
+
+Schema (every key but `name`, `models`, `bits`, `ptq` optional):
+
+    name: quickstart
+    models: [vit_mnist, minilm_rt]
+    bits: [W8A8, W6A6, W4A4]
+    ptq: [minmax, {name: percentile, pct: 0.9999}]      # a name, or {name: ..., param: value}
+    arms:                                               # plain (the baseline) is always run
+      - plain
+      - {name: arnq, schedule: [cosine, linear], adapt: outlier}   # a list = a grid over it
+    finetune: {epochs: 2, lr: 5.0e-5, batch_size: 32, train_subset: 2000}
+    seeds: [0, 1, 2]
+    calib_size: 256                                     # optional; default: each method's own
+    scheduler: {name: asha, grace_period: 1, reduction_factor: 2}   # or none
+    resources: {cpu: 1, gpu: 0}
+    wandb: {project: arnq-bench, mode: offline}
+
+Errors name the key, the bad value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from arnq.finetune import FinetuneConfig
+from arnq.models import MODELS
+from arnq.ptq import PTQ_METHODS, parse_bits
+from arnq.registry import UnknownNameError
+from harness.grid import build_trials, expand_params
+from harness.pipeline import TrialSpec
+
+TOP_KEYS = ("name", "models", "bits", "ptq", "arms", "finetune", "seeds", "calib_size", "fp_seed", "scheduler",
+            "resources", "wandb", "description")
+SCHEDULERS = ("asha", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot run, with the key, the value and the fix."""
+
+
+def _err(key: str, value: Any, fix: str) -> SpaceError:
+    return SpaceError(f"{key}: {value!r} is invalid; {fix}")
+
+
+def _named(entry: Any, key: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+        return entry["name"], {k: v for k, v in entry.items() if k != "name"}
+    raise _err(key, entry, "write a name or a mapping with a 'name' key, e.g. {name: percentile, pct: 0.9999}")
+
+
+def _list(raw: Mapping[str, Any], key: str, default: Any = None) -> list[Any]:
+    value = raw.get(key, default)
+    if value is None:
+        raise SpaceError(f"{key}: missing; give a list, e.g. {key}: [...]")
+    if not isinstance(value, list):
+        value = [value]
+    if not value:
+        raise SpaceError(f"{key}: the list is empty; give at least one value")
+    return value
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated search space."""
+
+    name: str
+    models: tuple[str, ...]
+    bits: tuple[str, ...]
+    ptq: tuple[tuple[str, Mapping[str, Any]], ...]
+    arms: tuple[tuple[str, Mapping[str, Any]], ...]
+    finetune: FinetuneConfig
+    seeds: tuple[int, ...] = (0,)
+    calib_size: int | None = None
+    fp_seed: int = 0
+    scheduler: Mapping[str, Any] = field(default_factory=lambda: {"name": "none"})
+    resources: Mapping[str, Any] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    wandb: Mapping[str, Any] | None = None
+    source_hash: str = ""
+
+    def trials(self) -> list[TrialSpec]:
+        """Every cell of the grid as a TrialSpec (plain included)."""
+        specs = []
+        for ptq_name, ptq_params in self.ptq:
+            specs += build_trials(self.models, self.bits, [ptq_name], list(self.arms), self.seeds, self.finetune,
+                                  ptq_params=dict(ptq_params), calib_size=self.calib_size, fp_seed=self.fp_seed)
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def parse_space(raw: Any, source: str = "<space>") -> Space:
+    """Validate a loaded YAML mapping into a Space."""
+    if not isinstance(raw, Mapping):
+        raise SpaceError(f"{source}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)})")
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        from arnq.registry import suggest
+
+        hints = "".join(suggest(k, list(TOP_KEYS)) for k in unknown)
+        raise SpaceError(f"unknown key(s) {unknown}.{hints} Valid keys: {', '.join(TOP_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _err("name", name, "give the space a non-empty name")
+    try:
+        models = [str(m) for m in _list(raw, "models")]
+        for i, model in enumerate(models):
+            if model not in MODELS:
+                raise SpaceError(f"models[{i}]: {MODELS.unknown_message(model)}")
+        bits = [str(b) for b in _list(raw, "bits")]
+        for i, b in enumerate(bits):
+            try:
+                parse_bits(b)
+            except ValueError as err:
+                raise SpaceError(f"bits[{i}]: {err}") from None
+        ptq = []
+        for i, entry in enumerate(_list(raw, "ptq")):
+            method, params = _named(entry, f"ptq[{i}]")
+            if method not in PTQ_METHODS:
+                raise SpaceError(f"ptq[{i}]: {PTQ_METHODS.unknown_message(method)}")
+            try:
+                PTQ_METHODS.get(method).config(params)
+            except (TypeError, ValueError) as err:
+                raise SpaceError(f"ptq[{i}] ({method}): {err}") from None
+            ptq.append((method, params))
+        arms = []
+        for i, entry in enumerate(_list(raw, "arms", ["plain"])):
+            arm, params = _named(entry, f"arms[{i}]")
+            try:
+                expand_params(arm, params)
+            except UnknownNameError as err:
+                raise SpaceError(f"arms[{i}]: {err}") from None
+            except (TypeError, ValueError) as err:
+                raise SpaceError(f"arms[{i}] ({arm}): {err}") from None
+            arms.append((arm, params))
+        finetune = _finetune(raw.get("finetune", {}))
+        seeds = _list(raw, "seeds", [0])
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise _err("seeds", seeds, "use a list of integers, e.g. [0, 1, 2]")
+        calib_size = raw.get("calib_size")
+        if calib_size is not None and not (isinstance(calib_size, int) and calib_size >= 1):
+            raise _err("calib_size", calib_size, "use a positive integer, or omit it for each method's default")
+        fp_seed = raw.get("fp_seed", 0)
+        if not isinstance(fp_seed, int):
+            raise _err("fp_seed", fp_seed, "use an integer")
+        scheduler = _scheduler(raw.get("scheduler", {"name": "none"}))
+        resources = _resources(raw.get("resources", {"cpu": 1, "gpu": 0}))
+        wandb = _wandb(raw.get("wandb"))
+    except SpaceError as err:
+        raise SpaceError(f"{source}: {err}") from None
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Space(name=name, models=tuple(models), bits=tuple(bits), ptq=tuple(ptq), arms=tuple(arms),
+                 finetune=finetune, seeds=tuple(seeds), calib_size=calib_size, fp_seed=fp_seed,
+                 scheduler=scheduler, resources=resources, wandb=wandb, source_hash=digest)
+
+
+def _finetune(raw: Any) -> FinetuneConfig:
+    if not isinstance(raw, Mapping):
+        raise _err("finetune", raw, "use a mapping, e.g. {epochs: 2, lr: 5.0e-5}")
+    valid = [f.name for f in dataclasses.fields(FinetuneConfig)]
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise SpaceError(f"finetune: unknown key(s) {unknown}; valid: {', '.join(valid)}")
+    for key, value in raw.items():
+        default = FinetuneConfig.__dataclass_fields__[key].default
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))) and value is not None:
+            raise _err(f"finetune.{key}", value, f"use a number (default {default})")
+    try:
+        return FinetuneConfig(**raw)
+    except (TypeError, ValueError) as err:
+        raise SpaceError(f"finetune: {err}") from None
+
+
+def _scheduler(raw: Any) -> dict[str, Any]:
+    name, params = _named(raw, "scheduler")
+    if name not in SCHEDULERS:
+        raise _err("scheduler.name", name, f"choose one of {', '.join(SCHEDULERS)}")
+    allowed = {"asha": {"grace_period", "reduction_factor", "metric"}, "none": set()}[name]
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise SpaceError(f"scheduler: unknown key(s) {unknown} for {name}; valid: {', '.join(sorted(allowed)) or '-'}")
+    for key in ("grace_period", "reduction_factor"):
+        if key in params and not (isinstance(params[key], int) and params[key] >= 1 + (key == "reduction_factor")):
+            raise _err(f"scheduler.{key}", params[key], "use an integer (grace_period >= 1, reduction_factor >= 2)")
+    return {"name": name, **params}
+
+
+def _resources(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise _err("resources", raw, "use a mapping, e.g. {cpu: 1, gpu: 0.5}")
+    unknown = sorted(set(raw) - {"cpu", "gpu"})
+    if unknown:
+        raise SpaceError(f"resources: unknown key(s) {unknown}; valid: cpu, gpu")
+    out = {"cpu": raw.get("cpu", 1), "gpu": raw.get("gpu", 0)}
+    for key, value in out.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise _err(f"resources.{key}", value, "use a number >= 0 (fractions allowed)")
+    if out["cpu"] <= 0 and out["gpu"] <= 0:
+        raise _err("resources", out, "a trial needs some cpu or gpu")
+    return out
+
+
+def _wandb(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise _err("wandb", raw, "use a mapping, e.g. {project: arnq-bench, mode: offline}")
+    unknown = sorted(set(raw) - {"project", "mode", "entity", "group"})
+    if unknown:
+        raise SpaceError(f"wandb: unknown key(s) {unknown}; valid: project, mode, entity, group")
+    mode = raw.get("mode", "offline")
+    if mode not in WANDB_MODES:
+        raise _err("wandb.mode", mode, f"choose one of {', '.join(WANDB_MODES)}")
+    return {"project": raw.get("project", "arnq-bench"), "mode": mode,
+            **{k: raw[k] for k in ("entity", "group") if k in raw}}
+
+
+def load_space(path: str | Path) -> Space:
+    """Read and validate a YAML search space (yaml.safe_load; syntax errors give the line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"{path}: no such file; see `arnq ls spaces` for the shipped ones")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SpaceError(f"{path}: YAML syntax error{where}: {getattr(err, 'problem', err)}") from None
+    return parse_space(raw, str(path))
