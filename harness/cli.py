@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("grid", help="run a search space locally without Ray (a process pool), resumable")
     g.add_argument("space", help="search-space YAML file")
-    g.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    g.add_argument("--workers", type=int, default=1, help="parallel worker processes (0: in this process)")
     g.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     g.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
     g.add_argument("--smoke", action="store_true", help="run only the first few trials")

@@ -7,6 +7,7 @@ each, so the cells that reuse them find the cache warm instead of waiting on a l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -91,7 +92,8 @@ def _run(spec: TrialSpec) -> dict[str, Any]:
 
 
 def run_grid(specs: Iterable[TrialSpec], rows_path: Path, workers: int = 1, threads: int = 1) -> list[dict]:
-    """Run every spec not already in `rows_path` (JSON lines, appended as trials finish)."""
+    """Run every spec not already in `rows_path` (JSON lines, appended as trials finish);
+    `workers=0` runs them in this process."""
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     done = {}
     if rows_path.exists():
@@ -102,10 +104,16 @@ def run_grid(specs: Iterable[TrialSpec], rows_path: Path, workers: int = 1, thre
     todo = [s for s in schedule(list(specs)) if trial_id(s) not in done]
     log.info("%d trials to run, %d already done", len(todo), len(done))
     start = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(threads,), maxtasksperchild=None) as pool, \
-            rows_path.open("a") as out:
-        for i, row in enumerate(pool.imap_unordered(_run, todo), 1):
+    with contextlib.ExitStack() as stack:
+        if workers == 0:  # in this process, one trial at a time (debugging, tests)
+            results = map(_run, todo)
+        else:
+            pool = stack.enter_context(
+                mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(threads,))
+            )
+            results = pool.imap_unordered(_run, todo)
+        out = stack.enter_context(rows_path.open("a"))
+        for i, row in enumerate(results, 1):
             out.write(json.dumps(row) + "\n")
             out.flush()
             os.fsync(out.fileno())

@@ -1,0 +1,54 @@
+"""run_trial and the local grid runner on a tiny task: rows, baselines, shared fine-tunes, resume."""
+
+import json
+
+import pytest
+
+import harness.pipeline as pipeline
+from arnq.finetune import FinetuneConfig
+from harness.grid import build_trials, run_grid
+from harness.results import add_baselines, summary_table
+from tests.test_finetune import _loaded
+
+FT = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, train_subset=128, val_size=32, diagnostics_batches=1,
+                    epoch_q_eval=False)
+
+
+@pytest.fixture
+def toy(monkeypatch, tmp_path):
+    loaded = _loaded()
+    loaded.fp_accuracy = 0.5
+    monkeypatch.setattr(pipeline, "_loaded", lambda model, fp_seed, device: loaded)
+    monkeypatch.setenv("ARNQ_CACHE", str(tmp_path / "cache"))
+    return loaded
+
+
+def test_run_trial_row_and_finetune_reuse(toy):
+    spec = build_trials(["vit_mnist"], ["W4A4"], ["minmax"], [("plain", {})], [0], FT, calib_size=32)[0]
+    reports = []
+    first = pipeline.run_trial(spec, reports.append)
+    assert {"model", "task", "w_bits", "a_bits", "ptq", "arm", "arm_params", "seed", "fp_acc", "ft_acc", "q_acc",
+            "status", "wall_s"} <= set(first)
+    assert first["status"] == "ok" and first["fp_acc"] == 50.0 and not first["finetune_cached"]
+    assert json.loads(first["diagnostics"])["after"]
+    assert [r["stage"] for r in reports] == ["finetune", "ptq"]
+    again = pipeline.run_trial(spec)
+    assert again["finetune_cached"] and again["q_acc"] == first["q_acc"]  # same weights, same calibration
+
+
+def test_grid_rows_baselines_and_resume(toy, tmp_path):
+    specs = build_trials(["vit_mnist"], ["W4A4"], ["minmax"], [("kure", {"lam": [0.1, 1.0]})], [0, 1], FT,
+                         calib_size=32)
+    assert len(specs) == 2 * 3  # plain is added as the baseline
+    rows_path = tmp_path / "rows.jsonl"
+    rows = run_grid(specs[:3], rows_path, workers=0)
+    assert len(rows) == 3
+    rows = run_grid(specs, rows_path, workers=0)  # the first three are not re-run
+    assert len(rows) == 6 and len(rows_path.read_text().splitlines()) == 6
+    df = add_baselines(rows)
+    plain = df[df.arm == "plain"].set_index("seed")["q_acc"]
+    for _, row in df.iterrows():
+        assert row["baseline_q_acc"] == plain[row["seed"]]
+        assert row["improvement"] == pytest.approx(row["q_acc"] - plain[row["seed"]], abs=0.011)
+    table = summary_table(df)
+    assert len(table) == 3 and all("(n=2)" in v for v in table["q_acc"])

@@ -1,0 +1,78 @@
+"""Search-space validation: every shipped space loads; bad input names the key, value and fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.pipeline import get_key
+from harness.space import SpaceError, load_space, parse_space
+
+SPACES = sorted(Path(__file__).resolve().parents[2].joinpath("search_spaces").glob("*.yaml"))
+BASE = {"name": "t", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"]}
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_shipped_spaces_validate(path):
+    space = load_space(path)
+    trials = space.trials()
+    assert trials and any(t.arm == "plain" for t in trials)
+
+
+def test_grid_expansion_and_shared_finetunes():
+    space = parse_space({**BASE, "bits": ["W4A4", "W8A8"], "ptq": ["minmax", "omse"], "seeds": [0, 1],
+                         "arms": ["plain", {"name": "arnq", "schedule": ["linear", "cosine"]}, "quanttune"]})
+    trials = space.trials()
+    assert len(trials) == 2 * 2 * (1 + 2 + 1) * 2  # bits x ptq x arm points x seeds
+    # plain and quanttune fine-tune once per seed; arnq once per (schedule, target bits, calibrator, seed)
+    assert len({get_key(t) for t in trials}) == 2 * (1 + 1 + 2 * 2 * 2)
+
+
+def test_tuple_fields_take_lists_as_values_and_lists_of_lists_as_grids():
+    one = parse_space({**BASE, "arms": [{"name": "quanttune", "sites": ["post_ln", "fc2_in"]}]})
+    two = parse_space({**BASE, "arms": [{"name": "quanttune", "sites": [["post_ln"], ["fc2_in"]]}]})
+    assert len([t for t in one.trials() if t.arm == "quanttune"]) == 1
+    assert len([t for t in two.trials() if t.arm == "quanttune"]) == 2
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"models": ["vit_mnst"]}, "models[0]: Unknown model 'vit_mnst'. Did you mean 'vit_mnist'?"),
+        ({"ptq": ["minmx"]}, "ptq[0]: Unknown PTQ method 'minmx'. Did you mean 'minmax'?"),
+        ({"arms": ["arnk"]}, "Did you mean 'arnq'?"),
+        ({"arms": [{"name": "arnq", "schedule": "cosin"}]}, "schedule='cosin'"),
+        ({"bits": ["W0A8"]}, "bits[0]"),
+        ({"bits": ["W9A8"]}, "weight bits must be 2..8"),
+        ({"bits": ["W4"]}, "malformed"),
+        ({"bits": []}, "bits: the list is empty"),
+        ({"finetune": {"epochs": 0}}, "epochs"),
+        ({"finetune": {"lr": -1.0}}, "lr"),
+        ({"finetune": {"lr": "fast"}}, "finetune.lr"),
+        ({"finetune": {"epoch": 2}}, "unknown key(s) ['epoch']"),
+        ({"modles": ["vit_mnist"]}, "Did you mean 'models'?"),
+        ({"seeds": ["a"]}, "seeds"),
+        ({"resources": {"gpu": -1}}, "resources.gpu"),
+        ({"scheduler": {"name": "hyperband"}}, "scheduler.name"),
+        ({"wandb": {"mode": "cloud"}}, "wandb.mode"),
+    ],
+)
+def test_bad_spaces_name_key_value_and_fix(patch, message):
+    with pytest.raises(SpaceError) as err:
+        parse_space({**BASE, **patch})
+    assert message in str(err.value)
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nmodels: [vit_mnist\nbits: [W4A4]\n")
+    with pytest.raises(SpaceError, match="line 3"):
+        load_space(path)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(SpaceError, match="YAML"):
+        load_space(path)
+    assert yaml.safe_load("a: 1") == {"a": 1}
