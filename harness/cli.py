@@ -12,7 +12,8 @@ from pathlib import Path
 EMBEDDED_MODELS = ("vit_mnist", "minilm_rt")
 CALIBRATORS = ("minmax", "ema", "percentile", "omse")
 DEFAULT_BITS = ("W8A8", "W6A6", "W4A4")
-LISTINGS = ("models", "datasets", "ptq")
+LISTINGS = ("models", "datasets", "ptq", "arms", "schedules", "spaces")
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
 def _console():
@@ -48,6 +49,26 @@ def cmd_ls(args: argparse.Namespace) -> int:
         from arnq.ptq import PTQ_METHODS
 
         console.print(_table("PTQ methods", [m.describe() for _, m in PTQ_METHODS.items()]))
+    elif args.what == "arms":
+        from arnq.arms import ARMS
+
+        console.print(_table("fine-tuning arms", [a.describe() for _, a in ARMS.items()]))
+    elif args.what == "schedules":
+        from arnq.arms.schedules import describe_schedules, plot_schedules
+
+        console.print(_table("noise schedules alpha(t)", describe_schedules()))
+        if args.plot:
+            console.print(f"plot: {plot_schedules(args.plot)}")
+    elif args.what == "spaces":
+        from harness.space import load_space
+
+        rows = []
+        for path in sorted(SPACES_DIR.glob("*.yaml")):
+            space = load_space(path)
+            rows.append({"space": str(path.relative_to(SPACES_DIR.parent)), "name": space.name,
+                         "models": ",".join(space.models), "bits": ",".join(space.bits),
+                         "trials": len(space.trials())})
+        console.print(_table("search spaces", rows))
     return 0
 
 
@@ -127,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list registered models, datasets or PTQ methods")
     ls.add_argument("what", choices=LISTINGS)
+    ls.add_argument("--plot", default=None, help="with `schedules`: also write a PNG of every schedule here")
     ls.set_defaults(func=cmd_ls)
     return parser
 

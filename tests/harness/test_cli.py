@@ -5,7 +5,11 @@ import pytest
 from harness.cli import main
 
 
-@pytest.mark.parametrize("what, expected", [("models", "minilm_rt"), ("datasets", "rotten_tomatoes"), ("ptq", "omse")])
+@pytest.mark.parametrize(
+    "what, expected",
+    [("models", "minilm_rt"), ("datasets", "rotten_tomatoes"), ("ptq", "omse"), ("arms", "arnq_quanttune"),
+     ("schedules", "cosine"), ("spaces", "arms_first_vit")],
+)
 def test_ls_lists_registries(capsys, what, expected):
     assert main(["ls", what]) == 0
     assert expected in capsys.readouterr().out
@@ -31,3 +35,9 @@ def test_bad_input_is_rejected_before_any_work(capsys, monkeypatch, argv, messag
     monkeypatch.setattr(harness.quantize, "load_model", never)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_ls_schedules_plots(tmp_path, capsys):
+    out = tmp_path / "schedules.png"
+    assert main(["ls", "schedules", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
