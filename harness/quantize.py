@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -108,8 +109,11 @@ def _subset(dataset: Any, size: int) -> Any:
     return dataset if size >= len(dataset) else Subset(dataset, range(size))
 
 
+MD_COLUMNS = ("model", "bits", "ptq", "fp_acc", "q_acc", "drop", "calib_size", "calib_s", "eval_s")
+
+
 def write_rows(rows: Sequence[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
-    """results.csv plus results.json (rows and provenance) under `out_dir`."""
+    """results.csv, results.md (a table with provenance) and results.json (rows + provenance) under `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
     with csv_path.open("w", newline="") as fh:
@@ -117,10 +121,20 @@ def write_rows(rows: Sequence[dict[str, Any]], out_dir: Path, meta: dict[str, An
         writer.writeheader()
         writer.writerows(rows)
     json_path.write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2))
+    lines = ["| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in MD_COLUMNS) + " |" for r in rows]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    lines += ["", f"Accuracy in %, test split. Generated {meta['date']} by `{meta['command']}`; {versions}."]
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     return csv_path, json_path
 
 
 def job_meta(job: QuantizeJob) -> dict[str, Any]:
+    import platform
+    import shlex
+    import sys
+
     from arnq.cache import library_versions
 
-    return {"job": asdict(job), "versions": library_versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {"job": asdict(job), "versions": library_versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": "arnq " + shlex.join(sys.argv[1:]), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
