@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -22,6 +23,12 @@ def add_baselines(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df["baseline_q_acc"] = [plain.get(k, math.nan) for k in keys]
     df["improvement"] = (df["q_acc"] - df["baseline_q_acc"]).round(2)
     df["drop"] = (df["ft_acc"] - df["q_acc"]).round(2)
+    if "diagnostics" in df:
+        diag = [json.loads(d) if isinstance(d, str) else {} for d in df["diagnostics"]]
+        for when in ("before", "after"):
+            df[f"max_over_sigma_{when}"] = [
+                round(d.get(when, {}).get("linear_in_max_over_sigma_mean", math.nan), 2) for d in diag
+            ]
     return df
 
 
@@ -35,8 +42,12 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{mean:.2f} ± {std:.2f} (n={len(vals)})"
 
 
-def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("ft_acc", "q_acc", "improvement")) -> pd.DataFrame:
+SUMMARY_METRICS = ("ft_acc", "q_acc", "improvement", "max_over_sigma_after")
+
+
+def summary_table(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
     """One row per (model, bits, ptq, arm, arm_params) with mean ± std over seeds of each metric."""
     group = ["model", "bits", "ptq", "arm", "arm_params"]
-    out = df[df["status"] == "ok"].groupby(group, sort=False)[list(metrics)].agg(lambda s: mean_std(list(s)))
+    metrics = [m for m in metrics if m in df]
+    out = df[df["status"] == "ok"].groupby(group, sort=False)[metrics].agg(lambda s: mean_std(list(s)))
     return out.reset_index()
