@@ -120,6 +120,39 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0 if failed == 0 else 1
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.results import add_baselines, summary_table
+    from harness.space import load_space
+    from harness.sweep import run_sweep
+
+    space = load_space(args.space)  # validated before Ray starts
+    if args.smoke:
+        space = smoke_space(space)
+    run_dir = Path(args.out or f"results/runs/{space.name}")
+    console = _console()
+    start = time.perf_counter()
+    rows = run_sweep(space, run_dir, resume=args.resume, address=args.address)
+    df = add_baselines(rows)
+    df.drop(columns=["diagnostics"], errors="ignore").to_csv(run_dir / "results.csv", index=False)
+    table = summary_table(df)
+    (run_dir / "summary.md").write_text(table.to_markdown(index=False) + "\n")
+    console.print(_table(f"{space.name}: mean ± std over seeds", table.to_dict("records")))
+    counts = df["status"].value_counts().to_dict()
+    console.print(f"{len(df)} trials ({counts}) in {time.perf_counter() - start:.0f} s")
+    console.print(f"results: {(run_dir / 'results.csv').resolve()}")
+    return 0 if counts.get("failed", 0) == 0 else 1
+
+
+def smoke_space(space):
+    """A minutes-long slice of a space: first model, bits and PTQ method, seed 0, one short epoch."""
+    import dataclasses
+
+    finetune = dataclasses.replace(space.finetune, epochs=1, train_subset=256, val_size=64, diagnostics_batches=1)
+    return dataclasses.replace(space, name=f"{space.name}-smoke", models=space.models[:1], bits=space.bits[:1],
+                               ptq=space.ptq[:1], arms=space.arms[:2], seeds=space.seeds[:1], finetune=finetune,
+                               calib_size=64)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arnq", description="Quantization-friendly fine-tuning benchmark harness")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -137,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root", default=None, help="local dataset folder (e.g. ImageNet ImageFolder, GLUE jsonl)")
     q.add_argument("--out", default="results/runs/quantize", help="output directory for results.csv/json")
     q.set_defaults(func=cmd_quantize)
+
+    sw = sub.add_parser("sweep", help="run a search space on Ray Tune (local, or a cluster with --address)")
+    sw.add_argument("space", help="search-space YAML file")
+    sw.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
+    sw.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same run directory")
+    sw.add_argument("--smoke", action="store_true", help="a minutes-long slice of the space")
+    sw.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    sw.set_defaults(func=cmd_sweep)
 
     g = sub.add_parser("grid", help="run a search space locally without Ray (a process pool), resumable")
     g.add_argument("space", help="search-space YAML file")

@@ -73,6 +73,13 @@ class TrialSpec:
     def _calib_size(self) -> int:
         return self.calib_size or PTQ_METHODS.get(self.ptq).default_calib_size
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
+        """Inverse of to_dict (what a Ray trial receives in its config)."""
+        data = dict(data)
+        data["finetune"] = FinetuneConfig(**data.get("finetune", {}))
+        return cls(**data)
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "bits": self.bits, "ptq": self.ptq, "arm": self.arm,
                 "arm_params": dict(self.arm_params), "seed": self.seed, "finetune": self.finetune.to_dict(),
