@@ -87,9 +87,9 @@ class TrialSpec:
 
 
 @lru_cache(maxsize=4)
-def _loaded(model: str, fp_seed: int, device: str) -> LoadedModel:
+def _loaded(model: str, fp_seed: int, device: str, cache_root: Path | None = None) -> LoadedModel:
     """FP model per process (a Ray actor reused across trials keeps it warm), with its test accuracy."""
-    loaded = load_model(model, seed=fp_seed, device=device)
+    loaded = load_model(model, seed=fp_seed, device=device, cache_root=cache_root)
     if loaded.fp_accuracy is None:  # pretrained weights: score them once
         text = loaded.data.modality == "text"
         test = make_loader(loaded.data.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
@@ -150,7 +150,7 @@ def run_trial(
 ) -> dict[str, Any]:
     """Fine-tune (or reuse), quantize with the cell's PTQ method and bits, and return its result row."""
     start = time.perf_counter()
-    loaded = _loaded(spec.model, spec.fp_seed, device)
+    loaded = _loaded(spec.model, spec.fp_seed, device, cache_root)
     state, record, hit = cached_finetune(spec, loaded, device=device, report=report,
                                          checkpoint_root=checkpoint_root, cache_root=cache_root)
     splits = make_splits(loaded, spec.finetune, spec.seed, spec._calib_size())

@@ -40,7 +40,8 @@ def trainable(config: Mapping[str, Any]) -> None:
         if metrics.get("stage") == "finetune":
             tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": trial_id(spec)})
 
-    row = run_trial(spec, report, device=config.get("device", "cpu"),
+    cache = Path(config["cache_root"]) if config.get("cache_root") else None
+    row = run_trial(spec, report, device=config.get("device", "cpu"), cache_root=cache,
                     checkpoint_root=run_dir / "finetune_checkpoints")
     row["trial_id"] = trial_id(spec)
     tune.report({"row": json.dumps(row), "done_row": 1, "q_acc": row["q_acc"]})
@@ -157,8 +158,15 @@ def run_sweep(
     resume: bool = False,
     address: str | None = None,
     on_row: Callable[[dict], None] | None = None,
+    cache_root: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell of `space` on Ray Tune; returns the rows of the results store."""
+    """Run every cell of `space` on Ray Tune; returns the rows of the results store.
+
+    `cache_root` (default: $ARNQ_CACHE or ~/.cache/arnq of the driver) is handed to every
+    trial, so on a cluster it must be a path all nodes see.
+    """
+    from arnq.cache import cache_root as default_cache_root
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import tune
@@ -177,7 +185,8 @@ def run_sweep(
                      log_to_driver=False, configure_logging=False)
         cpu = space.resources["cpu"]
         config = {"trial": tune.grid_search([s.to_dict() for s in todo]), "run_dir": str(run_dir.resolve()),
-                  "threads": max(1, int(cpu)), "device": "cuda" if space.resources["gpu"] else "cpu"}
+                  "threads": max(1, int(cpu)), "device": "cuda" if space.resources["gpu"] else "cpu",
+                  "cache_root": str(Path(cache_root or default_cache_root()).resolve())}
         counts: dict[str, int] = {}
         store = _store_callback(rows_path, counts, len(todo), time.perf_counter(), on_row)
         tuner = tune.Tuner(

@@ -68,3 +68,49 @@ def family_case(request):
     """(family, model factory, input factory) for each supported model family."""
     build, make_inputs = FAMILY_CASES[request.param]
     return request.param, build, make_inputs
+
+
+RAY_BOOTSTRAP = "provider:\n  type: local\n"
+
+
+@pytest.fixture(scope="session")
+def ray_home(tmp_path_factory):
+    """A HOME for Ray's processes whose ~/ray_bootstrap_config.yaml names a local provider.
+
+    Ray's dashboard calls usage_lib.get_cluster_config_to_report at start; without that
+    file it probes the cloud metadata addresses (169.254.169.254, metadata.google.internal)
+    even with usage stats disabled. With it, no request is made, so tests stay on loopback.
+    """
+    home = tmp_path_factory.mktemp("ray_home")
+    (home / "ray_bootstrap_config.yaml").write_text(RAY_BOOTSTRAP)
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_local(ray_home):
+    """A local Ray instance started with no metadata probe and no usage stats, shut down at the end."""
+    import ray
+
+    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_USAGE_STATS_ENABLED")}
+    os.environ["HOME"] = str(ray_home)  # inherited by the processes ray.init spawns
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def vit_mnist_cache(tmp_path_factory):
+    """An artifact cache holding the trained vit_mnist FP checkpoint (trained once per session, ~1 min)."""
+    from arnq.models import load_model
+
+    root = tmp_path_factory.mktemp("arnq_cache")
+    load_model("vit_mnist", cache_root=root)
+    return root

@@ -18,7 +18,7 @@ FT = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, train_subset=128, val_size
 def toy(monkeypatch, tmp_path):
     loaded = _loaded()
     loaded.fp_accuracy = 0.5
-    monkeypatch.setattr(pipeline, "_loaded", lambda model, fp_seed, device: loaded)
+    monkeypatch.setattr(pipeline, "_loaded", lambda model, fp_seed, device, cache_root=None: loaded)
     monkeypatch.setenv("ARNQ_CACHE", str(tmp_path / "cache"))
     return loaded
 
