@@ -97,7 +97,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from harness.grid import run_grid
-    from harness.results import add_baselines, summary_table
     from harness.space import load_space
 
     space = load_space(args.space)  # validated before any work
@@ -109,19 +108,26 @@ def cmd_grid(args: argparse.Namespace) -> int:
     console.print(f"{space.name}: {len(trials)} trials -> {out_dir}")
     start = time.perf_counter()
     rows = run_grid(trials, out_dir / "rows.jsonl", workers=args.workers, threads=args.threads)
+    return _finish_run(rows, out_dir, space.name, start)
+
+
+def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float) -> int:
+    """Write results.csv and summary.md of a run, print the summary; non-zero exit if a trial failed."""
+    from harness.results import add_baselines, summary_table
+
     df = add_baselines(rows)
-    df.drop(columns=["diagnostics"], errors="ignore").to_csv(out_dir / "results.csv", index=False)
+    df.drop(columns=["diagnostics"], errors="ignore").to_csv(run_dir / "results.csv", index=False)
     table = summary_table(df)
-    (out_dir / "summary.md").write_text(table.to_markdown(index=False) + "\n")
-    console.print(_table(f"{space.name}: mean ± std over seeds", table.to_dict("records")))
-    failed = int((df["status"] != "ok").sum())
-    console.print(f"{len(df)} trials ({failed} failed) in {time.perf_counter() - start:.0f} s")
-    console.print(f"results: {(out_dir / 'results.csv').resolve()}")
-    return 0 if failed == 0 else 1
+    (run_dir / "summary.md").write_text(table.to_markdown(index=False) + "\n")
+    console = _console()
+    console.print(_table(f"{name}: mean ± std over seeds", table.to_dict("records")))
+    counts = df["status"].value_counts().to_dict()
+    console.print(f"{len(df)} trials ({counts}) in {time.perf_counter() - start:.0f} s")
+    console.print(f"results: {(run_dir / 'results.csv').resolve()}")
+    return 0 if counts.get("failed", 0) == 0 else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.results import add_baselines, summary_table
     from harness.space import load_space
     from harness.sweep import run_sweep
 
@@ -129,18 +135,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.smoke:
         space = smoke_space(space)
     run_dir = Path(args.out or f"results/runs/{space.name}")
-    console = _console()
     start = time.perf_counter()
     rows = run_sweep(space, run_dir, resume=args.resume, address=args.address)
-    df = add_baselines(rows)
-    df.drop(columns=["diagnostics"], errors="ignore").to_csv(run_dir / "results.csv", index=False)
-    table = summary_table(df)
-    (run_dir / "summary.md").write_text(table.to_markdown(index=False) + "\n")
-    console.print(_table(f"{space.name}: mean ± std over seeds", table.to_dict("records")))
-    counts = df["status"].value_counts().to_dict()
-    console.print(f"{len(df)} trials ({counts}) in {time.perf_counter() - start:.0f} s")
-    console.print(f"results: {(run_dir / 'results.csv').resolve()}")
-    return 0 if counts.get("failed", 0) == 0 else 1
+    return _finish_run(rows, run_dir, space.name, start)
 
 
 def smoke_space(space):
