@@ -169,8 +169,8 @@ def finetune(
     """Fine-tune `loaded.model` (left untouched) under `arm`; returns the fine-tuned FP weights and metrics."""
     handler = ARMS.get(arm)
     arm_cfg = handler.config(arm_params)
-    PTQ_METHODS.get(target.ptq)
-    calib_size = calib_size or PTQ_METHODS.get(target.ptq).default_calib_size
+    ptq_default_calib = PTQ_METHODS.get(target.ptq).default_calib_size  # validates the name before any work
+    calib_size = calib_size or ptq_default_calib
     splits = make_splits(loaded, ft, seed, calib_size)
     text = loaded.data.modality == "text"
 

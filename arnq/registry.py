@@ -7,9 +7,10 @@ any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -25,6 +26,15 @@ def suggest(name: str, choices: list[str]) -> str:
     """' Did you mean 'x'?' for the closest valid choice, or an empty string."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def config_from_dict(cls: type[T], params: Mapping[str, Any]) -> T:
+    """Build a dataclass config from user params; unknown keys raise with the valid ones listed."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {', '.join(sorted(names))}")
+    return cls(**params)
 
 
 class Registry(Generic[T]):

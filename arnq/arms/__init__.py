@@ -23,7 +23,7 @@ from arnq.arms.outlier import OutlierLossConfig, kure_loss, outlier_loss
 from arnq.arms.schedules import SCHEDULES, describe_schedules
 from arnq.arms.sites import capture, find_sites
 from arnq.batch import token_mask
-from arnq.registry import Registry
+from arnq.registry import Registry, config_from_dict
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,6 @@ class Target:
     w_bits: int = 8
     a_bits: int = 8
     ptq: str = "minmax"
-
-
-def _from_dict(cls: type, params: Mapping[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - names)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {', '.join(sorted(names))}")
-    return cls(**params)
 
 
 @dataclass(frozen=True)
@@ -167,7 +159,7 @@ class Arm:
     uses_target: ClassVar[bool] = False
 
     def config(self, params: Mapping[str, Any] | None = None) -> Any:
-        return _from_dict(self.config_cls, dict(params or {}))
+        return config_from_dict(self.config_cls, dict(params or {}))
 
     def install(self, model: nn.Module, cfg: Any, target: Target, seed: int | None = None) -> ArmRuntime:
         return ArmRuntime()

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from arnq.registry import Registry
+from arnq.registry import Registry, config_from_dict
 
 BITS_RE = re.compile(r"^W(\d+)A(\d+)$")
 ACT_FP_BITS = 16
@@ -52,11 +52,7 @@ class PTQConfig:
     @classmethod
     def from_dict(cls, params: Mapping[str, Any]) -> PTQConfig:
         """Build from user params; unknown keys raise with the valid ones listed."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {', '.join(sorted(names))}")
-        return cls(**params)
+        return config_from_dict(cls, params)
 
 
 class PTQMethod:
