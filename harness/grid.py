@@ -23,6 +23,7 @@ from arnq.arms import ARMS
 from arnq.cache import content_key
 from arnq.finetune import FinetuneConfig
 from harness.pipeline import TrialSpec, get_key, run_trial
+from harness.store import FINISHED, append_row, provenance, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,11 @@ def run_grid(specs: Iterable[TrialSpec], rows_path: Path, workers: int = 1, thre
     """Run every spec not already in `rows_path` (JSON lines, appended as trials finish);
     `workers=0` runs them in this process."""
     rows_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["trial_id"]] = row
-    todo = [s for s in schedule(list(specs)) if trial_id(s) not in done]
-    log.info("%d trials to run, %d already done", len(todo), len(done))
+    done = {r["trial_id"]: r for r in read_rows(rows_path)}
+    finished = {k for k, r in done.items() if r.get("status") in FINISHED}
+    todo = [s for s in schedule(list(specs)) if trial_id(s) not in finished]
+    log.info("%d trials to run, %d already done", len(todo), len(finished))
+    extra = provenance()
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if workers == 0:  # in this process, one trial at a time (debugging, tests)
@@ -112,11 +110,9 @@ def run_grid(specs: Iterable[TrialSpec], rows_path: Path, workers: int = 1, thre
                 mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(threads,))
             )
             results = pool.imap_unordered(_run, todo)
-        out = stack.enter_context(rows_path.open("a"))
         for i, row in enumerate(results, 1):
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+            row.update(extra)
+            append_row(rows_path, row)
             done[row["trial_id"]] = row
             log.info("[%d/%d] %s %s %s %s seed=%s: %s q_acc=%s (%.0f s elapsed)", i, len(todo), row.get("model"),
                      row.get("bits"), row.get("ptq"), row.get("arm"), row.get("seed"), row.get("status"),
