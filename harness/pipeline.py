@@ -65,8 +65,12 @@ class TrialSpec:
             "arm_params": arm.config(self.arm_params).to_dict(), "seed": self.seed,
             "finetune": self.finetune.to_dict(), "versions": library_versions(),
         }
-        if arm.uses_target:
-            spec["target"] = asdict(self.target)
+        used = arm.target_fields(arm.config(self.arm_params))
+        if used == ("w_bits", "a_bits", "ptq"):
+            spec["target"] = asdict(self.target)  # the key's original form: existing caches stay valid
+        elif used:
+            spec["target"] = {k: v for k, v in asdict(self.target).items() if k in used}
+        if "ptq" in used:
             spec["calib_size"] = self._calib_size()
         return spec
 

@@ -164,9 +164,20 @@ class Arm:
     def install(self, model: nn.Module, cfg: Any, target: Target, seed: int | None = None) -> ArmRuntime:
         return ArmRuntime()
 
+    def target_fields(self, cfg: Any) -> tuple[str, ...]:
+        """The Target fields this arm's fine-tune depends on (part of its cache key): a fine-tune
+        that does not depend on the calibrator or the activation bits is shared across them."""
+        return ("w_bits", "a_bits", "ptq") if self.uses_target else ()
+
     def describe(self) -> dict[str, Any]:
         fields = ", ".join(f.name for f in dataclasses.fields(self.config_cls))
         return {"name": self.name, "uses_target": self.uses_target, "params": fields, "description": self.description}
+
+
+def _noise_fields(cfg: NoiseConfig) -> tuple[str, ...]:
+    bits = {"W": ("w_bits",), "A": ("a_bits",), "WA": ("w_bits", "a_bits")}[cfg.target]
+    observer_matters = cfg.target != "W" and cfg.delta_observer is None  # activation steps from the calibrator
+    return bits + (("ptq",) if observer_matters else ())
 
 
 def _add_noise(runtime: ArmRuntime, model: nn.Module, cfg: NoiseConfig, target: Target, seed: int | None) -> None:
@@ -212,6 +223,9 @@ class ARNQ(Arm):
         _add_noise(runtime, model, cfg, target, seed)
         return runtime
 
+    def target_fields(self, cfg: NoiseConfig) -> tuple[str, ...]:
+        return _noise_fields(cfg)
+
 
 @register_arm
 class QuantTune(Arm):
@@ -237,6 +251,9 @@ class ARNQQuantTune(Arm):
         _add_noise(runtime, model, cfg.noise(), target, seed)
         _add_outlier_loss(runtime, model, cfg.outlier())
         return runtime
+
+    def target_fields(self, cfg: ARNQQuantTuneConfig) -> tuple[str, ...]:
+        return _noise_fields(cfg.noise())
 
 
 @register_arm
@@ -273,6 +290,9 @@ class DiffQ(Arm):
         runtime = ArmRuntime()
         _add_noise(runtime, model, noise, target, seed)
         return runtime
+
+    def target_fields(self, cfg: DiffQConfig) -> tuple[str, ...]:
+        return ("w_bits",)  # weight noise of one min-max bin: the calibrator plays no part
 
 
 __all__ = [
