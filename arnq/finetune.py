@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,12 @@ class FinetuneConfig:
     diagnostics_batches: int = 4  # calibration batches for activation statistics (0: skip)
 
     def __post_init__(self) -> None:
-        self.train_config(0)  # TrainConfig validates the optimiser fields
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 0:
+            raise ValueError(f"epochs={self.epochs!r}: use an integer >= 1, or 0 for no fine-tuning (the FP model)")
+        if self.epochs:
+            self.train_config(0)  # TrainConfig validates the optimiser fields
+        else:
+            replace(self, epochs=1)
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"train_subset={self.train_subset!r}: use a positive size or None (all)")
         if self.val_size < 1:

@@ -150,6 +150,11 @@ class ModelSpec:
     recipe: TrainConfig | None = None  # FP training / fine-tuning; None: use the weights as they are
     fp_train_subset: int | None = None  # seeded subset of the train split used by the recipe
     augment: RandomAffine | None = None  # training augmentation of image tensors
+    # Measured cost on the reference machine (2-core CPU, one torch thread per trial, two trials
+    # at once): train_s_per_1k (fine-tuning, per 1,000 examples x epochs), ptq_s (calibrate +
+    # quantized test evaluation of one trial), fp_build_s (FP recipe, once per cache). `arnq
+    # validate` turns them into a cost estimate; None: unknown.
+    cost: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, fix: str) -> ValueError:
@@ -241,6 +246,7 @@ register_model(
             eval_every_epoch=False,
         ),
         augment=RandomAffine(degrees=10.0, translate=0.1, scale=(0.9, 1.1)),
+        cost={"train_s_per_1k": 1.2, "ptq_s": 0.5, "fp_build_s": 70.0},
     )
 )
 
@@ -268,6 +274,7 @@ register_model(
             length_bucketing=True,
         ),
         fp_train_subset=4000,
+        cost={"train_s_per_1k": 87.0, "ptq_s": 50.0, "fp_build_s": 240.0},
     )
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -107,12 +108,16 @@ def cmd_grid(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"{space.name}: {len(trials)} trials -> {out_dir}")
     start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "space.json").exists():  # the grid the report checks for missing cells
+        (out_dir / "space.json").write_text(json.dumps(space.to_dict(), indent=1))
     rows = run_grid(trials, out_dir / "rows.jsonl", workers=args.workers, threads=args.threads)
     return _finish_run(rows, out_dir, space.name, start)
 
 
-def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float) -> int:
-    """Write results.csv and summary.md of a run, print the summary; non-zero exit if a trial failed."""
+def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb: bool = False) -> int:
+    """Write results.csv, summary.md and the report of a run, print the leaderboard; non-zero exit if a trial failed."""
+    from harness.report import write_report
     from harness.results import add_baselines, summary_table
 
     df = add_baselines(rows)
@@ -121,13 +126,61 @@ def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float) -> int
     (run_dir / "summary.md").write_text(table.to_markdown(index=False) + "\n")
     console = _console()
     console.print(_table(f"{name}: mean ± std over seeds", table.to_dict("records")))
+    paths = write_report(run_dir, wandb=wandb)
     counts = df["status"].value_counts().to_dict()
     console.print(f"{len(df)} trials ({counts}) in {time.perf_counter() - start:.0f} s")
     console.print(f"results: {(run_dir / 'results.csv').resolve()}")
+    console.print(f"leaderboard: {paths['report.md'].resolve()} (also {paths['report.html'].name}, CSV)")
     return 0 if counts.get("failed", 0) == 0 else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import write_report
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    paths = write_report(Path(args.run_dir), formats=formats, wandb=args.wandb)
+    console = _console()
+    for key, path in paths.items():
+        if not key.startswith("plots/"):
+            console.print(f"{key}: {path}")
+    return 0
+
+
+def _local_nodes() -> list[dict]:
+    import torch
+
+    return [{"Alive": True, "Resources": {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}}]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.plan import make_plan
+    from harness.space import SpaceError, load_space
+    from harness.sweep import check_resources
+
+    space = load_space(args.space)
+    console = _console()
+    console.print(f"{args.space}: valid space '{space.name}' (hash {space.source_hash})")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    slots = None
+    if address:
+        import ray
+
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        nodes = ray.nodes()
+        slots = int(sum(n["Resources"].get("CPU", 0) for n in nodes if n["Alive"]) // max(space.resources["cpu"], 1))
+        check_resources(space, nodes)  # an error on the cluster that will run it
+    else:
+        try:
+            check_resources(space, _local_nodes())
+        except SpaceError as err:
+            console.print(f"warning: this machine cannot run it: {err} (check a cluster with --address)")
+    for line in make_plan(space, slots=slots).lines():
+        console.print(line)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.plan import make_plan
     from harness.space import load_space
     from harness.sweep import run_sweep
 
@@ -135,9 +188,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.smoke:
         space = smoke_space(space)
     run_dir = Path(args.out or f"results/runs/{space.name}")
+    console = _console()
+    for line in make_plan(space).lines():
+        console.print(line)
     start = time.perf_counter()
     rows = run_sweep(space, run_dir, resume=args.resume, address=args.address)
-    return _finish_run(rows, run_dir, space.name, start)
+    wandb = bool(space.wandb) and space.wandb["mode"] != "disabled"
+    return _finish_run(rows, run_dir, space.name, start, wandb=wandb)
 
 
 def smoke_space(space):
@@ -176,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
     sw.set_defaults(func=cmd_sweep)
 
+    v = sub.add_parser("validate", help="check a search space and print its trial count and cost estimate")
+    v.add_argument("space", help="search-space YAML file")
+    v.add_argument("--address", default=None, help="check resources against this Ray cluster (default: $RAY_ADDRESS)")
+    v.set_defaults(func=cmd_validate)
+
     g = sub.add_parser("grid", help="run a search space locally without Ray (a process pool), resumable")
     g.add_argument("space", help="search-space YAML file")
     g.add_argument("--workers", type=int, default=1, help="parallel worker processes (0: in this process)")
@@ -183,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
     g.add_argument("--smoke", action="store_true", help="run only the first few trials")
     g.set_defaults(func=cmd_grid)
+
+    r = sub.add_parser("report", help="leaderboards (Markdown, CSV, HTML), plots and W&B from a run's results store")
+    r.add_argument("run_dir", help="run directory holding rows.jsonl (e.g. results/runs/quickstart)")
+    r.add_argument("--format", default="md,csv,html", help="comma-separated: md, csv, html")
+    r.add_argument("--wandb", action="store_true", help="also log a W&B reporter run (offline unless WANDB_MODE=online)")
+    r.set_defaults(func=cmd_report)
 
     ls = sub.add_parser("ls", help="list registered models, datasets or PTQ methods")
     ls.add_argument("what", choices=LISTINGS)
@@ -210,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         print(f"arnq {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -77,6 +77,12 @@ class TrialSpec:
     def _calib_size(self) -> int:
         return self.calib_size or PTQ_METHODS.get(self.ptq).default_calib_size
 
+    def resolved(self) -> dict[str, Any]:
+        """Every setting the trial ran with, defaults filled in (what a row records)."""
+        return {**self.to_dict(), "arm_config": ARMS.get(self.arm).config(self.arm_params).to_dict(),
+                "ptq_config": PTQ_METHODS.get(self.ptq).config(self.ptq_params).to_dict(),
+                "calib_size": self._calib_size(), "finetune_key": get_key(self)}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
         """Inverse of to_dict (what a Ray trial receives in its config)."""
@@ -111,6 +117,10 @@ def cached_finetune(
     cache_root: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """(fine-tuned state dict, fine-tune record, cache hit) for `spec`, fine-tuning at most once."""
+    if spec.finetune.epochs == 0:  # no fine-tuning: the FP checkpoint as it is (the PTQ literature's setting)
+        record = {"ft_acc": loaded.fp_accuracy, "history": [], "diagnostics": {}, "seconds": 0.0, "steps": 0,
+                  "arm_stats": {}}
+        return {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}, record, True
     built: list[bool] = []
 
     def build(out: Path) -> None:
@@ -171,6 +181,7 @@ def run_trial(
         "q_acc": _pct(q_acc), "status": "ok", "finetune_cached": hit, "finetune_s": round(record["seconds"], 2),
         "ptq_s": round(time.perf_counter() - ptq_start, 2), "wall_s": round(time.perf_counter() - start, 2),
         "diagnostics": json.dumps(record["diagnostics"]),
+        "config": json.dumps(spec.resolved(), sort_keys=True, default=str),
     }
     if report is not None:
         report({"stage": "ptq", **_scalars(row)})

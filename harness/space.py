@@ -146,6 +146,9 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
                 raise SpaceError(f"arms[{i}] ({arm}): {err}") from None
             arms.append((arm, params))
         finetune = _finetune(raw.get("finetune", {}))
+        if finetune.epochs == 0 and any(arm != "plain" for arm, _ in arms):
+            raise _err("finetune.epochs", 0, "0 means no fine-tuning (the FP model as it is), which only the plain "
+                       "arm can do; give epochs >= 1 or keep arms: [plain]")
         seeds = _list(raw, "seeds", [0])
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise _err("seeds", seeds, "use a list of integers, e.g. [0, 1, 2]")
@@ -201,16 +204,32 @@ def _scheduler(raw: Any) -> dict[str, Any]:
 def _resources(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise _err("resources", raw, "use a mapping, e.g. {cpu: 1, gpu: 0.5}")
-    unknown = sorted(set(raw) - {"cpu", "gpu"})
+    unknown = sorted(set(raw) - {"cpu", "gpu", "models"})
     if unknown:
-        raise SpaceError(f"resources: unknown key(s) {unknown}; valid: cpu, gpu")
-    out = {"cpu": raw.get("cpu", 1), "gpu": raw.get("gpu", 0)}
-    for key, value in out.items():
+        raise SpaceError(f"resources: unknown key(s) {unknown}; valid: cpu, gpu, models")
+    out = _cpu_gpu("resources", {"cpu": raw.get("cpu", 1), "gpu": raw.get("gpu", 0)})
+    per_model = raw.get("models") or {}
+    if not isinstance(per_model, Mapping):
+        raise _err("resources.models", per_model, "map model names to {cpu: ..., gpu: ...}, e.g. {vit_base: {gpu: 1}}")
+    models = {}
+    for model, res in per_model.items():
+        if model not in MODELS:
+            raise SpaceError(f"resources.models: {MODELS.unknown_message(model)}")
+        if not isinstance(res, Mapping) or set(res) - {"cpu", "gpu"}:
+            raise _err(f"resources.models.{model}", res, "use a mapping with cpu and/or gpu")
+        models[model] = _cpu_gpu(f"resources.models.{model}", {**out, **res})
+    return {**out, "models": models} if models else out
+
+
+def _cpu_gpu(key: str, res: dict[str, Any]) -> dict[str, Any]:
+    for name, value in res.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise _err(f"resources.{key}", value, "use a number >= 0 (fractions allowed)")
-    if out["cpu"] <= 0 and out["gpu"] <= 0:
-        raise _err("resources", out, "a trial needs some cpu or gpu")
-    return out
+            raise _err(f"{key}.{name}", value, "use a number >= 0 (fractions allowed)")
+    if res["cpu"] <= 0 and res["gpu"] <= 0:
+        raise _err(key, res, "a trial needs some cpu or gpu")
+    if res["gpu"] > 1 and res["gpu"] != int(res["gpu"]):
+        raise _err(f"{key}.gpu", res["gpu"], "use a fraction below 1 or a whole number of GPUs")
+    return res
 
 
 def _wandb(raw: Any) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any
 
 from harness.grid import schedule, trial_id
 from harness.pipeline import TrialSpec, run_trial
-from harness.space import Space
+from harness.space import Space, SpaceError
+from harness.store import FINISHED, ROWS, StoreError, append_row, finished_ids, provenance, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ METRIC = "q_val_acc"
 
 def trainable(config: Mapping[str, Any]) -> None:
     """Ray Tune function trainable: one cell of the grid."""
+    import ray
     import torch
     from ray import tune
 
@@ -44,6 +47,8 @@ def trainable(config: Mapping[str, Any]) -> None:
     row = run_trial(spec, report, device=config.get("device", "cpu"), cache_root=cache,
                     checkpoint_root=run_dir / "finetune_checkpoints")
     row["trial_id"] = trial_id(spec)
+    row["host"] = socket.gethostname()
+    row["node_id"] = ray.get_runtime_context().get_node_id()
     tune.report({"row": json.dumps(row), "done_row": 1, "q_acc": row["q_acc"]})
 
 
@@ -98,57 +103,215 @@ def make_scheduler(space: Space) -> Any:
     return CellASHA()
 
 
-def _store_callback(rows_path: Path, counts: dict[str, int], total: int, start: float,
-                    on_row: Callable[[dict], None] | None):
+def _callback_base() -> type:
     from ray.tune import Callback
 
-    class Store(Callback):
-        """Appends each finished, stopped or failed trial's row to the results store (fsynced)."""
+    return Callback
 
-        def __init__(self) -> None:
-            self.written: set[str] = set()
-            if rows_path.exists():
-                self.written = {json.loads(line)["trial_id"] for line in rows_path.read_text().splitlines() if line}
 
-        def _write(self, row: dict[str, Any]) -> None:
-            if row["trial_id"] in self.written:
-                return
+class Store(_callback_base()):
+    """Appends each finished, stopped or failed trial's row to the results store and logs progress.
+
+    Picklable (Tune saves it with the experiment, and `Tuner.restore` brings it back): the
+    state that matters is re-read from the store in `setup`.
+    """
+
+    def __init__(self, rows_path: Path, total: int, extra: Mapping[str, Any],
+                 on_row: Callable[[dict], None] | None = None) -> None:
+        self.rows_path = Path(rows_path)
+        self.total = total
+        self.extra = dict(extra)
+        self.on_row = on_row
+        self._reset()
+
+    def _reset(self) -> None:
+        self.written = finished_ids(self.rows_path)
+        self.counts: dict[str, int] = {}
+        self.running: set[str] = set()
+        self.start = time.time()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["on_row"] = None  # a driver-side hook; a restored sweep gets a fresh one
+        return state
+
+    def setup(self, *args: Any, **info: Any) -> None:
+        self._reset()
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if row["trial_id"] in self.written:
+            return
+        row = {**row, **self.extra}
+        append_row(self.rows_path, row)
+        if row["status"] in FINISHED:
             self.written.add(row["trial_id"])
-            with rows_path.open("a") as out:
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-            done = sum(counts.values())
-            eta = (time.perf_counter() - start) / max(done, 1) * (total - done)
-            log.info("%d/%d trials (%s); ETA %.0f s; last: %s %s %s %s seed=%s q_acc=%s", done, total,
-                     ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), eta, row.get("model"), row.get("bits"),
-                     row.get("ptq"), row.get("arm"), row.get("seed"), row.get("q_acc"))
-            if on_row is not None:
-                on_row(row)
+        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+        log.info("%s; last: %s %s %s %s seed=%s %s q_acc=%s", self.progress(), row.get("model"), row.get("bits"),
+                 row.get("ptq"), row.get("arm"), row.get("seed"), row["status"], row.get("q_acc"))
+        if self.on_row is not None:
+            self.on_row(row)
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            if result.get("done_row"):
-                self._write(json.loads(result["row"]))
+    def progress(self) -> str:
+        done = sum(self.counts.values())
+        elapsed = time.time() - self.start
+        eta = f"ETA {_duration(elapsed / done * (self.total - done))}" if done else "ETA -"
+        states = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none yet"
+        return f"{done}/{self.total} trials ended ({states}), {len(self.running)} running, {eta}"
 
-        def _ended(self, trial: Any, status: str, error: str | None = None) -> None:
-            spec = TrialSpec.from_dict(trial.config["trial"])
-            last = trial.last_result or {}
-            row = {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
-                   "trial_id": trial_id(spec), "status": status, "stopped_at_epoch": last.get("epoch"),
-                   "q_val_acc": last.get(METRIC)}
-            if error:
-                row["error"] = error
-            self._write(row)
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            if not (trial.last_result or {}).get("done_row"):
-                self._ended(trial, "stopped")
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get("done_row"):
+            self.running.discard(trial.trial_id)
+            self._write(json.loads(result["row"]))
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._ended(trial, "failed", str(getattr(trial, "error_file", "") or "trial raised"))
+    def _ended(self, trial: Any, status: str, error: str | None = None) -> None:
+        self.running.discard(trial.trial_id)
+        spec = TrialSpec.from_dict(trial.config["trial"])
+        last = trial.last_result or {}
+        if last.get("done_row"):
+            return
+        row = {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
+               "trial_id": trial_id(spec), "status": status, "stopped_at_epoch": last.get("epoch"),
+               METRIC: last.get(METRIC)}
+        if error:
+            row["error"] = error
+        self._write(row)
 
-    return Store()
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial, "stopped")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial, "failed", _error_text(trial))
+
+
+def _error_text(trial: Any) -> str:
+    """The last line of the trial's traceback (e.g. 'FloatingPointError: loss is nan at step 3')."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text().strip() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial raised (no error file)"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _wandb_callback(space: Space, run_dir: Path) -> Any | None:
+    """One W&B run per trial (flat config), offline unless the space says online; files under the run dir."""
+    if not space.wandb or space.wandb["mode"] == "disabled":
+        return None
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    wandb_dir = (run_dir / "wandb").resolve()
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    mode = space.wandb["mode"]
+    if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
+        raise SpaceError("wandb.mode: 'online' needs a W&B key (WANDB_API_KEY or `wandb login`); "
+                         "set one, or use mode: offline and `wandb sync` the runs later")
+    os.environ["WANDB_MODE"] = mode
+
+    class FlatWandb(WandbLoggerCallback):
+        """Ray's W&B logger with the trial config flattened to the TrialSpec fields."""
+
+        def _start_logging_actor(self, trial: Any, exclude_results: list, **init: Any) -> None:
+            init["config"] = flat_config(trial.config)
+            init["name"] = trial_name(trial.config)
+            super()._start_logging_actor(trial, exclude_results, **init)
+
+    return FlatWandb(project=space.wandb["project"], group=space.wandb.get("group", space.name),
+                     excludes=["row", "done_row"], mode=mode, dir=str(wandb_dir),
+                     **({"entity": space.wandb["entity"]} if "entity" in space.wandb else {}))
+
+
+def _netrc_has_wandb() -> bool:
+    import netrc
+
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config as flat scalar keys (model, bits, ptq, arm, arm.<param>, finetune.<field>, ...)."""
+    trial = config["trial"]
+    flat: dict[str, Any] = {k: v for k, v in trial.items() if not isinstance(v, Mapping)}
+    for group in ("arm_params", "finetune", "ptq_params"):
+        prefix = "arm" if group == "arm_params" else group
+        for key, value in (trial.get(group) or {}).items():
+            flat[f"{prefix}.{key}"] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    flat["trial_id"] = trial_id(TrialSpec.from_dict(trial))
+    return flat
+
+
+def trial_name(config: Mapping[str, Any]) -> str:
+    t = config["trial"]
+    params = ",".join(f"{k}={v}" for k, v in sorted((t.get("arm_params") or {}).items()))
+    return f"{t['model']}-{t['bits']}-{t['ptq']}-{t['arm']}" + (f"[{params}]" if params else "") + f"-s{t['seed']}"
+
+
+def trial_resources(space: Space) -> Any:
+    """Resources per trial: the space's default, overridden per model (`resources.models`)."""
+    default = {"cpu": space.resources["cpu"], "gpu": space.resources["gpu"]}
+    per_model = space.resources.get("models") or {}
+    if not per_model:
+        return default
+    from ray.tune import PlacementGroupFactory
+
+    def resources(config: Mapping[str, Any]) -> Any:
+        res = {**default, **per_model.get(config["trial"]["model"], {})}
+        return PlacementGroupFactory([{"CPU": res["cpu"], "GPU": res["gpu"]}])
+
+    return resources
+
+
+def check_resources(space: Space, nodes: list[dict[str, Any]]) -> None:
+    """Fail before any trial starts if no alive node can hold a trial of some model."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    best = {"CPU": max((n.get("CPU", 0) for n in alive), default=0), "GPU": max((n.get("GPU", 0) for n in alive), default=0)}
+    for model in space.models:
+        need = {**space.resources, **(space.resources.get("models") or {}).get(model, {})}
+        if not any(n.get("CPU", 0) >= need["cpu"] and n.get("GPU", 0) >= need["gpu"] for n in alive):
+            raise SpaceError(
+                f"resources: a {model} trial needs {{cpu: {need['cpu']}, gpu: {need['gpu']}}} but no node has that "
+                f"(largest: {best['CPU']:g} CPUs, {best['GPU']:g} GPUs over {len(alive)} node(s)); lower resources "
+                "in the space, or run on a cluster that has such nodes (--address)"
+            )
+
+
+def prepare_run_dir(space: Space, run_dir: Path, resume: bool) -> None:
+    """Make `run_dir` ready: a fresh run moves an earlier run aside (nothing is deleted);
+    `--resume` checks the directory holds a run of the same space."""
+    meta = run_dir / "space.json"
+    if resume and meta.exists():
+        old = json.loads(meta.read_text())
+        if old.get("source_hash") != space.source_hash:
+            raise SpaceError(
+                f"{run_dir} holds a run of a different space ({old.get('name')}, hash {old.get('source_hash')}; "
+                f"this one is {space.source_hash}); resume with the same file, or pass --out for a new run directory"
+            )
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        aside = run_dir.with_name(f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir.rename(aside)
+        log.info("an earlier run of %s moved to %s (use --resume to continue a run instead)", run_dir, aside)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps(space.to_dict(), indent=1))
+    except OSError as err:
+        raise StoreError(f"cannot write the run directory {run_dir}: {err.strerror or err}; "
+                         "pass --out with a writable directory") from err
+
+
+def _experiments(run_dir: Path, name: str) -> list[Path]:
+    root = run_dir / "ray"
+    return sorted((p for p in root.glob(f"{name}*") if p.is_dir() and (p.name == name or p.name.startswith(f"{name}."))),
+                  key=lambda p: (len(p.name), p.name))
 
 
 def run_sweep(
@@ -162,41 +325,61 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Run every cell of `space` on Ray Tune; returns the rows of the results store.
 
-    `cache_root` (default: $ARNQ_CACHE or ~/.cache/arnq of the driver) is handed to every
-    trial, so on a cluster it must be a path all nodes see.
+    A fresh run moves an earlier run in `run_dir` aside; `resume=True` restores the
+    interrupted Tune experiment (`Tuner.restore`: unfinished and errored trials continue,
+    fine-tunes from their checkpoints) and runs whatever the store still lacks; finished
+    trials are never re-run. `cache_root` (default: $ARNQ_CACHE or ~/.cache/arnq of the
+    driver) is handed to every trial, so on a cluster it must be a path all nodes see.
     """
     from arnq.cache import cache_root as default_cache_root
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MPLCONFIGDIR", str((run_dir / ".matplotlib").resolve()))
+    prepare_run_dir(space, run_dir, resume)
+    rows_path = run_dir / ROWS
+    specs = schedule(space.trials())
+    finished = finished_ids(rows_path)
+    todo = [s for s in specs if trial_id(s) not in finished]
+    log.info("%s: %d trials, %d already in the store, %d to run", space.name, len(specs), len(specs) - len(todo),
+             len(todo))
+    if not todo:
+        return read_rows(rows_path)
     import ray
     from ray import tune
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rows_path = run_dir / "rows.jsonl"
-    specs = schedule(space.trials())
-    done = set()
-    if rows_path.exists():
-        done = {json.loads(line)["trial_id"] for line in rows_path.read_text().splitlines() if line}
-    todo = [s for s in specs if trial_id(s) not in done]
-    log.info("%s: %d trials, %d already in the store, %d to run", space.name, len(specs), len(done), len(todo))
-    if todo:
-        if not ray.is_initialized():
-            ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-        cpu = space.resources["cpu"]
-        config = {"trial": tune.grid_search([s.to_dict() for s in todo]), "run_dir": str(run_dir.resolve()),
-                  "threads": max(1, int(cpu)), "device": "cuda" if space.resources["gpu"] else "cpu",
-                  "cache_root": str(Path(cache_root or default_cache_root()).resolve())}
-        counts: dict[str, int] = {}
-        store = _store_callback(rows_path, counts, len(todo), time.perf_counter(), on_row)
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": cpu, "gpu": space.resources["gpu"]}),
-            param_space=config,
-            tune_config=tune.TuneConfig(scheduler=make_scheduler(space), reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=space.name, storage_path=str((run_dir / "ray").resolve()),
-                failure_config=tune.FailureConfig(max_failures=2), callbacks=[store], verbose=0,
-            ),
-        )
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    check_resources(space, ray.nodes())
+    extra = {"space": space.name, "space_hash": space.source_hash, **provenance()}
+    trainable_fn = tune.with_resources(trainable, trial_resources(space))
+    experiments = _experiments(run_dir, space.name)
+    last = experiments[-1] if experiments else None
+    if resume and last is not None and tune.Tuner.can_restore(str(last.resolve())):
+        log.info("restoring the Tune experiment %s", last)
+        tuner = tune.Tuner.restore(str(last.resolve()), trainable=trainable_fn, resume_unfinished=True,
+                                   resume_errored=True)
         tuner.fit()
-    return [json.loads(line) for line in rows_path.read_text().splitlines() if line]
+        known = {r["trial_id"] for r in read_rows(rows_path)}
+        todo = [s for s in todo if trial_id(s) not in known]  # never part of the restored experiment
+        if not todo:
+            return read_rows(rows_path)
+    name = space.name if not experiments else f"{space.name}.{len(experiments)}"
+    config = {"trial": tune.grid_search([s.to_dict() for s in todo]), "run_dir": str(run_dir.resolve()),
+              "threads": max(1, int(space.resources["cpu"])), "device": "cuda" if space.resources["gpu"] else "cpu",
+              "cache_root": str(Path(cache_root or default_cache_root()).resolve())}
+    callbacks = [Store(rows_path, len(todo), extra, on_row)]
+    wandb_cb = _wandb_callback(space, run_dir)
+    if wandb_cb is not None:
+        callbacks.append(wandb_cb)
+    tuner = tune.Tuner(
+        trainable_fn,
+        param_space=config,
+        tune_config=tune.TuneConfig(scheduler=make_scheduler(space), reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str((run_dir / "ray").resolve()),
+            failure_config=tune.FailureConfig(max_failures=2), callbacks=callbacks, verbose=0,
+        ),
+    )
+    tuner.fit()
+    return read_rows(rows_path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,5 +114,8 @@ def vit_mnist_cache(tmp_path_factory):
     from arnq.models import load_model
 
     root = tmp_path_factory.mktemp("arnq_cache")
-    load_model("vit_mnist", cache_root=root)
+    seed = os.environ.get("ARNQ_TEST_SEED_CACHE")  # developer shortcut: reuse FP checkpoints built before
+    if seed and (Path(seed) / "fp_models").is_dir():
+        shutil.copytree(Path(seed) / "fp_models", root / "fp_models")
+    load_model("vit_mnist", cache_root=root)  # validated (hash) and reused, or built
     return root

@@ -28,6 +28,38 @@ def test_grid_expansion_and_shared_finetunes():
     assert len({get_key(t) for t in trials}) == 2 * (1 + 1 + 2 * 2 * 2)
 
 
+def test_a_finetune_is_shared_across_the_target_fields_it_does_not_use():
+    def keys(arm):
+        space = parse_space({**BASE, "bits": ["W4A4", "W4A8", "W6A6"], "ptq": ["minmax", "percentile"], "arms": [arm]})
+        return {get_key(t) for t in space.trials() if t.arm != "plain"}
+
+    assert len(keys({"name": "arnq"})) == 3 * 2  # WA noise, Delta from the calibrator: per bits and calibrator
+    assert len(keys({"name": "arnq", "delta_observer": "minmax"})) == 3  # its own observer: per bits only
+    assert len(keys({"name": "arnq", "target": "W"})) == 2  # weight noise: per weight bits (4, 6)
+    assert len(keys({"name": "arnq", "target": "A", "delta_observer": "ema"})) == 3  # per activation bits (4, 8, 6)
+    assert len(keys({"name": "diffq"})) == 2
+    assert len(keys("quanttune")) == 1
+
+
+def test_plan_counts_trials_finetunes_and_cache(tmp_path):
+    from harness.pipeline import FINETUNE_KIND
+    from harness.plan import make_plan
+
+    space = parse_space({**BASE, "bits": ["W4A4", "W8A8"], "ptq": ["minmax", "omse"], "seeds": [0, 1],
+                         "arms": ["plain", {"name": "arnq", "schedule": ["linear", "cosine"]}, "quanttune"],
+                         "finetune": {"train_subset": 1000, "epochs": 2}})
+    plan = make_plan(space, cache_root=tmp_path, slots=2)
+    assert (plan.trials, plan.finetunes, plan.finetunes_cached) == (32, 20, 0)
+    cost = __import__("arnq.models", fromlist=["MODELS"]).MODELS.get("vit_mnist").cost
+    assert plan.cpu_seconds == pytest.approx(20 * 2.0 * cost["train_s_per_1k"] + 32 * cost["ptq_s"])
+    assert plan.wall_seconds == pytest.approx(plan.cpu_seconds / 2)
+    from arnq.cache import entry_path
+
+    entry_path(FINETUNE_KIND, space.trials()[0].finetune_spec(), tmp_path).mkdir(parents=True)  # one cached
+    assert make_plan(space, cache_root=tmp_path).finetunes_cached == 1
+    assert any("cost estimate: ~" in line for line in plan.lines())
+
+
 def test_tuple_fields_take_lists_as_values_and_lists_of_lists_as_grids():
     one = parse_space({**BASE, "arms": [{"name": "quanttune", "sites": ["post_ln", "fc2_in"]}]})
     two = parse_space({**BASE, "arms": [{"name": "quanttune", "sites": [["post_ln"], ["fc2_in"]]}]})
@@ -46,7 +78,8 @@ def test_tuple_fields_take_lists_as_values_and_lists_of_lists_as_grids():
         ({"bits": ["W9A8"]}, "weight bits must be 2..8"),
         ({"bits": ["W4"]}, "malformed"),
         ({"bits": []}, "bits: the list is empty"),
-        ({"finetune": {"epochs": 0}}, "epochs"),
+        ({"finetune": {"epochs": -1}}, "epochs"),
+        ({"finetune": {"epochs": 0}, "arms": ["plain", "arnq"]}, "finetune.epochs: 0 is invalid; 0 means no fine-tuning"),
         ({"finetune": {"lr": -1.0}}, "lr"),
         ({"finetune": {"lr": "fast"}}, "finetune.lr"),
         ({"finetune": {"epoch": 2}}, "unknown key(s) ['epoch']"),

@@ -1,15 +1,23 @@
-"""Ray hygiene (no metadata probe, auth policy) and an end-to-end sweep on Ray Tune."""
+"""Ray hygiene (no metadata probe, auth policy) and the sweep on Ray Tune end to end:
+ASHA, provenance, W&B offline, resume after Ctrl-C, resources, two nodes."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from harness.space import parse_space
+from harness.space import SpaceError, parse_space
 from harness.sweep import run_sweep
 
 pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[2]
+TINY_FT = {"epochs": 2, "lr": 1.0e-4, "batch_size": 64, "train_subset": 256, "val_size": 64, "diagnostics_batches": 1}
 
 
 def test_bootstrap_config_stops_the_metadata_probe(ray_home, monkeypatch, tmp_path):
@@ -40,24 +48,129 @@ def test_ray_processes_run_with_the_neutralised_home(ray_local, ray_home):
     assert (ray_home / ".ray" / "auth_token").is_file() or os.environ.get("RAY_AUTH_MODE") == "disabled"
 
 
+def test_resources_no_node_can_hold_are_rejected_before_any_trial(ray_local, tmp_path):
+    space = parse_space({"name": "big", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"],
+                         "resources": {"cpu": 64}})
+    with pytest.raises(SpaceError, match=r"needs \{cpu: 64, gpu: 0\} but no node has that.*lower resources"):
+        run_sweep(space, tmp_path / "run")
+    assert not (tmp_path / "run" / "rows.jsonl").exists()
+
+
 @pytest.mark.slow
-def test_sweep_end_to_end_with_asha_and_resume(ray_local, vit_mnist_cache, tmp_path):
+def test_sweep_end_to_end_with_asha_wandb_provenance_and_reruns(ray_local, vit_mnist_cache, tmp_path):
     space = parse_space({
         "name": "t", "models": ["vit_mnist"], "bits": ["W3A3"], "ptq": ["minmax"],
         "arms": ["plain", {"name": "arnq", "schedule": ["linear", "cosine"]}],
-        "finetune": {"epochs": 2, "lr": 1.0e-4, "batch_size": 64, "train_subset": 256, "val_size": 64,
-                     "diagnostics_batches": 1},
-        "seeds": [0], "calib_size": 64, "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "finetune": TINY_FT, "seeds": [0], "calib_size": 64,
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "wandb": {"project": "arnq-test", "mode": "offline"},
     })
-    rows = run_sweep(space, tmp_path / "run", cache_root=vit_mnist_cache)
+    run = tmp_path / "run"
+    rows = run_sweep(space, run, cache_root=vit_mnist_cache)
     assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
-    by_status = {r["status"] for r in rows}
-    assert by_status <= {"ok", "stopped"}
+    assert {r["status"] for r in rows} <= {"ok", "stopped"}
     plain = [r for r in rows if r["arm"] == "plain"]
     assert plain[0]["status"] == "ok"  # the baseline is never stopped
-    assert all(r["q_acc"] is not None for r in rows if r["status"] == "ok")
-    # a second run finds every trial in the store and runs nothing
-    again = run_sweep(space, tmp_path / "run", resume=True, cache_root=vit_mnist_cache)
-    assert len(again) == 3
-    lines = (tmp_path / "run" / "rows.jsonl").read_text().splitlines()
-    assert len(lines) == 3 and all(json.loads(line)["trial_id"] for line in lines)
+    for row in rows:
+        assert row["space"] == "t" and row["space_hash"] == space.source_hash
+        assert json.loads(row["versions"])["torch"] and "git_commit" in row
+        if row["status"] == "ok":
+            assert row["q_acc"] is not None and row["node_id"]
+            config = json.loads(row["config"])
+            assert row["arm"] == "plain" or config["arm_config"]["alpha_max"] == 1.0  # defaults resolved
+    # one offline W&B run per trial that reported, under the run directory, with the flat config
+    runs = sorted((run / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) >= len([r for r in rows if r["status"] == "ok"])
+    log_bytes = b"".join(p.read_bytes() for run_ in runs for p in run_.glob("*.wandb"))  # offline: a binary log
+    assert b"finetune.lr" in log_bytes and b"vit_mnist-W3A3-minmax-arnq[schedule=linear]-s0" in log_bytes
+    # --resume finds every trial in the store and runs nothing
+    again = run_sweep(space, run, resume=True, cache_root=vit_mnist_cache)
+    assert [r["trial_id"] for r in again] == [r["trial_id"] for r in rows]
+    assert len((run / "rows.jsonl").read_text().splitlines()) == 3
+    # a fresh run moves the earlier one aside and finds every fine-tune in the cache
+    fresh = run_sweep(space, run, cache_root=vit_mnist_cache)
+    assert len(list(tmp_path.glob("run.*"))) == 1
+    finished_before = {r["trial_id"] for r in rows if r["status"] == "ok"}
+    again_ok = [r for r in fresh if r["trial_id"] in finished_before and r["status"] == "ok"]
+    assert again_ok and all(r["finetune_cached"] for r in again_ok)  # (an ASHA-stopped fine-tune was never cached)
+
+
+SPACE_YAML = """
+name: interrupt
+models: [vit_mnist]
+bits: [W3A3, W2A4]
+ptq: [minmax]
+arms: [plain, {name: arnq, schedule: [linear, cosine]}, quanttune]
+finetune: {epochs: 3, lr: 1.0e-4, batch_size: 32, train_subset: 512, val_size: 64, diagnostics_batches: 1}
+seeds: [0]
+calib_size: 64
+resources: {cpu: 1}
+"""
+
+
+def _env(ray_home: Path, cache: Path) -> dict[str, str]:
+    return {**os.environ, "HOME": str(ray_home), "ARNQ_CACHE": str(cache), "RAY_USAGE_STATS_ENABLED": "0",
+            "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_sweep_then_resume_completes_without_rerun_or_duplicate(ray_home, vit_mnist_cache, tmp_path):
+    space = tmp_path / "interrupt.yaml"
+    space.write_text(SPACE_YAML)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "harness.cli", "sweep", str(space), "--out", str(run)]
+    env = _env(ray_home, vit_mnist_cache)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rows = run / "rows.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (rows.exists() and rows.read_text().count("\n") >= 1):
+        time.sleep(0.5)
+    assert rows.exists(), "no trial finished before the deadline"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    out, _ = proc.communicate(timeout=300)
+    first = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert 1 <= len(first) < 8, out[-3000:]
+    done = subprocess.run(cmd + ["--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [json.loads(line) for line in rows.read_text().splitlines()]
+    ids = [r["trial_id"] for r in lines]
+    assert len(ids) == len(set(ids)) == 8  # every trial once: none lost, none duplicated
+    assert lines[: len(first)] == first  # finished trials kept, not re-run
+    assert all(r["status"] == "ok" for r in lines)
+    assert "restoring the Tune experiment" in done.stdout + done.stderr
+
+
+CLUSTER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from ray.cluster_utils import Cluster
+    from harness.space import parse_space
+    from harness.sweep import run_sweep
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    import ray
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    space = parse_space({"name": "two", "models": ["vit_mnist"], "bits": ["W4A4", "W3A3"], "ptq": ["minmax"],
+                         "arms": ["plain", "quanttune"], "seeds": [0, 1], "calib_size": 64,
+                         "finetune": {"epochs": 1, "batch_size": 64, "train_subset": 256, "val_size": 64,
+                                      "diagnostics_batches": 1}})
+    rows = run_sweep(space, Path(sys.argv[1]))
+    print("NODES", json.dumps(sorted({r["node_id"] for r in rows})), len(ray.nodes()))
+    ray.shutdown()
+    cluster.shutdown()
+""")
+
+
+@pytest.mark.slow
+def test_two_node_cluster_places_trials_on_both_nodes_into_one_store(ray_home, vit_mnist_cache, tmp_path):
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, str(run)], env=_env(ray_home, vit_mnist_cache),
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("NODES"))
+    nodes = json.loads(line.split(" ", 1)[1].rsplit(" ", 1)[0])
+    assert len(nodes) == 2  # trials ran on both nodes
+    rows = [json.loads(x) for x in (run / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
