@@ -41,3 +41,45 @@ def test_ls_schedules_plots(tmp_path, capsys):
     out = tmp_path / "schedules.png"
     assert main(["ls", "schedules", "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validate_prints_counts_and_cost(capsys):
+    assert main(["validate", "search_spaces/quickstart.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "valid space 'quickstart'" in out and "trials (PTQ evaluations): 72" in out
+    assert "distinct fine-tunes: 16" in out and "cost estimate: ~" in out
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: x\nmodels: [vit_mnst]\nbits: [W4A4]\nptq: [minmax]\n", "models[0]: Unknown model 'vit_mnst'"),
+        ("name: x\nmodels: [vit_mnist]\nbits: [W4A4]\nptq: [minmax]\nfinetune: {lr: -1}\n", "lr"),
+        ("name: x\nmodels: [vit_mnist\nbits: [W4A4]\n", "YAML syntax error at line"),
+    ],
+)
+def test_validate_and_sweep_reject_bad_spaces_before_ray_starts(tmp_path, capsys, monkeypatch, text, message):
+    import harness.sweep
+
+    monkeypatch.setattr(harness.sweep, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    for command in ("validate", "sweep"):
+        assert main([command, str(path)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_report_command_writes_the_leaderboards(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "golden"
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("rows.jsonl", "space.json"):
+        shutil.copy(golden / name, run / name)
+    assert main(["report", str(run), "--format", "md,csv"]) == 0
+    assert (run / "report" / "report.md").read_text().startswith("# golden")
+    assert (run / "report" / "leaderboard.csv").is_file() and not (run / "report" / "report.html").exists()
+    assert main(["report", str(run), "--format", "pdf"]) == 2
+    assert "unknown; choose from" in capsys.readouterr().err
