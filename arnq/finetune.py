@@ -278,11 +278,14 @@ class Checkpointer:
 
     def load(self, model: nn.Module, runtime: Any) -> dict[str, Any] | None:
         """Restore model and arm state; returns the train state to resume from, or None."""
-        if not (self.directory / self.STATE).exists():
-            return None
-        state = json.loads((self.directory / self.STATE).read_text())
-        model.load_state_dict(load_state(self.directory / self.MODEL))
-        tensors = load_state(self.directory / self.OPTIM)
+        directory = self.directory
+        if not (directory / self.STATE).exists():  # killed between the two renames of `save`: the previous one
+            directory = self.directory.with_name(self.directory.name + ".old")
+            if not (directory / self.STATE).exists():
+                return None
+        state = json.loads((directory / self.STATE).read_text())
+        model.load_state_dict(load_state(directory / self.MODEL))
+        tensors = load_state(directory / self.OPTIM)
         runtime.load_state_dict(state.pop("arm"))
         if "rng/noise" in tensors and runtime.injector is not None and runtime.injector.generator is not None:
             runtime.injector.generator.set_state(tensors["rng/noise"])

@@ -135,7 +135,8 @@ def cached_finetune(
                           device=device, checkpoint_dir=ckpt, on_epoch=on_epoch, calib_size=spec._calib_size())
         save_state(out / "model.safetensors", result.state_dict)
         record = {"ft_acc": result.ft_acc, "history": result.history, "diagnostics": result.diagnostics,
-                  "seconds": result.seconds, "steps": result.steps, "arm_stats": result.arm_stats}
+                  "seconds": result.seconds, "steps": result.steps, "arm_stats": result.arm_stats,
+                  "resumed_from_epoch": result.resumed_from_epoch}
         (out / "finetune.json").write_text(json.dumps(record))
 
     entry = get_or_build(FINETUNE_KIND, spec.finetune_spec(), build, root=cache_root)
@@ -178,6 +179,7 @@ def run_trial(
         "model": spec.model, "task": loaded.data.task, "bits": spec.bits, "w_bits": w_bits, "a_bits": a_bits,
         "ptq": spec.ptq, "arm": spec.arm, "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
         "seed": spec.seed, "fp_acc": _pct(loaded.fp_accuracy), "ft_acc": _pct(record["ft_acc"]),
+        "finetune_resumed_from_epoch": record.get("resumed_from_epoch"),
         "q_acc": _pct(q_acc), "status": "ok", "finetune_cached": hit, "finetune_s": round(record["seconds"], 2),
         "ptq_s": round(time.perf_counter() - ptq_start, 2), "wall_s": round(time.perf_counter() - start, 2),
         "diagnostics": json.dumps(record["diagnostics"]),

@@ -44,12 +44,21 @@ def trainable(config: Mapping[str, Any]) -> None:
             tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": trial_id(spec)})
 
     cache = Path(config["cache_root"]) if config.get("cache_root") else None
-    row = run_trial(spec, report, device=config.get("device", "cpu"), cache_root=cache,
-                    checkpoint_root=run_dir / "finetune_checkpoints")
+    try:
+        row = run_trial(spec, report, device=config.get("device", "cpu"), cache_root=cache,
+                        checkpoint_root=run_dir / "finetune_checkpoints")
+    except FloatingPointError as err:  # a diverged fine-tune: deterministic, so recorded rather than retried
+        row = failed_row(spec, f"{type(err).__name__}: {err}")
     row["trial_id"] = trial_id(spec)
     row["host"] = socket.gethostname()
     row["node_id"] = ray.get_runtime_context().get_node_id()
-    tune.report({"row": json.dumps(row), "done_row": 1, "q_acc": row["q_acc"]})
+    tune.report({"row": json.dumps(row), "done_row": 1, **({"q_acc": row["q_acc"]} if row.get("q_acc") else {})})
+
+
+def failed_row(spec: TrialSpec, error: str, **extra: Any) -> dict[str, Any]:
+    """The row of a trial that ended without a result, with the reason."""
+    return {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
+            "trial_id": trial_id(spec), "status": "failed", "error": error, **extra}
 
 
 def cell_key(config: Mapping[str, Any]) -> str:
@@ -172,11 +181,10 @@ class Store(_callback_base()):
         last = trial.last_result or {}
         if last.get("done_row"):
             return
-        row = {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
-               "trial_id": trial_id(spec), "status": status, "stopped_at_epoch": last.get("epoch"),
+        row = {**failed_row(spec, error or ""), "status": status, "stopped_at_epoch": last.get("epoch"),
                METRIC: last.get(METRIC)}
-        if error:
-            row["error"] = error
+        if not error:
+            row.pop("error")
         self._write(row)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

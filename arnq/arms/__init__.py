@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -293,6 +294,36 @@ class DiffQ(Arm):
 
     def target_fields(self, cfg: DiffQConfig) -> tuple[str, ...]:
         return ("w_bits",)  # weight noise of one min-max bin: the calibrator plays no part
+
+
+@dataclass(frozen=True)
+class DivergeConfig:
+    """Fault injection for the reliability tests: the loss turns NaN from `at_step` on."""
+
+    at_step: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at_step": self.at_step}
+
+
+if os.environ.get("ARNQ_TEST_ARMS") == "1":  # never registered for users
+
+    @register_arm
+    class Diverge(Arm):
+        name = "diverge"
+        config_cls = DivergeConfig
+        description = "test only: a fine-tune whose loss becomes NaN"
+
+        def install(self, model: nn.Module, cfg: DivergeConfig, target: Target, seed: int | None = None) -> ArmRuntime:
+            runtime = ArmRuntime()
+            calls = [0]
+
+            def term(_model: nn.Module, _inputs: Any) -> tuple[torch.Tensor, dict]:
+                calls[0] += 1
+                return torch.tensor(float("nan") if calls[0] > cfg.at_step else 0.0), {}
+
+            runtime.losses.append(term)
+            return runtime
 
 
 __all__ = [
