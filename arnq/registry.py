@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -34,7 +36,43 @@ def config_from_dict(cls: type[T], params: Mapping[str, Any]) -> T:
     unknown = sorted(set(params) - names)
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {cls.__name__}; valid: {', '.join(sorted(names))}")
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: leave checks to the class
+        hints = {}
+    for key, value in params.items():
+        expected = hints.get(key)
+        if expected is not None and not _matches(value, expected):
+            default = next(f.default for f in dataclasses.fields(cls) if f.name == key)
+            raise ValueError(f"{key}={value!r} has the wrong type for {cls.__name__}: expected {_type_name(expected)}"
+                             f" (default {default!r})")
     return cls(**params)
+
+
+def _matches(value: Any, expected: Any) -> bool:
+    """Whether a YAML/JSON value fits a dataclass annotation (ints pass for floats, bools never for numbers)."""
+    origin = typing.get_origin(expected)
+    if expected is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(expected))
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
+    if expected is type(None):
+        return value is None
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (tuple, list) or expected in (tuple, list):
+        return isinstance(value, (tuple, list))
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, expected) if isinstance(expected, type) else True
+
+
+def _type_name(expected: Any) -> str:
+    return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
 
 
 class Registry(Generic[T]):

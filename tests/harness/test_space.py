@@ -88,6 +88,15 @@ def test_tuple_fields_take_lists_as_values_and_lists_of_lists_as_grids():
         ({"resources": {"gpu": -1}}, "resources.gpu"),
         ({"scheduler": {"name": "hyperband"}}, "scheduler.name"),
         ({"wandb": {"mode": "cloud"}}, "wandb.mode"),
+        ({"arms": [{"name": "arnq", "schedule": []}]}, "an empty list is an empty grid"),
+        ({"arms": [{"name": "arnq", "alpha_max": "big"}]}, "alpha_max"),
+        ({"arms": [{"name": "arnq", "schedul": "linear"}]}, "schedul"),
+        ({"calib_size": "many"}, "calib_size"),
+        ({"calib_size": 0}, "calib_size"),
+        ({"seeds": []}, "seeds: the list is empty"),
+        ({"resources": {"gpu": 1.5}}, "resources.gpu"),
+        ({"resources": {"models": {"vit_mnst": {"gpu": 1}}}}, "Did you mean 'vit_mnist'?"),
+        ({"scheduler": {"name": "asha", "grace_period": 0}}, "scheduler.grace_period"),
     ],
 )
 def test_bad_spaces_name_key_value_and_fix(patch, message):
