@@ -138,7 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    paths = write_report(Path(args.run_dir), formats=formats, wandb=args.wandb)
+    paths = write_report(Path(args.run_dir), formats=formats, wandb=args.wandb, out_dir=args.out)
     console = _console()
     for key, path in paths.items():
         if not key.startswith("plots/"):
@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="leaderboards (Markdown, CSV, HTML), plots and W&B from a run's results store")
     r.add_argument("run_dir", help="run directory holding rows.jsonl (e.g. results/runs/quickstart)")
     r.add_argument("--format", default="md,csv,html", help="comma-separated: md, csv, html")
+    r.add_argument("--out", default=None, help="write the report here instead of RUN_DIR/report")
     r.add_argument("--wandb", action="store_true", help="also log a W&B reporter run (offline unless WANDB_MODE=online)")
     r.set_defaults(func=cmd_report)
 

@@ -155,6 +155,16 @@ def _scalars(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))}
 
 
+TRIAL_KIND = "trials"
+
+
+def trial_cache_spec(spec: TrialSpec, device: str) -> dict[str, Any]:
+    """What a trial's result depends on: its fine-tune, the PTQ method, bits, calibration and device."""
+    return {"finetune": spec.finetune_spec(), "ptq": spec.ptq,
+            "ptq_config": PTQ_METHODS.get(spec.ptq).config(spec.ptq_params).to_dict(), "bits": spec.bits,
+            "calib_size": spec._calib_size(), "seed": spec.seed, "device": str(device).split(":")[0]}
+
+
 def run_trial(
     spec: TrialSpec,
     report: Report | None = None,
@@ -163,7 +173,29 @@ def run_trial(
     cache_root: Path | None = None,
     checkpoint_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune (or reuse), quantize with the cell's PTQ method and bits, and return its result row."""
+    """Fine-tune (or reuse), quantize with the cell's PTQ method and bits, and return its result row.
+
+    The result is cached content-addressed too (`trials`), so re-running a finished space
+    costs a cache lookup per trial; `trial_cached` says which rows came from there.
+    """
+    start = time.perf_counter()
+    built: list[bool] = []
+
+    def build(out: Path) -> None:
+        built.append(True)
+        (out / "row.json").write_text(json.dumps(_compute_trial(spec, report, device, cache_root, checkpoint_root)))
+
+    entry = get_or_build(TRIAL_KIND, trial_cache_spec(spec, device), build, root=cache_root)
+    row = json.loads((entry / "row.json").read_text())
+    row["trial_cached"] = not built
+    if not built:
+        row["wall_s"] = round(time.perf_counter() - start, 2)
+    row["config"] = json.dumps(spec.resolved(), sort_keys=True, default=str)
+    return row
+
+
+def _compute_trial(spec: TrialSpec, report: Report | None, device: str, cache_root: Path | None,
+                   checkpoint_root: Path | None) -> dict[str, Any]:
     start = time.perf_counter()
     loaded = _loaded(spec.model, spec.fp_seed, device, cache_root)
     state, record, hit = cached_finetune(spec, loaded, device=device, report=report,
@@ -183,7 +215,6 @@ def run_trial(
         "q_acc": _pct(q_acc), "status": "ok", "finetune_cached": hit, "finetune_s": round(record["seconds"], 2),
         "ptq_s": round(time.perf_counter() - ptq_start, 2), "wall_s": round(time.perf_counter() - start, 2),
         "diagnostics": json.dumps(record["diagnostics"]),
-        "config": json.dumps(spec.resolved(), sort_keys=True, default=str),
     }
     if report is not None:
         report({"stage": "ptq", **_scalars(row)})

@@ -617,8 +617,9 @@ def write_report(
     *,
     now: datetime | None = None,
     hardware: str | None = None,
+    out_dir: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Write the report of a run under run_dir/report (plots always, then each format); name -> path.
+    """Write the report of a run under run_dir/report or `out_dir` (plots always, then each format); name -> path.
 
     `now` and `hardware` fix the report date and machine line (reproducible output).
     """
@@ -635,7 +636,7 @@ def write_report(
     written = datetime.fromtimestamp(rows_path.stat().st_mtime, timezone.utc)
     report = build_report(rows, space, name=run_dir.name, now=now, hardware=hardware, rows_written=written)
 
-    out = run_dir / REPORT_DIR
+    out = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLCONFIGDIR", str((run_dir / ".matplotlib").resolve()))
     plots = write_plots(report, out / "plots")

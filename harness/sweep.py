@@ -233,7 +233,7 @@ def _wandb_callback(space: Space, run_dir: Path) -> Any | None:
             super()._start_logging_actor(trial, exclude_results, **init)
 
     return FlatWandb(project=space.wandb["project"], group=space.wandb.get("group", space.name),
-                     excludes=["row", "done_row"], mode=mode, dir=str(wandb_dir),
+                     excludes=["row", "done_row"], mode=mode, dir=str(wandb_dir), upload_timeout=30,
                      **({"entity": space.wandb["entity"]} if "entity" in space.wandb else {}))
 
 

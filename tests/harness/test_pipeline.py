@@ -1,5 +1,6 @@
 """run_trial and the local grid runner on a tiny task: rows, baselines, shared fine-tunes, resume."""
 
+import dataclasses
 import json
 
 import pytest
@@ -32,8 +33,11 @@ def test_run_trial_row_and_finetune_reuse(toy):
     assert first["status"] == "ok" and first["fp_acc"] == 50.0 and not first["finetune_cached"]
     assert json.loads(first["diagnostics"])["after"]
     assert [r["stage"] for r in reports] == ["finetune", "ptq"]
-    again = pipeline.run_trial(spec)
-    assert again["finetune_cached"] and again["q_acc"] == first["q_acc"]  # same weights, same calibration
+    assert not first["trial_cached"]
+    again = pipeline.run_trial(spec)  # the whole trial comes from the cache
+    assert again["trial_cached"] and again["q_acc"] == first["q_acc"] and again["ft_acc"] == first["ft_acc"]
+    other = pipeline.run_trial(dataclasses.replace(spec, ptq="percentile"))  # same fine-tune, new PTQ evaluation
+    assert not other["trial_cached"] and other["finetune_cached"]
 
 
 def test_grid_rows_baselines_and_resume(toy, tmp_path):

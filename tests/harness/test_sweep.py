@@ -90,7 +90,7 @@ def test_sweep_end_to_end_with_asha_wandb_provenance_and_reruns(ray_local, vit_m
     assert len(list(tmp_path.glob("run.*"))) == 1
     finished_before = {r["trial_id"] for r in rows if r["status"] == "ok"}
     again_ok = [r for r in fresh if r["trial_id"] in finished_before and r["status"] == "ok"]
-    assert again_ok and all(r["finetune_cached"] for r in again_ok)  # (an ASHA-stopped fine-tune was never cached)
+    assert again_ok and all(r["trial_cached"] for r in again_ok)  # (an ASHA-stopped trial was never cached)
 
 
 def _env(ray_home: Path, cache: Path) -> dict[str, str]:
