@@ -136,11 +136,12 @@ class Store(_callback_base()):
     def _reset(self) -> None:
         self.written = finished_ids(self.rows_path)
         self.counts: dict[str, int] = {}
-        self.running: set[str] = set()
+        self.trials: list = []
         self.start = time.time()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["trials"] = []
         state["on_row"] = None  # a driver-side hook; a restored sweep gets a fresh one
         return state
 
@@ -165,18 +166,15 @@ class Store(_callback_base()):
         elapsed = time.time() - self.start
         eta = f"ETA {_duration(elapsed / done * (self.total - done))}" if done else "ETA -"
         states = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none yet"
-        return f"{done}/{self.total} trials ended ({states}), {len(self.running)} running, {eta}"
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running.add(trial.trial_id)
+        running = sum(getattr(t, "status", None) == "RUNNING" for t in self.trials)
+        return f"{done}/{self.total} trials ended ({states}), {running} running, {eta}"
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.trials = trials
         if result.get("done_row"):
-            self.running.discard(trial.trial_id)
             self._write(json.loads(result["row"]))
 
     def _ended(self, trial: Any, status: str, error: str | None = None) -> None:
-        self.running.discard(trial.trial_id)
         spec = TrialSpec.from_dict(trial.config["trial"])
         last = trial.last_result or {}
         if last.get("done_row"):
