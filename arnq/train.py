@@ -380,7 +380,7 @@ def train_classifier(
                     loss = loss + extra
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"non-finite training loss {float(loss)} at step {step}; lower lr"
+                        f"non-finite training loss {float(loss.detach())} at step {step}; lower lr"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -40,7 +40,7 @@ FT = FinetuneConfig(epochs=2, lr=1e-3, batch_size=32, train_subset=160, val_size
 TARGET = Target(w_bits=4, a_bits=4, ptq="minmax")
 
 
-@pytest.mark.parametrize("arm", ARMS.names())
+@pytest.mark.parametrize("arm", [a for a in ARMS.names() if a != "diverge"])  # diverge: test_reliability
 def test_every_arm_fine_tunes_end_to_end(arm):
     loaded = _loaded()
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
