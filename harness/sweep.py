@@ -179,8 +179,9 @@ class Store(_callback_base()):
         last = trial.last_result or {}
         if last.get("done_row"):
             return
+        val = last.get(METRIC)
         row = {**failed_row(spec, error or ""), "status": status, "stopped_at_epoch": last.get("epoch"),
-               METRIC: last.get(METRIC)}
+               METRIC: None if val is None else round(100 * val, 2)}  # percent, like every accuracy in a row
         if not error:
             row.pop("error")
         self._write(row)
