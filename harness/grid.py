@@ -50,6 +50,12 @@ def trial_id(spec: TrialSpec) -> str:
     return content_key(spec.to_dict())
 
 
+def ended_row(spec: TrialSpec, status: str, **fields: Any) -> dict[str, Any]:
+    """The row of a trial that ended without a result (failed with an `error`, or stopped)."""
+    return {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
+            "trial_id": trial_id(spec), "status": status, **fields}
+
+
 def build_trials(
     models: Sequence[str], bits: Sequence[str], ptq: Sequence[str], arms: Sequence[tuple[str, Mapping[str, Any]]],
     seeds: Sequence[int], finetune: FinetuneConfig, **common: Any,
@@ -86,8 +92,7 @@ def _run(spec: TrialSpec) -> dict[str, Any]:
     try:
         row = run_trial(spec)
     except Exception as exc:  # a failed cell is recorded, never silently dropped
-        row = {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
-               "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return ended_row(spec, "failed", error=f"{type(exc).__name__}: {exc}")
     row["trial_id"] = trial_id(spec)
     return row
 

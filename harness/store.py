@@ -77,7 +77,8 @@ def _drop_torn_tail(path: Path) -> None:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
             return
-        data = f.seek(0) or f.read()
+        f.seek(0)
+        data = f.read()
         keep = data.rfind(b"\n") + 1
         log.warning("%s: dropping a torn last line (%d bytes) before appending", path, len(data) - keep)
         f.truncate(keep)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.grid import schedule, trial_id
+from harness.grid import ended_row, schedule, trial_id
 from harness.pipeline import TrialSpec, run_trial
 from harness.space import Space, SpaceError
 from harness.store import FINISHED, ROWS, StoreError, append_row, finished_ids, provenance, read_rows
@@ -48,17 +48,12 @@ def trainable(config: Mapping[str, Any]) -> None:
         row = run_trial(spec, report, device=config.get("device", "cpu"), cache_root=cache,
                         checkpoint_root=run_dir / "finetune_checkpoints")
     except FloatingPointError as err:  # a diverged fine-tune: deterministic, so recorded rather than retried
-        row = failed_row(spec, f"{type(err).__name__}: {err}")
+        row = ended_row(spec, "failed", error=f"{type(err).__name__}: {err}")
     row["trial_id"] = trial_id(spec)
     row["host"] = socket.gethostname()
     row["node_id"] = ray.get_runtime_context().get_node_id()
-    tune.report({"row": json.dumps(row), "done_row": 1, **({"q_acc": row["q_acc"]} if row.get("q_acc") else {})})
+    tune.report({"row": json.dumps(row), "done_row": 1, **({"q_acc": row["q_acc"]} if row.get("q_acc") is not None else {})})
 
-
-def failed_row(spec: TrialSpec, error: str, **extra: Any) -> dict[str, Any]:
-    """The row of a trial that ended without a result, with the reason."""
-    return {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
-            "trial_id": trial_id(spec), "status": "failed", "error": error, **extra}
 
 
 def cell_key(config: Mapping[str, Any]) -> str:
@@ -180,10 +175,9 @@ class Store(_callback_base()):
         if last.get("done_row"):
             return
         val = last.get(METRIC)
-        row = {**failed_row(spec, error or ""), "status": status, "stopped_at_epoch": last.get("epoch"),
-               METRIC: None if val is None else round(100 * val, 2)}  # percent, like every accuracy in a row
-        if not error:
-            row.pop("error")
+        row = ended_row(spec, status, stopped_at_epoch=last.get("epoch"),
+                        **{METRIC: None if val is None else round(100 * val, 2)},  # percent, like every accuracy
+                        **({"error": error} if error else {}))
         self._write(row)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -120,3 +120,11 @@ def vit_mnist_cache(tmp_path_factory):
         shutil.copytree(Path(seed) / "fp_models", root / "fp_models")
     load_model("vit_mnist", cache_root=root)  # validated (hash) and reused, or built
     return root
+
+
+@pytest.fixture
+def ray_subprocess_env(ray_home, vit_mnist_cache):
+    """Environment of a child process that starts its own Ray: neutralised HOME, the test cache, no traffic."""
+    root = Path(__file__).resolve().parents[1]
+    return {**os.environ, "HOME": str(ray_home), "ARNQ_CACHE": str(vit_mnist_cache), "RAY_USAGE_STATS_ENABLED": "0",
+            "WANDB_MODE": "offline", "PYTHONPATH": str(root)}

@@ -113,18 +113,13 @@ resources: {cpu: 1}
 """
 
 
-def _env(ray_home: Path, cache: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(ray_home), "ARNQ_CACHE": str(cache), "RAY_USAGE_STATS_ENABLED": "0",
-            "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
-def test_a_killed_driver_resumes_without_rerun_loss_or_duplicate(ray_home, vit_mnist_cache, tmp_path, sig):
+def test_a_killed_driver_resumes_without_rerun_loss_or_duplicate(ray_subprocess_env, tmp_path, sig):
     space = tmp_path / "interrupt.yaml"
     space.write_text(SPACE_YAML)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "harness.cli", "sweep", str(space), "--out", str(run)]
-    env = _env(ray_home, vit_mnist_cache)
+    env = ray_subprocess_env
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     rows = run / "rows.jsonl"
@@ -179,9 +174,9 @@ NODE_LOSS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_node_lost_mid_sweep_has_its_trials_rescheduled_and_the_sweep_completes(ray_home, vit_mnist_cache, tmp_path):
+def test_a_node_lost_mid_sweep_has_its_trials_rescheduled_and_the_sweep_completes(ray_subprocess_env, tmp_path):
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, str(run)], env=_env(ray_home, vit_mnist_cache),
+    done = subprocess.run([sys.executable, "-c", NODE_LOSS_SCRIPT, str(run)], env=ray_subprocess_env,
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ALIVE 1" in done.stdout  # the worker node really went away

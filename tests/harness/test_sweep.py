@@ -93,11 +93,6 @@ def test_sweep_end_to_end_with_asha_wandb_provenance_and_reruns(ray_local, vit_m
     assert again_ok and all(r["trial_cached"] for r in again_ok)  # (an ASHA-stopped trial was never cached)
 
 
-def _env(ray_home: Path, cache: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(ray_home), "ARNQ_CACHE": str(cache), "RAY_USAGE_STATS_ENABLED": "0",
-            "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
-
-
 CLUSTER_SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -122,9 +117,9 @@ CLUSTER_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_node_cluster_places_trials_on_both_nodes_into_one_store(ray_home, vit_mnist_cache, tmp_path):
+def test_two_node_cluster_places_trials_on_both_nodes_into_one_store(ray_subprocess_env, tmp_path):
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, str(run)], env=_env(ray_home, vit_mnist_cache),
+    done = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, str(run)], env=ray_subprocess_env,
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("NODES"))
