@@ -608,6 +608,7 @@ def log_wandb(report: Report, plots: Mapping[str, Path], run_dir: Path, settings
         return Path(run.dir).parent
     finally:
         run.finish()
+        wandb.teardown()  # the service has flushed the run's record log before we return (then `wandb sync` works)
 
 
 def write_report(
