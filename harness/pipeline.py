@@ -129,7 +129,9 @@ def cached_finetune(
 
         def on_epoch(epoch: int, record: dict[str, Any]) -> None:
             if report is not None:
-                report({"stage": "finetune", "epoch": epoch + 1, **_scalars(record)})
+                # the epoch counts from 1 (ASHA's rungs are epochs done); the record's own 0-based
+                # "epoch" must not override it, or every rung fires one epoch late
+                report({**_scalars(record), "stage": "finetune", "epoch": epoch + 1})
 
         result = finetune(loaded, spec.arm, spec.arm_params, spec.finetune, spec.target, seed=spec.seed,
                           device=device, checkpoint_dir=ckpt, on_epoch=on_epoch, calib_size=spec._calib_size())

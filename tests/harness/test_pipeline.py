@@ -33,6 +33,7 @@ def test_run_trial_row_and_finetune_reuse(toy):
     assert first["status"] == "ok" and first["fp_acc"] == 50.0 and not first["finetune_cached"]
     assert json.loads(first["diagnostics"])["after"]
     assert [r["stage"] for r in reports] == ["finetune", "ptq"]
+    assert reports[0]["epoch"] == 1  # epochs done, from 1: ASHA's grace period counts these
     assert not first["trial_cached"]
     again = pipeline.run_trial(spec)  # the whole trial comes from the cache
     assert again["trial_cached"] and again["q_acc"] == first["q_acc"] and again["ft_acc"] == first["ft_acc"]

@@ -67,6 +67,8 @@ def test_sweep_end_to_end_with_asha_wandb_provenance_and_reruns(ray_local, vit_m
     rows = run_sweep(space, run, cache_root=vit_mnist_cache)
     assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
     assert {r["status"] for r in rows} <= {"ok", "stopped"}
+    for row in rows:  # ASHA stops at its rung (after epoch 1 of 2), never after the last epoch
+        assert row["status"] == "ok" or row["stopped_at_epoch"] == 1
     plain = [r for r in rows if r["arm"] == "plain"]
     assert plain[0]["status"] == "ok"  # the baseline is never stopped
     for row in rows:
