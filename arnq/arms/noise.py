@@ -5,7 +5,8 @@ During training forward passes each targeted tensor X becomes
 Delta_X is the step the target calibrator would assign at the target bits (weights
 per output channel, symmetric; activations from the range the calibrator's observer
 computes over the last `refresh` training batches), eps is uniform on [-1/2, 1/2]
-(or Gaussian of the same variance, or a QuantNoise-style Bernoulli mask), alpha(t)
+(or Gaussian of the same variance, or a QuantNoise-style Bernoulli mask of the real
+rounding error, or that rounding error scaled by the schedule, "rounding"), alpha(t)
 is the noise schedule and gamma_l the per-layer adaptivity. Evaluation (model.eval())
 injects nothing.
 
@@ -32,7 +33,10 @@ from arnq.quant.observers import OBSERVERS
 from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, valid_values
 
 TARGETS = ("W", "A", "WA")
-DISTRIBUTIONS = ("uniform", "gaussian", "bernoulli")
+#: uniform / gaussian: random noise of one step; bernoulli: the real rounding error on a random
+#: fraction p * alpha * gamma of the elements (QuantNoise); rounding: the real rounding error on
+#: every element, scaled by min(alpha * gamma, 1) (a fake-quant forward faded in by the schedule).
+DISTRIBUTIONS = ("uniform", "gaussian", "bernoulli", "rounding")
 ADAPTIVITY = ("none", "outlier", "kurtosis", "sensitivity")
 STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
 
@@ -177,16 +181,21 @@ class NoisePoint(nn.Module):
         if strength == 0:
             return x
         delta = self.step_size(x)
+        if self.cfg.dist == "rounding":  # straight-through: the gradient is the identity's
+            return x + min(strength, 1.0) * self._rounding_error(x, delta)
         if self.cfg.dist == "bernoulli":
             rate = min(1.0, self.cfg.bernoulli_p * strength)
             u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) \
                 if self.generator is not None else torch.rand_like(x)
-            zp = self.zero_point.to(x.device, x.dtype)
-            zp = zp.reshape(delta.shape) if self.per_channel else zp
-            qmin, qmax = (-(2 ** (self.bits - 1) - 1), 2 ** (self.bits - 1) - 1) if self.symmetric else (0, 2**self.bits - 1)
-            rounding = (fake_quantize(x, delta, zp, qmin, qmax) - x).detach()
-            return x + (u < rate).to(x.dtype) * rounding
+            return x + (u < rate).to(x.dtype) * self._rounding_error(x, delta)
         return x + strength * delta * self._eps(x)
+
+    def _rounding_error(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Q(x) - x at the current step and zero point (detached), clipping included."""
+        zp = self.zero_point.to(x.device, x.dtype)
+        zp = zp.reshape(delta.shape) if self.per_channel else zp
+        qmin, qmax = (-(2 ** (self.bits - 1) - 1), 2 ** (self.bits - 1) - 1) if self.symmetric else (0, 2**self.bits - 1)
+        return (fake_quantize(x, delta, zp, qmin, qmax) - x).detach()
 
     def _record_grad(self, grad: torch.Tensor) -> None:
         self.stats.update_grad(grad)

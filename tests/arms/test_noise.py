@@ -150,3 +150,27 @@ def test_bert_padding_is_excluded_and_modules_filter():
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
         NoiseConfig(**kwargs)
+
+
+def test_rounding_noise_fades_the_fake_quant_forward_in_with_alpha():
+    from arnq.quant.fake_quant import fake_quantize
+
+    inj = _injector(NoiseConfig(target="A", dist="rounding", schedule="linear", warmup_frac=0.5))
+    inj.model.train()
+    q = inj.model.blocks[0].mlp.fc1.input_quantizer
+    point = _point_of(inj, q)
+    x = torch.randn(8, 50, 64, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    inj.on_step(0, 10)
+    assert torch.equal(q(x), x)  # alpha 0 at the start of the warm-up
+    inj.on_step(5, 10)  # alpha = 1: exactly the fake-quantized tensor, with the identity's gradient
+    out = q(x)
+    expected = fake_quantize(x.detach(), point.delta, point.zero_point, 0, 15)
+    assert torch.allclose(out, expected, atol=1e-6)
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    inj.on_step(2, 10)  # alpha 0.4 during the warm-up: 0.4 of the rounding error on every element
+    half = q(x.detach())
+    assert point.alpha == pytest.approx(0.4)
+    assert torch.allclose(half - x.detach(), 0.4 * (expected - x.detach()), atol=1e-5)
+    inj.model.eval()
+    assert torch.equal(q(x.detach()), x.detach())
