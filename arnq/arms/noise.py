@@ -43,10 +43,17 @@ STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    """Every ARNQ knob a sweep can vary."""
+    """Every ARNQ knob a sweep can vary.
+
+    Defaults are the best recipe of the issue-6 research (results/ARNQ.md): the real
+    rounding error on weights and Linear inputs (`dist="bernoulli"` at rate
+    `bernoulli_p=1.0`, faded in by the linear schedule over the first 20 % of steps), the
+    step from the target calibrator. The naive recipe of METHODS.md is `dist="uniform"`
+    (uniform noise of one step), which collapses `minilm_rt` at W4A4.
+    """
 
     target: str = "WA"
-    dist: str = "uniform"
+    dist: str = "bernoulli"
     schedule: str = "linear"
     alpha_max: float = 1.0
     warmup_frac: float = 0.2
@@ -56,7 +63,7 @@ class NoiseConfig:
     gamma_k: float = 4.0  # sigma multiple in the outlier ratio max|A| / (k sigma) behind gamma
     refresh: int = 10  # steps between Delta/gamma updates
     delta_observer: str | None = None  # None: the target calibrator's observer
-    bernoulli_p: float = 0.1  # mask rate at alpha = gamma = 1 for dist="bernoulli"
+    bernoulli_p: float = 1.0  # mask rate at alpha = gamma = 1 for dist="bernoulli" (QuantNoise used 0.05-0.2)
     modules: tuple[str, ...] = ()  # fnmatch patterns of module names to perturb; () = all body layers
     gamma_max: float = 4.0  # clip of the normalised gamma, so no layer gets runaway noise
     w_delta: str = "channel"  # weight Delta: "channel" (symmetric, as PTQ) or "tensor" (asymmetric min-max, DiffQ)

@@ -45,7 +45,7 @@ def test_no_noise_at_evaluation():
 
 
 def test_weight_noise_uses_per_channel_symmetric_step():
-    inj = _injector(NoiseConfig(target="W", schedule="constant"), w_bits=4)
+    inj = _injector(NoiseConfig(target="W", dist="uniform", schedule="constant"), w_bits=4)
     inj.model.train()
     inj.on_step(0, 10)
     layer = inj.model.blocks[1].attn.proj
@@ -174,3 +174,21 @@ def test_rounding_noise_fades_the_fake_quant_forward_in_with_alpha():
     assert torch.allclose(half - x.detach(), 0.4 * (expected - x.detach()), atol=1e-5)
     inj.model.eval()
     assert torch.equal(q(x.detach()), x.detach())
+
+
+def test_default_recipe_is_the_fake_quant_forward_once_warmed_up():
+    """The issue-6 best setting (results/ARNQ.md): after the linear warm-up every Linear input
+    carries its real rounding error at the target step (Bernoulli mask at rate 1)."""
+    from arnq.quant.fake_quant import fake_quantize
+
+    cfg = NoiseConfig()
+    assert (cfg.dist, cfg.bernoulli_p, cfg.target, cfg.schedule) == ("bernoulli", 1.0, "WA", "linear")
+    inj = _injector(NoiseConfig(target="A"))
+    inj.model.train()
+    q = inj.model.blocks[0].mlp.fc1.input_quantizer
+    point = _point_of(inj, q)
+    x = torch.randn(8, 50, 64, generator=torch.Generator().manual_seed(11))
+    inj.on_step(0, 10)
+    assert torch.equal(q(x), x)  # alpha 0: the warm-up starts from the clean forward
+    inj.on_step(5, 10)
+    torch.testing.assert_close(q(x), fake_quantize(x, point.delta, point.zero_point, 0, 15))
