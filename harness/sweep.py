@@ -97,7 +97,12 @@ def make_scheduler(space: Space) -> Any:
             cell = self._cell(trial)
             if cell is None or METRIC not in result:
                 return TrialScheduler.CONTINUE
-            return cell.on_trial_result(tune_controller, trial, result)
+            decision = cell.on_trial_result(tune_controller, trial, result)
+            if result.get("epoch", 0) >= space.finetune.epochs:
+                # ASHA answers STOP once time_attr reaches max_t; here that is the end of
+                # fine-tuning, and the trial must go on to its PTQ evaluation
+                return TrialScheduler.CONTINUE
+            return decision
 
         def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
             cell = self._cell(trial)
