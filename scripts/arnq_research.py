@@ -14,6 +14,7 @@ diagnostic behind the write-up's "why".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -35,20 +36,13 @@ def label(row: dict[str, Any]) -> str:
     return f"{row['arm']}({inner})"
 
 
-def _ms(values: list[float]) -> str:
+def _ms(values: list[float], sign: str = "") -> str:
+    """'mean ± std (n=k)' (just the value for n=1); sign="+" prints the sign of improvements and costs."""
     if not values:
         return "—"
     if len(values) == 1:
-        return f"{values[0]:.2f} (n=1)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
-
-
-def _signed(values: list[float]) -> str:
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:+.2f} (n=1)"
-    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
+        return f"{values[0]:{sign}.2f} (n=1)"
+    return f"{statistics.mean(values):{sign}.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
 def paired(rows: list[dict[str, Any]]) -> dict[tuple, dict[str, dict[str, list[float]]]]:
@@ -91,8 +85,8 @@ def markdown(cells: dict, halted: dict) -> str:
         ranked = sorted((a for a in arms if a != "plain"), key=lambda a: -statistics.mean(arms[a]["improvement"]))
         for arm in ranked:
             e = arms[arm]
-            lines.append(f"| `{arm}` | {_ms(e['ft_acc'])} | {_signed(e['ft_cost'])} | {_ms(e['q_acc'])} "
-                         f"| {_signed(e['improvement'])} |")
+            lines.append(f"| `{arm}` | {_ms(e['ft_acc'])} | {_ms(e['ft_cost'], '+')} | {_ms(e['q_acc'])} "
+                         f"| {_ms(e['improvement'], '+')} |")
         if halted.get(cell):
             lines += ["", "Stopped by ASHA or failed (not averaged): " + "; ".join(halted[cell]) + "."]
         lines.append("")
@@ -129,10 +123,9 @@ def site_stats(rows: list[dict[str, Any]], batches: int = 4) -> dict[str, dict[s
     for r in rows:
         if r.get("status") != "ok" or not r.get("config"):
             continue
-        config = json.loads(r["config"])
-        spec = TrialSpec.from_dict({k: config[k] for k in ("model", "bits", "ptq", "arm", "arm_params", "seed",
-                                                             "finetune", "ptq_params", "fp_seed", "calib_size")})
-        key = (label(r), spec.model, spec.seed, json.dumps(spec.finetune_spec(), sort_keys=True, default=str))
+        config = json.loads(r["config"])  # TrialSpec.resolved(): the spec's fields plus the fine-tune's cache key
+        spec = TrialSpec.from_dict({f.name: config[f.name] for f in dataclasses.fields(TrialSpec)})
+        key = (label(r), config["finetune_key"])  # one measurement per fine-tune, however many PTQ cells used it
         if key in done:
             continue
         done.add(key)
