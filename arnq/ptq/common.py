@@ -114,7 +114,9 @@ class NormGroup:
 
     `foldable` is True when the LayerNorm output feeds only those Linears (pre-LN ViT/Swin),
     so a per-channel scale folds into its affine parameters exactly; False for post-LN BERT,
-    where the same output is also the residual stream.
+    where the same output is also the residual stream. Swin's window partition and shift
+    only move rows, so a per-channel fold stays exact there (window padding, which the
+    standard 224 resolutions never need, would add zero rows the fold does not reach).
     """
 
     norm: str
