@@ -79,6 +79,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     job = QuantizeJob(  # validates names and bit strings before anything is loaded
         models=args.model, ptq=args.ptq, bits=args.bits, seed=args.seed, calib_size=args.calib_size,
         device=args.device, threads=args.threads, weights=args.weights, data_root=args.data_root,
+        ptq_params=_ptq_params(args.param),
     )
     console = _console()
     start = time.perf_counter()
@@ -94,6 +95,20 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     console.print(f"{len(rows)} quantized evaluations in {time.perf_counter() - start:.0f} s")
     console.print(f"results: {csv_path.resolve()}")
     return 0
+
+
+def _ptq_params(items: list[str]) -> dict[str, dict[str, object]]:
+    """['noisyquant.noise=gaussian', 'gptq.group_size=128'] -> {'noisyquant': {'noise': 'gaussian'}, ...}."""
+    import yaml
+
+    params: dict[str, dict[str, object]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (eq and dot and method and name):
+            raise ValueError(f"--param {item!r}: write METHOD.NAME=VALUE, e.g. --param gptq.group_size=128")
+        params.setdefault(method, {})[name] = yaml.safe_load(value)
+    return params
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
@@ -222,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     q.add_argument("--weights", default=None, help="local weights file/folder for a single model (offline clusters)")
     q.add_argument("--data-root", default=None, help="local dataset folder (e.g. ImageNet ImageFolder, GLUE jsonl)")
+    q.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                   help="a PTQ method parameter (repeatable), e.g. noisyquant.noise=gaussian")
     q.add_argument("--out", default="results/runs/quantize", help="output directory for results.csv/json")
     q.set_defaults(func=cmd_quantize)
 

@@ -44,6 +44,10 @@ class QuantizeJob:
             MODELS.get(model)
         for method in self.ptq:
             PTQ_METHODS.get(method).config(self.ptq_params.get(method))
+        stray = sorted(set(self.ptq_params) - set(self.ptq))
+        if stray:
+            raise ValueError(f"parameters given for {', '.join(stray)}, which is not among the PTQ methods run: "
+                             f"add it to --ptq or drop its --param")
         for bits in self.bits:
             parse_bits(bits)
         if self.weights is not None and len(self.models) != 1:

@@ -24,6 +24,9 @@ def test_ls_lists_registries(capsys, what, expected):
         (["quantize", "--bits", "W4"], "W<weight bits>A<activation bits>"),
         (["quantize", "--bits", "W0A8"], "weight bits must be 2..8"),
         (["quantize", "--model", "vit_mnist", "minilm_rt", "--weights", "w.safetensors"], "single --model"),
+        (["quantize", "--ptq", "ema", "--param", "ema.sigmaa=0.1"], "valid: "),
+        (["quantize", "--ptq", "ema", "--param", "ema=0.1"], "METHOD.NAME=VALUE"),
+        (["quantize", "--ptq", "minmax", "--param", "ema.sigma=0.1"], "add it to --ptq"),
     ],
 )
 def test_bad_input_is_rejected_before_any_work(capsys, monkeypatch, argv, message):
