@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from arnq.ptq import calibrators as _calibrators  # noqa: F401  (registers the methods)
+# importing a method's module registers it
+from arnq.ptq import (  # noqa: F401
+    adaround,
+    awq,
+    calibrators,
+    gptq,
+)
 from arnq.ptq.base import PTQ_METHODS, PTQConfig, PTQMethod, format_bits, parse_bits, register_ptq
 
 

@@ -66,6 +66,8 @@ class PTQMethod:
     default_calib_size: ClassVar[int] = 256
     families: ClassVar[tuple[str, ...]] = ("vit", "swin", "bert")
     paper: ClassVar[str] = ""
+    #: parameters for a quick run (tests, smoke sweeps) of an iterative method; {} when the defaults are quick
+    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def config(self, params: Mapping[str, Any] | None = None) -> PTQConfig:
         return self.config_cls.from_dict(dict(params or {}))

@@ -267,7 +267,7 @@ def calibrate_weights(model: nn.Module) -> None:
     for module in _weight_owners(model):
         wq = module.weight_quantizer
         wq.start_observing()
-        wq.observer.update(module.weight)
+        wq.observe(module.weight)
         wq.finish_observing()
 
 

@@ -23,7 +23,8 @@ def test_method_sqnr_rises_with_bits(family_case, method):
     sqnrs = {}
     for bits in ("W4A4", "W6A6", "W8A8"):
         w_bits, a_bits = parse_bits(bits)
-        q = quantize(copy.deepcopy(model), method, w_bits=w_bits, a_bits=a_bits, calib_batches=calib)
+        q = quantize(copy.deepcopy(model), method, w_bits=w_bits, a_bits=a_bits, calib_batches=calib,
+                     params=PTQ_METHODS.get(method).smoke_params)
         with torch.no_grad():
             sqnrs[bits] = sqnr_db(reference, forward_logits(q, evaluation))
         assert sqnrs[bits] > SQNR_FLOOR_DB[bits], (family, method, sqnrs)

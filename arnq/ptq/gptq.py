@@ -1,0 +1,267 @@
+"""GPTQ: weight-only PTQ by column-wise quantization with Hessian error feedback.
+
+Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+Transformers" (ICLR 2023); official code IST-DASLab/gptq (`gptq.py`, `quant.py`, `opt.py`).
+
+Per Linear of the transformer blocks: H = 2/N sum x x^T over the calibration rows
+(padding tokens dropped), dead input columns get zero weight, H += percdamp * mean(diag H),
+then the upper Cholesky factor of H^-1 drives column-by-column rounding with the error
+fed back to the not-yet-quantized columns, in lazy blocks of `blocksize` columns. Blocks
+are processed in order and each block's inputs come from the model whose earlier blocks
+are already quantized, as `opt.py` does.
+
+Grid: symmetric per output row (the project's weight layout), or per (row, group of
+`group_size` input columns) with each group's scale taken when GPTQ reaches the group,
+as the code does. With `act_order` and groups together the groups are fixed on the
+original weight up front (the code's `static_groups`), so a group stays a contiguous run
+of input columns and the model keeps its layout.
+
+The GPTQ weights are written in place and the weight quantizer holds GPTQ's scales, so
+fake quantization maps them to themselves. With a_bits < 16 the activations get the
+project's min-max static calibration on top (after GPTQ).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import Batch, block_linears, materialize, rows, run_model
+from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
+from arnq.quant.fake_quant import fake_quantize, quant_range
+from arnq.quant.modules import QuantLinear
+from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, QuantSpec
+
+BLOCK_RE = re.compile(r"^(.*?(?:blocks|layer)\.\d+)\.")
+
+
+class GroupWeightQuantizer(FakeQuantizer):
+    """Weight quantizer with one scale (and zero point) per (output row, group of input columns).
+
+    An optional per-input-channel `in_scale` s quantizes W diag(s) and divides s back out:
+    AWQ's scaling, exactly what folding 1/s into the previous op gives for weight-only deployment.
+    """
+
+    def __init__(self, bits: int, group_size: int, symmetric: bool = True) -> None:
+        super().__init__(QuantSpec(bits, symmetric, "channel", 0), "weight")
+        self.group_size = group_size
+        self.register_buffer("in_scale", None, persistent=False)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", group_size={self.group_size}"
+
+    def start_observing(self) -> None:  # scales come from the method, not an observer
+        self.observing = False
+
+    def finish_observing(self) -> None:
+        self.observing = False
+
+    def observe(self, x: torch.Tensor) -> None:
+        pass
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale is None:
+            raise RuntimeError("group weight quantizer has no scales: set them with set_qparams")
+        out_f, in_f = x.shape
+        w = x if self.in_scale is None else x * self.in_scale.to(x.dtype)
+        grouped = w.reshape(out_f, in_f // self.group_size, self.group_size)  # (O, G, gs)
+        q = fake_quantize(grouped, self.scale.unsqueeze(-1).to(x.dtype), self.zero_point.unsqueeze(-1).to(x.dtype),
+                          self.qmin, self.qmax).reshape(out_f, in_f)
+        return q if self.in_scale is None else q / self.in_scale.to(x.dtype)
+
+
+def symmetric_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-row symmetric scale of a (rows, cols) block: max|w| / qmax."""
+    _, qmax = quant_range(bits, True)
+    return (w.abs().amax(dim=1) / qmax).clamp_min(1e-8)
+
+
+def _round(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+    qmin, qmax = quant_range(bits, True)
+    return torch.clamp(torch.round(w / scale), qmin, qmax) * scale
+
+
+@torch.no_grad()
+def gptq_quantize_weight(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    *,
+    group_size: int | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    act_order: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ-quantized copy of `weight` (out, in) given H = 2XX^T/N (in, in); returns (weight, scales).
+
+    scales: (out,) per row, or (out, in // group_size) per group.
+    """
+    W = weight.detach().clone().float()
+    H = hessian.detach().clone().float()
+    out_f, in_f = W.shape
+    if group_size is not None and in_f % group_size:
+        raise ValueError(f"group_size={group_size} does not divide in_features={in_f}")
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    n_groups = in_f // group_size if group_size else 1
+    if group_size is None:
+        scales = symmetric_scale(W, bits)
+        col_scale = scales.unsqueeze(1).expand(out_f, in_f)
+    elif act_order:  # static groups on the original weight, so groups stay contiguous column runs
+        scales = torch.stack([symmetric_scale(W[:, g * group_size:(g + 1) * group_size], bits) for g in range(n_groups)],
+                             dim=1)
+        col_scale = scales.repeat_interleave(group_size, dim=1)
+    else:
+        scales = torch.zeros(out_f, n_groups)
+        col_scale = torch.zeros(out_f, in_f)
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(in_f)
+    W, H, col_scale = W[:, perm], H[perm][:, perm], col_scale[:, perm]
+    damp = percdamp * torch.mean(torch.diag(H))
+    H += damp * torch.eye(in_f)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    for start in range(0, in_f, blocksize):
+        end = min(start + blocksize, in_f)
+        W1, Hinv1 = W[:, start:end].clone(), Hinv[start:end, start:end]
+        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        for i in range(end - start):
+            col = start + i
+            if group_size is not None and not act_order and col % group_size == 0:
+                g = col // group_size
+                # as the code: the scale of the group from W, whose in-block columns get the lazy update later
+                scales[:, g] = symmetric_scale(W[:, col:col + group_size], bits)
+                col_scale[:, col:col + group_size] = scales[:, g:g + 1]
+            w, d = W1[:, i], Hinv1[i, i]
+            q = _round(w, col_scale[:, col], bits)
+            Q1[:, i] = q
+            err = (w - q) / d
+            W1[:, i:] -= err.unsqueeze(1) * Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        Q[:, start:end] = Q1
+        W[:, end:] -= Err1 @ Hinv[start:end, end:]
+    inverse = torch.argsort(perm)
+    return Q[:, inverse].to(weight.dtype), scales
+
+
+@dataclass(frozen=True)
+class GPTQConfig(PTQConfig):
+    percdamp: float = 0.01
+    blocksize: int = 128
+    group_size: int | None = None  # None: one scale per output row
+    act_order: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.percdamp < 1:
+            raise ValueError(f"percdamp={self.percdamp!r}: the damping fraction must be in [0, 1), e.g. 0.01")
+        if not (isinstance(self.blocksize, int) and self.blocksize >= 1):
+            raise ValueError(f"blocksize={self.blocksize!r}: use a positive integer, e.g. 128")
+        if self.group_size is not None and not (isinstance(self.group_size, int) and self.group_size >= 1):
+            raise ValueError(f"group_size={self.group_size!r}: use a positive integer (e.g. 128) or null for per-row")
+
+
+def block_name(linear_name: str) -> str:
+    """The transformer block a Linear belongs to ('blocks.3', 'layers.1.blocks.0', 'bert.encoder.layer.2')."""
+    match = BLOCK_RE.match(linear_name)
+    return match.group(1) if match else linear_name.rpartition(".")[0]
+
+
+def blocks_in_order(model: nn.Module, family: str) -> list[list[str]]:
+    """Block Linears grouped by transformer block, in module order."""
+    groups: dict[str, list[str]] = {}
+    for name, _ in block_linears(model, family):
+        groups.setdefault(block_name(name), []).append(name)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def hessians(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
+    """H = 2/N sum x x^T of each named Linear's input rows over the calibration batches (padding dropped)."""
+    acc: dict[str, torch.Tensor] = {}
+    count: dict[str, int] = {}
+    handles = []
+    for name in names:
+        def hook(_m, args, _out, name=name):
+            x = rows(args[0].detach(), _TOKEN_MASK.get()).float()
+            acc[name] = acc.get(name, 0) + x.T @ x
+            count[name] = count.get(name, 0) + x.shape[0]
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        for inputs, _ in batches:
+            run_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: 2 * acc[name] / max(count[name], 1) for name in names}
+
+
+def fit_group_size(group_size: int | None, in_features: int) -> int | None:
+    """The group size used for a layer: per-row when None or when it does not divide the layer's inputs."""
+    if group_size is None or group_size >= in_features or in_features % group_size:
+        return None
+    return group_size
+
+
+def install_weights(module: QuantLinear, weight: torch.Tensor, scales: torch.Tensor, bits: int,
+                    group_size: int | None) -> None:
+    """Write quantized weights and a group weight quantizer holding the method's scales (one group per row when
+    `group_size` is None); calibration leaves those scales alone."""
+    module.weight.data.copy_(weight)
+    module.weight_quantizer = GroupWeightQuantizer(bits, group_size or module.in_features)
+    scales = scales.reshape(module.out_features, -1)
+    module.weight_quantizer.set_qparams(scales, torch.zeros_like(scales))
+
+
+def finish(model: nn.Module, batches: Sequence[Batch], device: torch.device | str) -> nn.Module:
+    """Calibrate the edges and (when quantized) the activations, then switch every point on."""
+    calibrate(model, batches, device=device)
+    return convert(model)
+
+
+@register_ptq
+class GPTQ(PTQMethod):
+    name = "gptq"
+    config_cls = GPTQConfig
+    quantizes = "W"
+    granularity = "W per output row (or per group of input columns), symmetric; A: min-max on top when a_bits < 16"
+    default_calib_size = 128
+    paper = "GPTQ (Frantar et al., ICLR 2023), IST-DASLab/gptq"
+    description = "column-wise rounding with inverse-Hessian error feedback (damp 0.01, blocks of 128)"
+
+    def apply(self, model: nn.Module, cfg: GPTQConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
+              device: torch.device | str = "cpu") -> nn.Module:
+        family = detect_family(model)
+        self.check_family(family)
+        batches = materialize(calib_batches, device)
+        model.eval()
+        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)  # every point off until `finish`
+        for names in blocks_in_order(model, family):
+            H = hessians(model, names, batches)
+            for name in names:
+                module = model.get_submodule(name)
+                group = fit_group_size(cfg.group_size, module.in_features)
+                weight, scales = gptq_quantize_weight(module.weight, H[name].to(module.weight.device), w_bits,
+                                                      group_size=group, blocksize=cfg.blocksize,
+                                                      percdamp=cfg.percdamp, act_order=cfg.act_order)
+                install_weights(module, weight, scales.to(module.weight.device), w_bits, group)
+                module.weight_quantizer.quantizing = True  # later blocks see this block's quantized weights
+        return finish(model, batches, device)
+
+
+def rtn_weight(weight: torch.Tensor, bits: int, group_size: int | None = None) -> torch.Tensor:
+    """Round-to-nearest on the same symmetric grid (per row, or per group): the baseline GPTQ improves on."""
+    out_f, in_f = weight.shape
+    if group_size is None:
+        return _round(weight, symmetric_scale(weight, bits).unsqueeze(1), bits)
+    grouped = weight.reshape(out_f * (in_f // group_size), group_size)
+    return _round(grouped, symmetric_scale(grouped, bits).unsqueeze(1), bits).reshape(out_f, in_f)
+
+
+__all__ = ["GPTQ", "GPTQConfig", "GroupWeightQuantizer", "gptq_quantize_weight", "rtn_weight"]
