@@ -1,0 +1,130 @@
+"""SmoothQuant: migrate activation outliers into the weights with a per-channel scale.
+
+Xiao et al., "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large
+Language Models" (ICML 2023); official code mit-han-lab/smoothquant (`smooth.py`,
+`fake_quant.py`, `calibration.py`).
+
+For each LayerNorm and the Linears reading it: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha),
+with max|X_j| the channel's absolute maximum over the calibration rows (padding dropped)
+and max|W_j| over the input column j of all those Linears (`smooth_ln_fcs`); s is clamped
+at 1e-5 as the code does. Pre-LN timm ViT/DeiT/Swin: exact folding, LayerNorm weight and
+bias divided by s and the Linears' input columns multiplied by s. Post-LN BERT: the
+LayerNorm output is also the residual stream, so folding would change the residual;
+there the Linears' inputs are divided by s explicitly at their input quantization point
+and their weight columns multiplied by s (the function is unchanged with quantization
+off, tested). Then weights per output channel symmetric, activations static per-tensor
+min-max (the paper's O3 setting, the one that needs smoothing most) or per-token
+dynamic (`a_granularity: token`, O1).
+
+Calibration: the code's act scales use 512 samples; the default here is 512 examples.
+SmoothQuant moves difficulty from activations to weights, so it needs quantized
+activations (a_bits < 16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import Batch, materialize, norm_groups, rows, run_model
+from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
+from arnq.quant.api import ACT_FP_BITS
+from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer
+
+
+class SmoothedInput(FakeQuantizer):
+    """A Linear's input point that divides by the smoothing scale before quantizing (always, also when off)."""
+
+    def __init__(self, base: FakeQuantizer, smooth: torch.Tensor) -> None:
+        super().__init__(base.spec, base.point)
+        self.register_buffer("smooth", smooth.detach().clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x / self.smooth.to(x.dtype))
+
+
+@torch.no_grad()
+def channel_absmax(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
+    """Per-channel max |x| of each named module's input over the calibration rows (padding dropped)."""
+    stats: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in names:
+        def hook(_m, args, _out, name=name):
+            cur = rows(args[0].detach(), _TOKEN_MASK.get()).abs().amax(dim=0).float()
+            stats[name] = cur if name not in stats else torch.maximum(stats[name], cur)
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        for inputs, _ in batches:
+            run_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def smoothing_scale(act_absmax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:
+    """s_j = max|X_j|^alpha / max|W_j|^(1-alpha) over the input columns of every weight that reads X."""
+    w_absmax = torch.stack([w.detach().abs().amax(dim=0).float() for w in weights]).amax(dim=0).clamp_min(1e-5)
+    return (act_absmax.clamp_min(1e-5).pow(alpha) / w_absmax.pow(1 - alpha)).clamp_min(1e-5)
+
+
+@dataclass(frozen=True)
+class SmoothQuantConfig(PTQConfig):
+    alpha: float = 0.5
+    a_granularity: str = "tensor"  # "tensor" (static, O3) or "token" (dynamic, O1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha={self.alpha!r}: the migration strength must be in [0, 1] (paper 0.5)")
+        if self.a_granularity not in ("tensor", "token"):
+            raise ValueError(f"a_granularity={self.a_granularity!r}: choose tensor (static) or token (dynamic)")
+
+
+@register_ptq
+class SmoothQuant(PTQMethod):
+    name = "smoothquant"
+    config_cls = SmoothQuantConfig
+    quantizes = "W+A"
+    granularity = "W per-channel sym; A per-tensor static (or per-token) after per-channel smoothing"
+    default_calib_size = 512
+    paper = "SmoothQuant (Xiao et al., ICML 2023), mit-han-lab/smoothquant"
+    description = "per-channel scale max|X|^a/max|W|^(1-a) folded into LayerNorm (explicit on post-LN BERT)"
+
+    def apply(self, model: nn.Module, cfg: SmoothQuantConfig, *, w_bits: int, a_bits: int,
+              calib_batches: Iterable[Any], device: torch.device | str = "cpu") -> nn.Module:
+        family = detect_family(model)
+        self.check_family(family)
+        if a_bits >= ACT_FP_BITS:
+            raise ValueError("smoothquant moves activation outliers into the weights and needs quantized activations "
+                             f"(got W{w_bits}A{a_bits}); for weight-only PTQ use gptq, awq or adaround")
+        batches = materialize(calib_batches, device)
+        model.eval()
+        groups = norm_groups(model, family)
+        absmax = channel_absmax(model, [g.linears[0] for g in groups], batches)
+        scales = {}
+        with torch.no_grad():
+            for g in groups:
+                linears = [model.get_submodule(n) for n in g.linears]
+                s = smoothing_scale(absmax[g.linears[0]], [m.weight for m in linears], cfg.alpha)
+                scales[g] = s
+                for m in linears:
+                    m.weight.mul_(s.to(m.weight.dtype))
+                if g.foldable:
+                    norm = model.get_submodule(g.norm)
+                    norm.weight.div_(s.to(norm.weight.dtype))
+                    norm.bias.div_(s.to(norm.bias.dtype))
+        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits, a_granularity=cfg.a_granularity), family)
+        for g, s in scales.items():
+            if g.foldable:
+                continue
+            for name in g.linears:
+                module = model.get_submodule(name)
+                module.input_quantizer = SmoothedInput(module.input_quantizer, s.to(module.weight.device))
+        calibrate(model, batches, device=device)
+        return convert(model)
