@@ -14,6 +14,7 @@ from arnq.ptq import (  # noqa: F401
     awq,
     calibrators,
     gptq,
+    repq_vit,
     smoothquant,
 )
 from arnq.ptq.base import PTQ_METHODS, PTQConfig, PTQMethod, format_bits, parse_bits, register_ptq

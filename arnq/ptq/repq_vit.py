@@ -1,0 +1,159 @@
+"""RepQ-ViT: scale reparameterisation of post-LayerNorm activations, log-sqrt2 softmax.
+
+Li et al., "RepQ-ViT: Scale Reparameterization for Post-Training Quantization of Vision
+Transformers" (ICCV 2023); official code zkkli/RepQ-ViT (`classification/test_quant.py`,
+`quant/quantizer.py`, `quant/quant_model.py`).
+
+1. Post-LayerNorm activations (inputs of qkv, fc1 and Swin's patch-merging reduction) are
+   calibrated per channel (asymmetric; each channel's range is the 0.999 / 0.9999 / 0.99999
+   quantile pair with the least L2 error, RepQ's UniformQuantizer search): steps s_c, zero
+   points z_c.
+2. Reparameterised to one per-tensor quantizer: s~ = mean(s_c), z~ = mean(z_c),
+   r = s / s~, b = min_c / r - min~ (min = -z s). Pre-LN timm models: LayerNorm
+   gamma <- gamma / r, beta <- beta / r - b; the next Linear W[:, c] <- W[:, c] r_c,
+   bias <- bias + W b (exact with quantization off, tested). The input quantizer then uses
+   (s~, z~) and the weight quantizers are calibrated again on the new weights.
+3. Post-softmax: log-sqrt2 quantizer (arnq.quant.log_quant), its delta picked by L2.
+4. Every other activation: per-tensor asymmetric with the same quantile-pair L2 pick (the
+   `percentile` observer with pct 'auto'); weights per output channel asymmetric with the
+   per-channel quantile-pair pick.
+
+Deviations, stated: the per-channel statistics of step 1 are taken on the FP model's
+activations in one pass (the code initialises each quantizer during a forward in which
+earlier layers already quantize); on post-LN BERT the LayerNorm output is also the
+residual stream, so instead of folding into the LayerNorm the affine x / r - b is applied
+at the Linear's input point (the function is unchanged with quantization off, tested),
+which keeps RepQ-ViT usable on the text models (the paper is ViT-only).
+Calibration: 32 images, as the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import collect, materialize, norm_groups
+from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
+from arnq.quant.api import ACT_FP_BITS
+from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
+from arnq.quant.log_quant import replace_probs_quantizers
+from arnq.quant.modules import QuantConv2d, QuantLinear
+from arnq.quant.quantizer import FakeQuantizer
+
+QUANTILES = (0.999, 0.9999, 0.99999)
+MAX_ROWS = 1 << 16
+
+
+@torch.no_grad()
+def channel_qparams(x: torch.Tensor, bits: int, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column (scale, zero point) of x (N, C): the quantile pair with the least L2 error per column."""
+    x = x.float()
+    qmin, qmax = quant_range(bits, symmetric)
+    best_err = torch.full((x.shape[1],), float("inf"))
+    best_scale, best_zp = torch.zeros(x.shape[1]), torch.zeros(x.shape[1])
+    for q in QUANTILES:
+        hi = torch.quantile(x, q, dim=0)
+        lo = torch.quantile(x, 1 - q, dim=0)
+        scale, zp = calc_qparams(lo, hi, bits, symmetric)
+        err = (fake_quantize(x, scale, zp, qmin, qmax) - x).pow(2).mean(dim=0)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zp = torch.where(better, zp, best_zp)
+    return best_scale, best_zp
+
+
+def reparameterisation(scale: torch.Tensor, zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(r, b, s~, z~) turning per-channel (s_c, z_c) into one per-tensor quantizer (RepQ-ViT step 2)."""
+    target_scale, target_zp = scale.mean(), zero_point.mean()
+    r = scale / target_scale
+    b = (-zero_point * scale) / r - (-target_zp * target_scale)
+    return r, b, float(target_scale), float(target_zp)
+
+
+class ReparamInput(FakeQuantizer):
+    """A Linear's input point that applies x / r - b before quantizing (post-LN models, where folding is not exact)."""
+
+    def __init__(self, base: FakeQuantizer, r: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__(base.spec, base.point)
+        self.register_buffer("r", r.detach().clone(), persistent=False)
+        self.register_buffer("b", b.detach().clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x / self.r.to(x.dtype) - self.b.to(x.dtype))
+
+
+@torch.no_grad()
+def fold_into_linear(linear: nn.Linear, r: torch.Tensor, b: torch.Tensor) -> None:
+    """W[:, c] <- W[:, c] r_c; bias <- bias + W b (with the new W), so W'(x / r - b) + bias' = W x + bias."""
+    linear.weight.mul_(r.to(linear.weight.dtype))
+    shift = linear.weight @ b.to(linear.weight.dtype)
+    if linear.bias is None:
+        linear.bias = nn.Parameter(shift)
+    else:
+        linear.bias.add_(shift)
+
+
+@dataclass(frozen=True)
+class RepQViTConfig(PTQConfig):
+    log_softmax: bool = True  # log-sqrt2 post-softmax quantizer (False: uniform, as the ablation)
+
+
+@register_ptq
+class RepQViT(PTQMethod):
+    name = "repq_vit"
+    config_cls = RepQViTConfig
+    quantizes = "W+A"
+    granularity = ("W per-channel asym (quantile-pair L2 pick); post-LN A per-channel reparameterised to per-tensor; "
+                   "softmax log-sqrt2; other A per-tensor asym (quantile-pair L2 pick)")
+    default_calib_size = 32
+    paper = "RepQ-ViT (Li et al., ICCV 2023), zkkli/RepQ-ViT"
+    description = "post-LayerNorm per-channel scales reparameterised into LayerNorm/Linear, log-sqrt2 softmax"
+
+    def apply(self, model: nn.Module, cfg: RepQViTConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
+              device: torch.device | str = "cpu") -> nn.Module:
+        family = detect_family(model)
+        self.check_family(family)
+        batches = materialize(calib_batches, device)
+        model.eval()
+        acts = a_bits < ACT_FP_BITS
+        reparam: dict[str, tuple[float, float]] = {}
+        groups = norm_groups(model, family) if acts else []
+        inputs = collect(model, [g.linears[0] for g in groups], batches)
+        explicit: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for g in groups:
+            x = inputs[g.linears[0]]
+            x = x if x.shape[0] <= MAX_ROWS else x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:MAX_ROWS]]
+            r, b, target_scale, target_zp = reparameterisation(*channel_qparams(x, a_bits))
+            r, b = r.to(x.device), b.to(x.device)
+            with torch.no_grad():
+                if g.foldable:
+                    norm = model.get_submodule(g.norm)
+                    norm.weight.div_(r)
+                    norm.bias.copy_(norm.bias / r - b)
+            for name in g.linears:
+                fold_into_linear(model.get_submodule(name), r, b)
+                reparam[name] = (target_scale, target_zp)
+                if not g.foldable:
+                    explicit[name] = (r, b)
+        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits, w_symmetric=False, a_observer="percentile",
+                                   a_observer_params={"pct": "auto"}), family)
+        for name, (r, b) in explicit.items():
+            module = model.get_submodule(name)
+            module.input_quantizer = ReparamInput(module.input_quantizer, r, b)
+        if acts and cfg.log_softmax:
+            replace_probs_quantizers(model, a_bits, "sqrt2")
+        calibrate(model, batches, device=device)
+        for module in model.modules():  # weights: per-channel quantile-pair pick on the (reparameterised) weights
+            if isinstance(module, (QuantLinear, QuantConv2d)) and module.weight_quantizer is not None:
+                wq = module.weight_quantizer
+                flat = module.weight.detach().reshape(module.weight.shape[0], -1)
+                wq.set_qparams(*channel_qparams(flat.T, wq.spec.bits, wq.spec.symmetric))
+        for name, (target_scale, target_zp) in reparam.items():
+            model.get_submodule(name).input_quantizer.set_qparams(torch.tensor(target_scale), torch.tensor(target_zp))
+        return convert(model)
