@@ -14,6 +14,7 @@ from arnq.ptq import (  # noqa: F401
     awq,
     calibrators,
     gptq,
+    noisyquant,
     repq_vit,
     smoothquant,
 )
