@@ -13,6 +13,7 @@ from arnq.ptq import (  # noqa: F401
     adaround,
     awq,
     calibrators,
+    fq_vit,
     gptq,
     noisyquant,
     repq_vit,

@@ -10,12 +10,20 @@ from arnq.ptq import PTQ_METHODS, parse_bits, quantize
 from arnq.quant import point_summary, sqnr_db
 
 SQNR_FLOOR_DB = {"W8A8": 15.0, "W6A6": 8.0, "W4A4": -5.0}
+#: methods whose softmax grid does not refine from 6 to 8 bits: W8A8 need only match W6A6 (within 1 dB) and its floor
+SATURATING = {
+    "fq_vit": "attention probabilities at 4 bits whatever the bits axis says (Log-Int-Softmax)",
+    "repq_vit": "log-sqrt2 softmax: its top levels (1, 0.71, 0.5, ...) are the same at 6 and 8 bits",
+}
 
 
 @pytest.mark.parametrize("method", PTQ_METHODS.names())
 def test_method_sqnr_rises_with_bits(family_case, method):
     family, build, make_inputs = family_case
     model = build()
+    if family == "vit":  # a trained ViT's class token is far from 0; at init (std 0.02) a quantizer on the residual
+        with torch.no_grad():  # stream (fq_vit's LayerNorm inputs) would erase it, and with it the logits
+            model.cls_token.normal_(std=0.3, generator=torch.Generator().manual_seed(0))
     calib = [(make_inputs(seed=10 + i), torch.zeros(8)) for i in range(2)]
     evaluation = make_inputs(seed=20)
     with torch.no_grad():
@@ -27,8 +35,10 @@ def test_method_sqnr_rises_with_bits(family_case, method):
                      params=PTQ_METHODS.get(method).smoke_params)
         with torch.no_grad():
             sqnrs[bits] = sqnr_db(reference, forward_logits(q, evaluation))
-        assert sqnrs[bits] > SQNR_FLOOR_DB[bits], (family, method, sqnrs)
-    assert sqnrs["W4A4"] < sqnrs["W6A6"] < sqnrs["W8A8"], (family, method, sqnrs)
+        floor = SQNR_FLOOR_DB["W6A6" if bits == "W8A8" and method in SATURATING else bits]
+        assert sqnrs[bits] > floor, (family, method, sqnrs)
+    assert sqnrs["W4A4"] < sqnrs["W6A6"], (family, method, sqnrs)
+    assert sqnrs["W6A6"] < sqnrs["W8A8"] + (1.0 if method in SATURATING else 0.0), (family, method, sqnrs)
 
 
 def test_weight_only_bits_quantize_only_weights():
