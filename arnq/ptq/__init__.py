@@ -16,6 +16,7 @@ from arnq.ptq import (  # noqa: F401
     fq_vit,
     gptq,
     noisyquant,
+    ptq4vit,
     repq_vit,
     smoothquant,
 )
