@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, block_linears, collect, materialize, norm_groups
+from arnq.ptq.common import Batch, collect, materialize, norm_groups, sample_rows
 from arnq.ptq.gptq import GroupWeightQuantizer, blocks_in_order, finish, fit_group_size
 from arnq.quant import QuantConfig, detect_family, prepare
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
@@ -134,10 +134,6 @@ def input_sets(model: nn.Module, family: str, names: Sequence[str]) -> list[tupl
     return sets
 
 
-def _sample(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
-    return x if x.shape[0] <= n else x[torch.randperm(x.shape[0], generator=gen)[:n]]
-
-
 @register_ptq
 class AWQ(PTQMethod):
     name = "awq"
@@ -156,16 +152,15 @@ class AWQ(PTQMethod):
         model.eval()
         prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)
         gen = torch.Generator().manual_seed(cfg.seed)
-        block_names = set(n for n, _ in block_linears(model, family))
         for names in blocks_in_order(model, family):
             inputs = collect(model, names, batches)  # FP inputs (every point is still off)
-            for members in input_sets(model, family, [n for n in names if n in block_names]):
+            for members in input_sets(model, family, names):
                 modules = [model.get_submodule(n) for n in members]
-                x = _sample(inputs[members[0]].float(), cfg.n_rows, gen)
+                x = sample_rows(inputs[members[0]].float(), cfg.n_rows, gen)
                 group = fit_group_size(cfg.group_size, modules[0].in_features) or modules[0].in_features
                 w = torch.cat([m.weight.detach().float() for m in modules])
                 s, _ = awq_search_scale(w, x, w_bits, group, cfg.n_grid)
-                x_clip = _sample(x, cfg.n_clip_rows, gen) / s
+                x_clip = sample_rows(x, cfg.n_clip_rows, gen) / s
                 for module in modules:
                     ws = module.weight.detach().float() * s
                     clip = awq_search_clip(ws, x_clip, w_bits, group, cfg.n_grid, cfg.max_shrink) if cfg.clip else None

@@ -8,8 +8,7 @@ fold scales through.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +16,8 @@ import torch
 from torch import nn
 
 from arnq.batch import forward_logits, move_to, token_mask
-from arnq.quant.api import ACT_FP_BITS, QuantConfig, edge_patterns, name_matches
-from arnq.quant.quantizer import _TOKEN_MASK, token_mask_context, valid_values
+from arnq.quant.api import edge_patterns, name_matches
+from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, token_mask_context, valid_values
 
 Batch = tuple[Any, torch.Tensor]
 
@@ -37,67 +36,81 @@ def run_model(model: nn.Module, inputs: Any) -> torch.Tensor:
         return forward_logits(model, inputs)
 
 
-@torch.no_grad()
-def forward_batches(model: nn.Module, batches: Sequence[Batch]) -> None:
-    """Run every calibration batch through the model in eval mode (no outputs kept)."""
-    was_training = model.training
-    model.eval()
-    for inputs, _ in batches:
-        run_model(model, inputs)
-    model.train(was_training)
-
-
 def rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(..., C) activations of real tokens only, as (N, C)."""
     return valid_values(x, mask).reshape(-1, x.shape[-1])
 
 
-@contextlib.contextmanager
-def recording(model: nn.Module, names: Iterable[str], what: str = "input") -> Iterator[dict[str, list[torch.Tensor]]]:
-    """Record the (N, C) input or output rows of the named modules on every forward inside the block.
-
-    Padding tokens are dropped when the forward runs under `run_model` (it sets the token mask).
-    """
-    if what not in ("input", "output"):
-        raise ValueError(f"what={what!r}: choose input or output")
-
-    store: dict[str, list[torch.Tensor]] = {}
-    handles = []
-    for name in names:
-        module = model.get_submodule(name)
-        store[name] = []
-
-        def hook(_module, args, output, name=name):
-            x = args[0] if what == "input" else output
-            store[name].append(rows(x.detach(), _TOKEN_MASK.get()))
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
+Fold = Callable[[Any, torch.Tensor], Any]
 
 
 @torch.no_grad()
-def collect(model: nn.Module, names: Iterable[str], batches: Sequence[Batch], what: str = "input") -> dict[str, torch.Tensor]:
-    """Concatenated (N, C) inputs (or outputs) of the named modules over the calibration batches."""
+def fold_rows(model: nn.Module, names: Iterable[str], batches: Sequence[Batch], fold: Fold,
+              what: str = "input") -> dict[str, Any]:
+    """Reduce each named module's (N, C) input (or output) rows over the calibration batches, in eval mode.
+
+    `fold(acc, rows)` returns the new accumulator (acc is None at the first batch); padding tokens
+    are dropped before it sees them. Collecting, a second-moment sum or a running max are each a fold.
+    """
+    if what not in ("input", "output"):
+        raise ValueError(f"what={what!r}: choose input or output")
+    acc: dict[str, Any] = {}
+    handles = []
+    for name in names:
+        acc[name] = None
+
+        def hook(_module, args, output, name=name):
+            x = args[0] if what == "input" else output
+            acc[name] = fold(acc[name], rows(x.detach(), _TOKEN_MASK.get()))
+
+        handles.append(model.get_submodule(name).register_forward_hook(hook))
     was_training = model.training
     model.eval()
-    with recording(model, list(names), what) as store:
+    try:
         for inputs, _ in batches:
             run_model(model, inputs)
-    model.train(was_training)
-    return {name: torch.cat(parts) for name, parts in store.items()}
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return acc
 
 
-def base_config(w_bits: int, a_bits: int, **overrides: Any) -> QuantConfig:
-    """The project's default quantizer layout at these bits (per-channel sym W, per-tensor asym min-max A)."""
-    return QuantConfig(w_bits=w_bits, a_bits=a_bits, **overrides)
+def collect(model: nn.Module, names: Iterable[str], batches: Sequence[Batch], what: str = "input") -> dict[str, torch.Tensor]:
+    """Concatenated (N, C) inputs (or outputs) of the named modules over the calibration batches."""
+    parts = fold_rows(model, names, batches, _append, what)
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
 
-def quantizes_activations(a_bits: int) -> bool:
-    return a_bits < ACT_FP_BITS
+def _append(acc: list[torch.Tensor] | None, x: torch.Tensor) -> list[torch.Tensor]:
+    if acc is None:
+        return [x]
+    acc.append(x)
+    return acc
+
+
+def sample_rows(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """At most `n` rows of x, drawn without replacement (all of x when it has no more)."""
+    return x if x.shape[0] <= n else x[torch.randperm(x.shape[0], generator=gen)[:n]]
+
+
+class ScaledInput(FakeQuantizer):
+    """A Linear's input point that maps x -> x / scale - shift (per channel) before quantizing, also when off.
+
+    The reparameterising methods fold the inverse into the Linear (W diag(scale), bias + W diag(scale) shift),
+    so the FP function is unchanged; used where the map cannot be folded into the previous LayerNorm.
+    """
+
+    def __init__(self, base: FakeQuantizer, scale: torch.Tensor, shift: torch.Tensor | None = None) -> None:
+        super().__init__(base.spec, base.point)
+        self.register_buffer("in_scale", scale.detach().clone(), persistent=False)
+        self.register_buffer("in_shift", None if shift is None else shift.detach().clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x / self.in_scale.to(x.dtype)
+        if self.in_shift is not None:
+            x = x - self.in_shift.to(x.dtype)
+        return super().forward(x)
 
 
 def block_linears(model: nn.Module, family: str) -> list[tuple[str, nn.Linear]]:

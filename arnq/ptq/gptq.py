@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, block_linears, materialize, rows, run_model
+from arnq.ptq.common import Batch, block_linears, fold_rows, materialize
 from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
 from arnq.quant.fake_quant import fake_quantize, quant_range
 from arnq.quant.modules import QuantLinear
-from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, QuantSpec
+from arnq.quant.quantizer import FakeQuantizer, QuantSpec
 
 BLOCK_RE = re.compile(r"^(.*?(?:blocks|layer)\.\d+)\.")
 
@@ -181,25 +181,15 @@ def blocks_in_order(model: nn.Module, family: str) -> list[list[str]]:
     return list(groups.values())
 
 
-@torch.no_grad()
 def hessians(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
     """H = 2/N sum x x^T of each named Linear's input rows over the calibration batches (padding dropped)."""
-    acc: dict[str, torch.Tensor] = {}
-    count: dict[str, int] = {}
-    handles = []
-    for name in names:
-        def hook(_m, args, _out, name=name):
-            x = rows(args[0].detach(), _TOKEN_MASK.get()).float()
-            acc[name] = acc.get(name, 0) + x.T @ x
-            count[name] = count.get(name, 0) + x.shape[0]
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
-    try:
-        for inputs, _ in batches:
-            run_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return {name: 2 * acc[name] / max(count[name], 1) for name in names}
+    def second_moment(acc: tuple[torch.Tensor, int] | None, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        x = x.float()
+        total, count = acc if acc is not None else (0, 0)
+        return total + x.T @ x, count + x.shape[0]
+
+    sums = fold_rows(model, names, batches, second_moment)
+    return {name: 2 * total / max(count, 1) for name, (total, count) in sums.items()}
 
 
 def fit_group_size(group_size: int | None, in_features: int) -> int | None:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import block_linears, collect, materialize
+from arnq.ptq.common import collect, materialize, sample_rows
 from arnq.ptq.gptq import blocks_in_order
 from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
 from arnq.quant.api import ACT_FP_BITS
@@ -154,15 +154,11 @@ class NoisyQuant(PTQMethod):
         if a_bits >= ACT_FP_BITS:
             return convert(model)
         gen = torch.Generator().manual_seed(cfg.seed)
-        targets = {n for n, _ in block_linears(model, family)}
-        for names in blocks_in_order(model, family):
-            names = [n for n in names if n in targets]
+        for names in blocks_in_order(model, family):  # the blocks' Linears only (edges keep min-max)
             inputs = collect(model, names, batches)  # FP: nothing quantizes before convert
             for name in names:
                 module = model.get_submodule(name)
-                x = inputs[name]
-                if x.shape[0] > cfg.search_rows:
-                    x = x[torch.randperm(x.shape[0], generator=gen)[:cfg.search_rows]]
+                x = sample_rows(inputs[name], cfg.search_rows, gen)
                 weight = module.weight_quantizer.quantize(module.weight.detach())
                 pattern = noise_pattern(module.in_features, cfg.noise, gen).to(x.device)
                 step, bias = noisy_search(x, weight, a_bits, pattern, cfg.n_clip, cfg.n_mean, cfg.n_range)

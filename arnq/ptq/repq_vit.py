@@ -37,13 +37,12 @@ import torch
 from torch import nn
 
 from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import collect, materialize, norm_groups
+from arnq.ptq.common import ScaledInput, collect, materialize, norm_groups, sample_rows
 from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
 from arnq.quant.api import ACT_FP_BITS
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 from arnq.quant.log_quant import replace_probs_quantizers
 from arnq.quant.modules import QuantConv2d, QuantLinear
-from arnq.quant.quantizer import FakeQuantizer
 
 QUANTILES = (0.999, 0.9999, 0.99999)
 MAX_ROWS = 1 << 16
@@ -74,18 +73,6 @@ def reparameterisation(scale: torch.Tensor, zero_point: torch.Tensor) -> tuple[t
     r = scale / target_scale
     b = (-zero_point * scale) / r - (-target_zp * target_scale)
     return r, b, float(target_scale), float(target_zp)
-
-
-class ReparamInput(FakeQuantizer):
-    """A Linear's input point that applies x / r - b before quantizing (post-LN models, where folding is not exact)."""
-
-    def __init__(self, base: FakeQuantizer, r: torch.Tensor, b: torch.Tensor) -> None:
-        super().__init__(base.spec, base.point)
-        self.register_buffer("r", r.detach().clone(), persistent=False)
-        self.register_buffer("b", b.detach().clone(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x / self.r.to(x.dtype) - self.b.to(x.dtype))
 
 
 @torch.no_grad()
@@ -128,7 +115,7 @@ class RepQViT(PTQMethod):
         explicit: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for g in groups:
             x = inputs[g.linears[0]]
-            x = x if x.shape[0] <= MAX_ROWS else x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:MAX_ROWS]]
+            x = sample_rows(x, MAX_ROWS, torch.Generator().manual_seed(0))
             r, b, target_scale, target_zp = reparameterisation(*channel_qparams(x, a_bits))
             r, b = r.to(x.device), b.to(x.device)
             with torch.no_grad():
@@ -145,7 +132,7 @@ class RepQViT(PTQMethod):
                                    a_observer_params={"pct": "auto"}), family)
         for name, (r, b) in explicit.items():
             module = model.get_submodule(name)
-            module.input_quantizer = ReparamInput(module.input_quantizer, r, b)
+            module.input_quantizer = ScaledInput(module.input_quantizer, r, b)
         if acts and cfg.log_softmax:
             replace_probs_quantizers(model, a_bits, "sqrt2")
         calibrate(model, batches, device=device)

@@ -31,40 +31,18 @@ import torch
 from torch import nn
 
 from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, materialize, norm_groups, rows, run_model
+from arnq.ptq.common import Batch, ScaledInput, fold_rows, materialize, norm_groups
 from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
 from arnq.quant.api import ACT_FP_BITS
-from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer
 
 
-class SmoothedInput(FakeQuantizer):
-    """A Linear's input point that divides by the smoothing scale before quantizing (always, also when off)."""
-
-    def __init__(self, base: FakeQuantizer, smooth: torch.Tensor) -> None:
-        super().__init__(base.spec, base.point)
-        self.register_buffer("smooth", smooth.detach().clone(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x / self.smooth.to(x.dtype))
-
-
-@torch.no_grad()
 def channel_absmax(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
     """Per-channel max |x| of each named module's input over the calibration rows (padding dropped)."""
-    stats: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in names:
-        def hook(_m, args, _out, name=name):
-            cur = rows(args[0].detach(), _TOKEN_MASK.get()).abs().amax(dim=0).float()
-            stats[name] = cur if name not in stats else torch.maximum(stats[name], cur)
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
-    try:
-        for inputs, _ in batches:
-            run_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return stats
+    def running_max(acc: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        cur = x.abs().amax(dim=0).float()
+        return cur if acc is None else torch.maximum(acc, cur)
+
+    return fold_rows(model, names, batches, running_max)
 
 
 def smoothing_scale(act_absmax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:
@@ -125,6 +103,6 @@ class SmoothQuant(PTQMethod):
                 continue
             for name in g.linears:
                 module = model.get_submodule(name)
-                module.input_quantizer = SmoothedInput(module.input_quantizer, s.to(module.weight.device))
+                module.input_quantizer = ScaledInput(module.input_quantizer, s.to(module.weight.device))
         calibrate(model, batches, device=device)
         return convert(model)

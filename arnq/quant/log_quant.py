@@ -17,9 +17,9 @@ import math
 
 import torch
 
-from arnq.quant.quantizer import FakeQuantizer, QuantSpec
+from arnq.quant.observers import keep_sample
+from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, QuantSpec, valid_values
 
-SAMPLE_SIZE = 1 << 20
 DELTA_QUANTILES = (0.999, 0.9999, 0.99999)
 
 
@@ -59,13 +59,7 @@ class LogQuantizer(FakeQuantizer):
         self.observing = True
 
     def observe(self, x: torch.Tensor) -> None:
-        from arnq.quant.quantizer import _TOKEN_MASK, valid_values
-
-        flat = valid_values(x.detach(), _TOKEN_MASK.get()).float().flatten().cpu()
-        pool = flat if self._samples is None else torch.cat([self._samples, flat])
-        if pool.numel() > SAMPLE_SIZE:
-            pool = pool[torch.randperm(pool.numel(), generator=self._gen)[:SAMPLE_SIZE]]
-        self._samples = pool
+        self._samples = keep_sample(self._samples, valid_values(x, _TOKEN_MASK.get()), self._gen)
 
     def finish_observing(self) -> None:
         self.observing = False
@@ -75,7 +69,7 @@ class LogQuantizer(FakeQuantizer):
             if self._samples is None:
                 raise RuntimeError(f"quantization point {self.point} saw no data during calibration")
             values = self._samples
-            candidates = [values.max()] + [torch.quantile(values[:SAMPLE_SIZE], q) for q in DELTA_QUANTILES]
+            candidates = [values.max()] + [torch.quantile(values, q) for q in DELTA_QUANTILES]
             errors = [float((log_quantize(values, self.spec.bits, d, self.base) - values).pow(2).mean())
                       for d in candidates]
             delta = candidates[min(range(len(errors)), key=errors.__getitem__)]

@@ -87,6 +87,15 @@ class EMAObserver(Observer):
             self.max_val = self.max_val + self.sigma * (cur_max - self.max_val)
 
 
+def keep_sample(pool: torch.Tensor | None, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Add x's values to a bounded, deterministic sample (at most RESERVOIR_SIZE values, on the CPU)."""
+    flat = x.detach().float().flatten().cpu()
+    pool = flat if pool is None else torch.cat([pool, flat])
+    if pool.numel() > RESERVOIR_SIZE:
+        pool = pool[torch.randperm(pool.numel(), generator=gen)[:RESERVOIR_SIZE]]
+    return pool
+
+
 class _ReservoirObserver(Observer):
     """Keeps a bounded, deterministic sample of the values it saw, for range searches."""
 
@@ -98,12 +107,7 @@ class _ReservoirObserver(Observer):
         self._gen = torch.Generator().manual_seed(0)
 
     def _keep(self, x: torch.Tensor) -> None:
-        flat = x.detach().float().flatten().cpu()
-        pool = flat if self._samples is None else torch.cat([self._samples, flat])
-        if pool.numel() > RESERVOIR_SIZE:
-            idx = torch.randperm(pool.numel(), generator=self._gen)[:RESERVOIR_SIZE]
-            pool = pool[idx]
-        self._samples = pool
+        self._samples = keep_sample(self._samples, x, self._gen)
 
     def _l2_best(self, candidates: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The (min, max) candidate whose quantization of the kept values has the least L2 error."""

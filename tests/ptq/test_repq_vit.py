@@ -6,8 +6,8 @@ import torch
 
 from arnq.batch import forward_logits
 from arnq.ptq import quantize
-from arnq.ptq.common import collect, materialize, norm_groups
-from arnq.ptq.repq_vit import ReparamInput, channel_qparams, reparameterisation
+from arnq.ptq.common import ScaledInput, collect, materialize, norm_groups
+from arnq.ptq.repq_vit import channel_qparams, reparameterisation
 from arnq.quant import detect_family, quantization_disabled
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 from arnq.quant.log_quant import LogQuantizer
@@ -24,7 +24,7 @@ def test_repq_vit_leaves_the_fp_function_unchanged(family_case):
         with quantization_disabled(q):
             torch.testing.assert_close(forward_logits(q, x), reference, atol=1e-5, rtol=1e-5)
     assert any(isinstance(m, LogQuantizer) for m in q.modules())
-    assert any(isinstance(m, ReparamInput) for m in q.modules()) == (family == "bert")
+    assert any(isinstance(m, ScaledInput) for m in q.modules()) == (family == "bert")
 
 
 def test_reparameterised_channels_share_the_mean_step():

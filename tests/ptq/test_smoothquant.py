@@ -7,8 +7,8 @@ import torch
 
 from arnq.batch import forward_logits
 from arnq.ptq import PTQ_METHODS, quantize
-from arnq.ptq.common import collect, materialize, norm_groups
-from arnq.ptq.smoothquant import SmoothedInput, smoothing_scale
+from arnq.ptq.common import ScaledInput, collect, materialize, norm_groups
+from arnq.ptq.smoothquant import smoothing_scale
 from arnq.quant import detect_family, quantization_disabled
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 
@@ -31,7 +31,7 @@ def test_smoothquant_leaves_the_fp_function_unchanged(family_case):
         q = quantize(copy.deepcopy(model), "smoothquant", w_bits=8, a_bits=8, calib_batches=calib)
         with quantization_disabled(q):
             torch.testing.assert_close(forward_logits(q, x), reference, atol=1e-5, rtol=1e-5)
-    explicit = [m for m in q.modules() if isinstance(m, SmoothedInput)]
+    explicit = [m for m in q.modules() if isinstance(m, ScaledInput)]
     assert bool(explicit) == (family == "bert")  # folded into LayerNorm on pre-LN models, explicit on post-LN
 
 
