@@ -15,6 +15,8 @@ from arnq.ptq import (  # noqa: F401
     calibrators,
     fq_vit,
     gptq,
+    liu2021,
+    mrem,
     noisyquant,
     ptq4vit,
     repq_vit,
