@@ -15,7 +15,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def trainable(config: Mapping[str, Any]) -> None:
     row["trial_id"] = trial_id(spec)
     row["host"] = socket.gethostname()
     row["node_id"] = ray.get_runtime_context().get_node_id()
+    row["worker_pid"] = os.getpid()  # distinct (node_id, worker_pid) pairs = actors the sweep started
     tune.report({"row": json.dumps(row), "done_row": 1, **({"q_acc": row["q_acc"]} if row.get("q_acc") is not None else {})})
 
 
@@ -136,12 +138,12 @@ class Store(_callback_base()):
     def _reset(self) -> None:
         self.written = finished_ids(self.rows_path)
         self.counts: dict[str, int] = {}
-        self.trials: list = []
+        self.running: set[str] = set()  # trial ids; kept by the start/end hooks (O(1) per event, not O(trials))
         self.start = time.time()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["trials"] = []
+        state["running"] = set()
         state["on_row"] = None  # a driver-side hook; a restored sweep gets a fresh one
         return state
 
@@ -166,11 +168,12 @@ class Store(_callback_base()):
         elapsed = time.time() - self.start
         eta = f"ETA {_duration(elapsed / done * (self.total - done))}" if done else "ETA -"
         states = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "none yet"
-        running = sum(getattr(t, "status", None) == "RUNNING" for t in self.trials)
-        return f"{done}/{self.total} trials ended ({states}), {running} running, {eta}"
+        return f"{done}/{self.total} trials ended ({states}), {len(self.running)} running, {eta}"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.trials = trials
         if result.get("done_row"):
             self._write(json.loads(result["row"]))
 
@@ -186,9 +189,11 @@ class Store(_callback_base()):
         self._write(row)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
         self._ended(trial, "stopped")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.discard(trial.trial_id)
         self._ended(trial, "failed", _error_text(trial))
 
 
@@ -291,6 +296,45 @@ def check_resources(space: Space, nodes: list[dict[str, Any]]) -> None:
             )
 
 
+def trial_slots(space: Space, nodes: list[dict[str, Any]]) -> int:
+    """How many trials the alive nodes can run at once (the least demanding model's resources)."""
+    per_model = space.resources.get("models") or {}
+    needs = [{**space.resources, **per_model.get(m, {})} for m in space.models] or [space.resources]
+    best = 0
+    for need in needs:
+        slots = 0
+        for node in nodes:
+            res = node.get("Resources", {}) if node.get("Alive", True) else {}
+            fits = [res.get("CPU", 0) // need["cpu"] if need["cpu"] else None,
+                    res.get("GPU", 0) // need["gpu"] if need["gpu"] else None]
+            fits = [f for f in fits if f is not None]
+            slots += int(min(fits)) if fits else 1
+        best = max(best, slots)
+    return max(best, 1)
+
+
+@contextmanager
+def pending_trials_cap(slots: int) -> Iterator[None]:
+    """Cap Tune's pending trials at the cluster's trial slots while a sweep runs.
+
+    Tune's default keeps max(200, 1.1 x cluster CPUs) trials pending, each with its own
+    actor request; on a fixed cluster every slot that frees is then taken by a freshly
+    started actor (a new process: imports, model load) rather than the finished trial's
+    cached one, so `reuse_actors` saves nothing. With the cap at the slot count, finished
+    actors are reused (bench/README.md, benchmarks 1 and 6). A user's own
+    TUNE_MAX_PENDING_TRIALS_PG wins (e.g. a larger value to drive an autoscaler).
+    """
+    key = "TUNE_MAX_PENDING_TRIALS_PG"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = str(slots)
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def prepare_run_dir(space: Space, run_dir: Path, resume: bool) -> None:
     """Make `run_dir` ready: a fresh run moves an earlier run aside (nothing is deleted);
     `--resume` checks the directory holds a run of the same space."""
@@ -328,6 +372,7 @@ def run_sweep(
     address: str | None = None,
     on_row: Callable[[dict], None] | None = None,
     cache_root: Path | None = None,
+    trainable_fn: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of `space` on Ray Tune; returns the rows of the results store.
 
@@ -336,6 +381,8 @@ def run_sweep(
     fine-tunes from their checkpoints) and runs whatever the store still lacks; finished
     trials are never re-run. `cache_root` (default: $ARNQ_CACHE or ~/.cache/arnq of the
     driver) is handed to every trial, so on a cluster it must be a path all nodes see.
+    `trainable_fn` replaces the pipeline's trainable (the scale benchmark's trivial one); it
+    must report a `row` the way `trainable` does.
     """
     from arnq.cache import cache_root as default_cache_root
 
@@ -356,16 +403,19 @@ def run_sweep(
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
-    check_resources(space, ray.nodes())
+    nodes = ray.nodes()
+    check_resources(space, nodes)
+    slots = trial_slots(space, nodes)
     extra = {"space": space.name, "space_hash": space.source_hash, **provenance()}
-    trainable_fn = tune.with_resources(trainable, trial_resources(space))
+    trainable_fn = tune.with_resources(trainable_fn or trainable, trial_resources(space))
     experiments = _experiments(run_dir, space.name)
     last = experiments[-1] if experiments else None
     if resume and last is not None and tune.Tuner.can_restore(str(last.resolve())):
         log.info("restoring the Tune experiment %s", last)
         tuner = tune.Tuner.restore(str(last.resolve()), trainable=trainable_fn, resume_unfinished=True,
                                    resume_errored=True)
-        tuner.fit()
+        with pending_trials_cap(slots):
+            tuner.fit()
         known = {r["trial_id"] for r in read_rows(rows_path)}
         todo = [s for s in todo if trial_id(s) not in known]  # never part of the restored experiment
         if not todo:
@@ -387,5 +437,6 @@ def run_sweep(
             failure_config=tune.FailureConfig(max_failures=2), callbacks=callbacks, verbose=0,
         ),
     )
-    tuner.fit()
+    with pending_trials_cap(slots):
+        tuner.fit()
     return read_rows(rows_path)
