@@ -15,8 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +213,13 @@ def _duration(seconds: float) -> str:
 
 
 def _wandb_callback(space: Space, run_dir: Path) -> Any | None:
-    """One W&B run per trial (flat config), offline unless the space says online; files under the run dir."""
+    """One W&B run per trial (flat config), offline unless the space says online; files under the run dir.
+
+    Runs are written from the driver (`harness.wandb_runs`), not by Ray's
+    `WandbLoggerCallback`, which starts an actor and a wandb service per trial."""
     if not space.wandb or space.wandb["mode"] == "disabled":
         return None
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from harness.wandb_runs import WandbRuns
 
     wandb_dir = (run_dir / "wandb").resolve()
     wandb_dir.mkdir(parents=True, exist_ok=True)
@@ -226,18 +228,9 @@ def _wandb_callback(space: Space, run_dir: Path) -> Any | None:
         raise SpaceError("wandb.mode: 'online' needs a W&B key (WANDB_API_KEY or `wandb login`); "
                          "set one, or use mode: offline and `wandb sync` the runs later")
     os.environ["WANDB_MODE"] = mode
-
-    class FlatWandb(WandbLoggerCallback):
-        """Ray's W&B logger with the trial config flattened to the TrialSpec fields."""
-
-        def _start_logging_actor(self, trial: Any, exclude_results: list, **init: Any) -> None:
-            init["config"] = flat_config(trial.config)
-            init["name"] = trial_name(trial.config)
-            super()._start_logging_actor(trial, exclude_results, **init)
-
-    return FlatWandb(project=space.wandb["project"], group=space.wandb.get("group", space.name),
-                     excludes=["row", "done_row"], mode=mode, dir=str(wandb_dir), upload_timeout=30,
-                     **({"entity": space.wandb["entity"]} if "entity" in space.wandb else {}))
+    return WandbRuns(project=space.wandb["project"], group=space.wandb.get("group", space.name), mode=mode,
+                     directory=str(wandb_dir), entity=space.wandb.get("entity"), config_fn=flat_config,
+                     name_fn=trial_name, finish_timeout_s=30)
 
 
 def _netrc_has_wandb() -> bool:
@@ -294,45 +287,6 @@ def check_resources(space: Space, nodes: list[dict[str, Any]]) -> None:
                 f"(largest: {best['CPU']:g} CPUs, {best['GPU']:g} GPUs over {len(alive)} node(s)); lower resources "
                 "in the space, or run on a cluster that has such nodes (--address)"
             )
-
-
-def trial_slots(space: Space, nodes: list[dict[str, Any]]) -> int:
-    """How many trials the alive nodes can run at once (the least demanding model's resources)."""
-    per_model = space.resources.get("models") or {}
-    needs = [{**space.resources, **per_model.get(m, {})} for m in space.models] or [space.resources]
-    best = 0
-    for need in needs:
-        slots = 0
-        for node in nodes:
-            res = node.get("Resources", {}) if node.get("Alive", True) else {}
-            fits = [res.get("CPU", 0) // need["cpu"] if need["cpu"] else None,
-                    res.get("GPU", 0) // need["gpu"] if need["gpu"] else None]
-            fits = [f for f in fits if f is not None]
-            slots += int(min(fits)) if fits else 1
-        best = max(best, slots)
-    return max(best, 1)
-
-
-@contextmanager
-def pending_trials_cap(slots: int) -> Iterator[None]:
-    """Cap Tune's pending trials at the cluster's trial slots while a sweep runs.
-
-    Tune's default keeps max(200, 1.1 x cluster CPUs) trials pending, each with its own
-    actor request; on a fixed cluster every slot that frees is then taken by a freshly
-    started actor (a new process: imports, model load) rather than the finished trial's
-    cached one, so `reuse_actors` saves nothing. With the cap at the slot count, finished
-    actors are reused (bench/README.md, benchmarks 1 and 6). A user's own
-    TUNE_MAX_PENDING_TRIALS_PG wins (e.g. a larger value to drive an autoscaler).
-    """
-    key = "TUNE_MAX_PENDING_TRIALS_PG"
-    if key in os.environ:
-        yield
-        return
-    os.environ[key] = str(slots)
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
 
 
 def prepare_run_dir(space: Space, run_dir: Path, resume: bool) -> None:
@@ -403,9 +357,7 @@ def run_sweep(
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
-    nodes = ray.nodes()
-    check_resources(space, nodes)
-    slots = trial_slots(space, nodes)
+    check_resources(space, ray.nodes())
     extra = {"space": space.name, "space_hash": space.source_hash, **provenance()}
     trainable_fn = tune.with_resources(trainable_fn or trainable, trial_resources(space))
     experiments = _experiments(run_dir, space.name)
@@ -414,8 +366,7 @@ def run_sweep(
         log.info("restoring the Tune experiment %s", last)
         tuner = tune.Tuner.restore(str(last.resolve()), trainable=trainable_fn, resume_unfinished=True,
                                    resume_errored=True)
-        with pending_trials_cap(slots):
-            tuner.fit()
+        tuner.fit()
         known = {r["trial_id"] for r in read_rows(rows_path)}
         todo = [s for s in todo if trial_id(s) not in known]  # never part of the restored experiment
         if not todo:
@@ -437,6 +388,5 @@ def run_sweep(
             failure_config=tune.FailureConfig(max_failures=2), callbacks=callbacks, verbose=0,
         ),
     )
-    with pending_trials_cap(slots):
-        tuner.fit()
+    tuner.fit()
     return read_rows(rows_path)

@@ -1,0 +1,45 @@
+"""The driver-side W&B callback: one offline run per trial, flat config, metrics, errors never raised."""
+
+import pickle
+from types import SimpleNamespace
+
+from harness.sweep import flat_config, trial_name
+from harness.wandb_runs import WandbRuns
+
+TRIAL = {"model": "vit_mnist", "bits": "W4A4", "ptq": "minmax", "arm": "arnq", "arm_params": {"schedule": "linear"},
+         "seed": 0, "finetune": {"epochs": 1, "lr": 1e-4}, "ptq_params": {}}
+
+
+def _callback(tmp_path):
+    return WandbRuns(project="arnq-test", group="g", mode="offline", directory=str(tmp_path),
+                     config_fn=flat_config, name_fn=trial_name)
+
+
+def test_one_offline_run_per_trial_with_the_flat_config_and_its_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cb = _callback(tmp_path)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"trial": {**TRIAL, "seed": i}}) for i in range(2)]
+    for trial in trials:
+        cb.on_trial_start(0, trials, trial)
+        cb.on_trial_result(0, trials, trial, {"epoch": 1, "q_val_acc": 0.9, "row": "{}", "done": False, "ok": True})
+    cb.on_trial_complete(0, trials, trials[0])
+    cb.on_trial_error(0, trials, trials[1])
+    cb.on_experiment_end(trials)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    data = b"".join(p.read_bytes() for run in runs for p in run.glob("*.wandb"))
+    assert b"finetune.lr" in data and b"q_val_acc" in data
+    assert b"vit_mnist-W4A4-minmax-arnq[schedule=linear]-s0" in data and b"-s1" in data
+
+
+def test_pickles_without_its_thread_and_a_wandb_failure_is_only_logged(tmp_path, monkeypatch, caplog):
+    cb = _callback(tmp_path)
+    cb.init_kwargs["mode"] = "no-such-mode"  # wandb.init raises
+    trial = SimpleNamespace(trial_id="t0", config={"trial": TRIAL})
+    cb.on_trial_start(0, [trial], trial)
+    cb.on_trial_result(0, [trial], trial, {"epoch": 1})
+    restored = pickle.loads(pickle.dumps(cb))  # Tune saves callbacks with the experiment state
+    assert restored._thread is None and restored.init_kwargs["project"] == "arnq-test"
+    cb.close()
+    assert "W&B init for trial t0 failed" in caplog.text
+    assert not list(tmp_path.glob("wandb/offline-run-*"))
