@@ -130,33 +130,3 @@ def test_two_node_cluster_places_trials_on_both_nodes_into_one_store(ray_subproc
     rows = [json.loads(x) for x in (run / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
 
-
-def _space(resources):
-    return parse_space({"name": "slots", "models": ["vit_mnist", "minilm_rt"], "bits": ["W8A8"], "ptq": ["minmax"],
-                        "arms": ["plain"], "resources": resources})
-
-
-def test_trial_slots_count_what_the_alive_nodes_hold_for_the_least_demanding_model():
-    from harness.sweep import trial_slots
-
-    nodes = [{"Alive": True, "Resources": {"CPU": 4.0}}, {"Alive": True, "Resources": {"CPU": 3.0, "GPU": 1.0}},
-             {"Alive": False, "Resources": {"CPU": 64.0}}]
-    assert trial_slots(_space({"cpu": 1, "gpu": 0}), nodes) == 7
-    assert trial_slots(_space({"cpu": 2, "gpu": 0}), nodes) == 3
-    assert trial_slots(_space({"cpu": 1, "gpu": 1}), nodes) == 1
-    # per-model resources: the lighter model sets how many trials can run at once
-    assert trial_slots(_space({"cpu": 4, "gpu": 0, "models": {"vit_mnist": {"cpu": 1}}}), nodes) == 7
-    assert trial_slots(_space({"cpu": 8, "gpu": 0}), nodes) == 1  # never 0 (check_resources rejects earlier)
-
-
-def test_pending_trials_cap_is_set_during_the_sweep_and_a_user_value_wins(monkeypatch):
-    from harness.sweep import pending_trials_cap
-
-    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
-    with pending_trials_cap(6):
-        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "6"
-    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
-    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "200")
-    with pending_trials_cap(6):
-        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "200"
-    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "200"
