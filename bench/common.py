@@ -16,7 +16,13 @@ STAGE_KINDS = ("finetunes", "trials")
 
 
 def ray_hygiene(home: Path) -> None:
-    """No usage stats and no cloud-metadata probe from Ray's head (a local-provider bootstrap file in HOME)."""
+    """No usage stats and no cloud-metadata probe from Ray's head (a local-provider bootstrap file in HOME).
+
+    The user's artifact cache is pinned first ($ARNQ_CACHE), so the FP checkpoints that
+    `fresh_cache` links in are found under the real HOME, not the benchmark's."""
+    from arnq.cache import cache_root
+
+    os.environ.setdefault("ARNQ_CACHE", str(cache_root()))
     home.mkdir(parents=True, exist_ok=True)
     (home / "ray_bootstrap_config.yaml").write_text("provider:\n  type: local\n")
     os.environ["HOME"] = str(home)

@@ -11,8 +11,8 @@ start plus the pipeline imports, and loading each model from the cache in a fres
 process (what a trial pays when its actor is not reused).
 
     .venv/bin/python bench/harness_overhead.py                        # search_spaces/quickstart.yaml
-    .venv/bin/python bench/harness_overhead.py --rerun 200 slots   # + all-cached reruns: Tune's default vs the cap
-    .venv/bin/python bench/harness_overhead.py --models vit_mnist --pending 200 slots   # Tune's default vs the cap
+    .venv/bin/python bench/harness_overhead.py --rerun default default:nowandb   # + all-cached reruns
+    .venv/bin/python bench/harness_overhead.py --models vit_mnist --rerun default 2 default:nowandb
 """
 
 from __future__ import annotations
@@ -69,15 +69,23 @@ def model_load_s(model: str, cache: Path) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def sweep(space: Any, run_dir: Path, cache: Path, pending: str = "slots") -> dict[str, Any]:
-    """One run of `space`; `pending` is TUNE_MAX_PENDING_TRIALS_PG ('slots': the harness's own cap)."""
+def sweep(space: Any, run_dir: Path, cache: Path, pending: str = "default") -> dict[str, Any]:
+    """One run of `space`; `pending` is TUNE_MAX_PENDING_TRIALS_PG ('default': Tune's own, 200 on a
+    small cluster); with ':nowandb' appended the space's W&B logging is off."""
     import os
 
     import ray
 
     from harness.sweep import run_sweep
 
-    if pending != "slots":
+    label = pending
+    pending, _, flag = pending.partition(":")
+    if flag == "nowandb":
+        space = dataclasses.replace(space, wandb={})
+    elif flag:
+        raise SystemExit(f"--pending/--rerun {label!r}: the only flag is ':nowandb' (e.g. default:nowandb)")
+
+    if pending != "default":
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = pending
     start = time.perf_counter()
     try:
@@ -88,7 +96,8 @@ def sweep(space: Any, run_dir: Path, cache: Path, pending: str = "slots") -> dic
     slots = int(ray.cluster_resources().get("CPU", 1) // max(space.resources["cpu"], 1e-9))
     compute = trial_compute(run_dir, space.name)
     ideal = sum(compute) / slots
-    return {"pending": pending, "trials": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
+    return {"pending": label, "wandb": bool(space.wandb and space.wandb.get("mode") != "disabled"),
+            "trials": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
             "stopped": sum(r["status"] == "stopped" for r in rows), "slots": slots, "wall_s": round(wall, 1),
             "sum_compute_s": round(sum(compute), 1), "ideal_s": round(ideal, 1),
             "overhead_pct": round(100 * (wall / ideal - 1), 1),
@@ -100,12 +109,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", type=Path, default=ROOT / "search_spaces" / "quickstart.yaml")
     parser.add_argument("--models", nargs="+", default=None, help="restrict the space to these models")
-    parser.add_argument("--pending", nargs="+", default=["slots"],
-                        help="TUNE_MAX_PENDING_TRIALS_PG per run, each with fresh stage caches: 'slots' is the "
-                             "harness's cap, 200 Tune's own default (e.g. --pending 200 slots)")
+    parser.add_argument("--pending", nargs="+", default=["default"],
+                        help="TUNE_MAX_PENDING_TRIALS_PG per run, each with fresh stage caches ('default': Tune's "
+                             "own; e.g. --pending default 2)")
     parser.add_argument("--rerun", nargs="*", default=None, metavar="PENDING",
                         help="then run the space again from the first run's warm cache (every trial a cache hit: "
-                             "what is left is the harness's own cost), once per PENDING value (default: slots)")
+                             "what is left is the harness's own cost), once per PENDING value (default: default); "
+                             "PENDING:nowandb turns the space's W&B logging off for that run")
     args = parser.parse_args()
     from harness.space import load_space
 
@@ -125,7 +135,7 @@ def main() -> None:
         for i, pending in enumerate(args.pending):
             cache = fresh_cache(tmp / f"cache{i}")
             runs.append({"run": "fresh stage caches", **sweep(space, tmp / f"run{i}", cache, pending)})
-        for i, pending in enumerate(args.rerun or (["slots"] if args.rerun is not None else [])):
+        for i, pending in enumerate(args.rerun or (["default"] if args.rerun is not None else [])):
             runs.append({"run": "all cached", **sweep(space, tmp / f"rerun{i}", tmp / "cache0", pending)})
         ray.shutdown()
         loads = {m: model_load_s(m, cache) for m in space.models}

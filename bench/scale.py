@@ -93,7 +93,7 @@ def one_run(trials: int, nodes: int, cpus_per_node: int, workdir: Path) -> dict[
     state = sum(p.stat().st_size for p in (run_dir / "ray").rglob("experiment_state*.json"))
     tune_dir = sum(p.stat().st_size for p in (run_dir / "ray").rglob("*") if p.is_file())
     return {"trials": n_specs, "rows": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
-            "pending_cap": os.environ.get("TUNE_MAX_PENDING_TRIALS_PG", "slots"),
+            "pending_cap": os.environ.get("TUNE_MAX_PENDING_TRIALS_PG", "default"),
             "actor_processes": len({r.get("pid") for r in rows}),
             "wall_s": round(wall, 1), "ms_per_trial": round(1000 * wall / n_specs, 1),
             "space_build_s": round(build_s, 2), "store_write_s": round(store_s[0], 2),
@@ -109,8 +109,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=4, help="logical nodes of the simulated cluster")
     parser.add_argument("--cpus-per-node", type=int, default=2)
     parser.add_argument("--pending", default=None,
-                        help="TUNE_MAX_PENDING_TRIALS_PG for the runs (default: the harness's cap, the trial slots; "
-                             "'200' reproduces Tune's own default on a small cluster)")
+                        help="TUNE_MAX_PENDING_TRIALS_PG for the runs (default: Tune's own, 200 on a small cluster)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode: one trial count
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
