@@ -39,7 +39,7 @@ def trivial_trainable(config: dict[str, Any]) -> None:
 
     from arnq.cache import content_key
 
-    trial = config["trial"]
+    trial = json.loads(config["trial"])  # the sweep's grid holds each TrialSpec as JSON
     row = {"model": trial["model"], "bits": trial["bits"], "ptq": trial["ptq"], "arm": trial["arm"],
            "arm_params": json.dumps(trial["arm_params"], sort_keys=True), "seed": trial["seed"], "status": "ok",
            "q_acc": 50.0, "fp_acc": 50.0, "ft_acc": 50.0, "trial_id": content_key(trial), "pid": os.getpid(),

@@ -35,7 +35,7 @@ def trainable(config: Mapping[str, Any]) -> None:
     import torch
     from ray import tune
 
-    spec = TrialSpec.from_dict(config["trial"])
+    spec = TrialSpec.from_dict(trial_of(config))
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     run_dir = Path(config["run_dir"])
 
@@ -57,8 +57,24 @@ def trainable(config: Mapping[str, Any]) -> None:
 
 
 
-def cell_key(config: Mapping[str, Any]) -> str:
+def trial_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The TrialSpec dict of a Tune trial config.
+
+    The grid holds each spec as a JSON string, not a dict: Tune's grid-search generator
+    deep-copies the whole grid for every trial it creates, which is O(trials) per trial
+    with dicts (a 5,000-trial sweep spent over 11 minutes there before its first trial)
+    and a cheap list copy with strings (bench/README.md, benchmark 6)."""
     trial = config["trial"]
+    if not isinstance(trial, str):
+        return dict(trial)
+    trial = json.loads(trial)
+    for group in ("arm_params", "ptq_params"):  # list-valued params are tuples in a parsed space, as before
+        trial[group] = {k: tuple(v) if isinstance(v, list) else v for k, v in (trial.get(group) or {}).items()}
+    return trial
+
+
+def cell_key(config: Mapping[str, Any]) -> str:
+    trial = trial_of(config)
     return f"{trial['model']}|{trial['bits']}|{trial['ptq']}"
 
 
@@ -79,7 +95,7 @@ def make_scheduler(space: Space) -> Any:
             self.cells: dict[str, AsyncHyperBandScheduler] = {}
 
         def _cell(self, trial: Any) -> AsyncHyperBandScheduler | None:
-            if trial.config["trial"]["arm"] == "plain":
+            if trial_of(trial.config)["arm"] == "plain":
                 return None
             key = cell_key(trial.config)
             if key not in self.cells:
@@ -177,7 +193,7 @@ class Store(_callback_base()):
             self._write(json.loads(result["row"]))
 
     def _ended(self, trial: Any, status: str, error: str | None = None) -> None:
-        spec = TrialSpec.from_dict(trial.config["trial"])
+        spec = TrialSpec.from_dict(trial_of(trial.config))
         last = trial.last_result or {}
         if last.get("done_row"):
             return
@@ -244,7 +260,7 @@ def _netrc_has_wandb() -> bool:
 
 def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's config as flat scalar keys (model, bits, ptq, arm, arm.<param>, finetune.<field>, ...)."""
-    trial = config["trial"]
+    trial = trial_of(config)
     flat: dict[str, Any] = {k: v for k, v in trial.items() if not isinstance(v, Mapping)}
     for group in ("arm_params", "finetune", "ptq_params"):
         prefix = "arm" if group == "arm_params" else group
@@ -255,7 +271,7 @@ def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trial_name(config: Mapping[str, Any]) -> str:
-    t = config["trial"]
+    t = trial_of(config)
     params = ",".join(f"{k}={v}" for k, v in sorted((t.get("arm_params") or {}).items()))
     return f"{t['model']}-{t['bits']}-{t['ptq']}-{t['arm']}" + (f"[{params}]" if params else "") + f"-s{t['seed']}"
 
@@ -269,7 +285,7 @@ def trial_resources(space: Space) -> Any:
     from ray.tune import PlacementGroupFactory
 
     def resources(config: Mapping[str, Any]) -> Any:
-        res = {**default, **per_model.get(config["trial"]["model"], {})}
+        res = {**default, **per_model.get(trial_of(config)["model"], {})}
         return PlacementGroupFactory([{"CPU": res["cpu"], "GPU": res["gpu"]}])
 
     return resources
@@ -372,7 +388,8 @@ def run_sweep(
         if not todo:
             return read_rows(rows_path)
     name = space.name if not experiments else f"{space.name}.{len(experiments)}"
-    config = {"trial": tune.grid_search([s.to_dict() for s in todo]), "run_dir": str(run_dir.resolve()),
+    config = {"trial": tune.grid_search([json.dumps(s.to_dict(), sort_keys=True) for s in todo]),
+              "run_dir": str(run_dir.resolve()),
               "threads": max(1, int(space.resources["cpu"])), "device": "cuda" if space.resources["gpu"] else "cpu",
               "cache_root": str(Path(cache_root or default_cache_root()).resolve())}
     callbacks = [Store(rows_path, len(todo), extra, on_row)]
