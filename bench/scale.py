@@ -38,8 +38,9 @@ def trivial_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     from arnq.cache import content_key
+    from harness.sweep import trial_of
 
-    trial = json.loads(config["trial"])  # the sweep's grid holds each TrialSpec as JSON
+    trial = trial_of(config)
     row = {"model": trial["model"], "bits": trial["bits"], "ptq": trial["ptq"], "arm": trial["arm"],
            "arm_params": json.dumps(trial["arm_params"], sort_keys=True), "seed": trial["seed"], "status": "ok",
            "q_acc": 50.0, "fp_acc": 50.0, "ft_acc": 50.0, "trial_id": content_key(trial), "pid": os.getpid(),

@@ -73,8 +73,8 @@ def trial_of(config: Mapping[str, Any]) -> dict[str, Any]:
     return trial
 
 
-def cell_key(config: Mapping[str, Any]) -> str:
-    trial = trial_of(config)
+def cell_key(trial: Mapping[str, Any]) -> str:
+    """(model, bits, PTQ) of a TrialSpec dict: the cell ASHA compares trials within."""
     return f"{trial['model']}|{trial['bits']}|{trial['ptq']}"
 
 
@@ -95,9 +95,10 @@ def make_scheduler(space: Space) -> Any:
             self.cells: dict[str, AsyncHyperBandScheduler] = {}
 
         def _cell(self, trial: Any) -> AsyncHyperBandScheduler | None:
-            if trial_of(trial.config)["arm"] == "plain":
+            spec = trial_of(trial.config)  # decoded once per result: this runs on every report
+            if spec["arm"] == "plain":
                 return None
-            key = cell_key(trial.config)
+            key = cell_key(spec)
             if key not in self.cells:
                 self.cells[key] = AsyncHyperBandScheduler(
                     time_attr="epoch", metric=METRIC, mode="max", max_t=space.finetune.epochs,
