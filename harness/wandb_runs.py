@@ -78,10 +78,23 @@ class WandbRuns(Callback):
             return
         self._queue.put(None)
         self._thread.join(self.finish_timeout_s)
-        if self._thread.is_alive():
+        finished = not self._thread.is_alive()
+        self._thread = self._queue = None
+        if not finished:
             log.warning("W&B: runs still finishing after %.0f s; leaving them to the wandb service",
                         self.finish_timeout_s)
-        self._thread = self._queue = None
+            return
+        import wandb
+
+        # `finish()` returns before the wandb service has flushed a run's file (seen on a busy
+        # machine: an offline run file holding only its header); shutting the service down
+        # flushes every run, so the files are complete (ready for `wandb sync`) when the sweep
+        # returns. Skipped while the user's own run is open: teardown would finish it too.
+        if wandb.run is None:
+            try:
+                wandb.teardown()
+            except Exception as err:
+                log.warning("W&B teardown failed: %s: %s", type(err).__name__, err)
 
     def _work(self, items: queue.Queue) -> None:
         import wandb

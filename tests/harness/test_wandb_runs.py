@@ -43,3 +43,19 @@ def test_pickles_without_its_thread_and_a_wandb_failure_is_only_logged(tmp_path,
     cb.close()
     assert "W&B init for trial t0 failed" in caplog.text
     assert not list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_the_service_is_shut_down_after_the_sweep_unless_the_user_has_a_run_open(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    calls = []
+    monkeypatch.setattr(wandb, "teardown", lambda *a, **k: calls.append("teardown"))
+    trial = SimpleNamespace(trial_id="t0", config={"trial": TRIAL})
+    for user_run in (object(), None):
+        monkeypatch.setattr(wandb, "run", user_run)
+        cb = _callback(tmp_path)
+        cb.on_trial_start(0, [trial], trial)
+        cb.on_trial_complete(0, [trial], trial)
+        cb.on_experiment_end([trial])
+        assert calls == ([] if user_run is not None else ["teardown"])
