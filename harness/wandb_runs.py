@@ -28,6 +28,14 @@ EXCLUDED = frozenset({"row", "done_row", "trial_id", "timestamp", "pid", "date",
                       "time_this_iter_s", "time_since_restore", "iterations_since_restore", "done"})
 
 
+def _settings(wandb: Any) -> Any:
+    """Settings of a trial's run: it lives in the driver, so it must not capture the driver's
+    console (Tune's status table) nor sample the driver's system metrics as the trial's, and
+    it is silent (72 trials would print over a thousand lines of W&B banners; the sweep says
+    once where the runs are)."""
+    return wandb.Settings(silent=True, console="off", x_disable_stats=True)
+
+
 class WandbRuns(Callback):
     def __init__(self, *, project: str, group: str, mode: str, directory: str, entity: str | None = None,
                  config_fn: Callable[[Mapping[str, Any]], dict[str, Any]],
@@ -110,7 +118,8 @@ class WandbRuns(Callback):
                     if trial_id in runs:  # a retried trial goes on logging into its run
                         continue
                     config, name = rest
-                    runs[trial_id] = wandb.init(**self.init_kwargs, name=name, config=config, reinit="create_new")
+                    runs[trial_id] = wandb.init(**self.init_kwargs, name=name, config=config, reinit="create_new",
+                                                settings=_settings(wandb))
                 elif kind == "log" and trial_id in runs:
                     runs[trial_id].log(rest[0])
                 elif kind == "finish" and trial_id in runs:
