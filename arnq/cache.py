@@ -42,6 +42,22 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "arnq"
 
 
+def linked_cache(path: Path | str, source: Path | str, rebuild: tuple[str, ...]) -> Path:
+    """A cache root at `path` that shares `source`'s entries of every kind but those in `rebuild`.
+
+    Each other kind directory of `source` (for example the FP checkpoints) is symlinked in;
+    the `rebuild` kinds start empty, so whatever uses `path` builds them afresh. Used to
+    time a stage without paying again for the ones before it.
+    """
+    path, source = Path(path), Path(source)
+    path.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        for entry in source.iterdir():
+            if entry.is_dir() and entry.name not in rebuild and not (path / entry.name).exists():
+                (path / entry.name).symlink_to(entry.resolve())
+    return path
+
+
 def _json_default(obj: Any) -> Any:
     """JSON encoding for the non-JSON types a spec may hold (paths, dataclasses, sets)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

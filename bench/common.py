@@ -35,15 +35,9 @@ def ray_hygiene(home: Path) -> None:
 def fresh_cache(path: Path) -> Path:
     """A cache root where the FP models (and any other non-stage entries) of the user's cache are
     linked in, and fine-tunes and trial results start empty: what a benchmark times is built."""
-    from arnq.cache import cache_root
+    from arnq.cache import cache_root, linked_cache
 
-    source = cache_root()
-    path.mkdir(parents=True, exist_ok=True)
-    if source.exists():
-        for entry in source.iterdir():
-            if entry.name not in STAGE_KINDS and not (path / entry.name).exists():
-                (path / entry.name).symlink_to(entry.resolve())
-    return path
+    return linked_cache(path, cache_root(), STAGE_KINDS)
 
 
 def epochs_run(rows: list[dict[str, Any]], epochs: int) -> int:

@@ -29,20 +29,12 @@ from common import ROOT, STAGE_KINDS, fresh_cache, markdown, ray_hygiene  # noqa
 
 def naive_trainable(config: dict[str, Any]) -> None:
     """The sweep's trainable with a cache of its own: nothing is shared between trials."""
+    from arnq.cache import linked_cache
     from harness.sweep import trainable
 
-    own = Path(config["cache_root"]).parent / "naive" / uuid.uuid4().hex
-    trainable({**config, "cache_root": str(fresh_cache_like(Path(config["cache_root"]), own))})
-
-
-def fresh_cache_like(shared: Path, path: Path, stage_kinds: tuple[str, ...] = STAGE_KINDS) -> Path:
-    """`path` with the shared cache's non-stage entries (the FP models) linked in (runs in a Ray worker,
-    which cannot import the bench helpers: everything it needs is in its arguments)."""
-    path.mkdir(parents=True)
-    for entry in shared.iterdir():
-        if entry.name not in stage_kinds:
-            (path / entry.name).symlink_to(entry.resolve())
-    return path
+    shared = Path(config["cache_root"])
+    own = linked_cache(shared.parent / "naive" / uuid.uuid4().hex, shared, STAGE_KINDS)
+    trainable({**config, "cache_root": str(own)})
 
 
 def run(space: Any, workdir: Path, naive: bool) -> dict[str, Any]:

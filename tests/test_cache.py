@@ -203,3 +203,16 @@ def test_save_load_state_roundtrip(tmp_path):
     raw = (tmp_path / "s.safetensors").read_bytes()
     header_len = int.from_bytes(raw[:8], "little")  # safetensors layout: u64 header size + JSON header
     assert raw[8:9] == b"{" and json.loads(raw[8 : 8 + header_len])["b"]["dtype"] == "I64"
+
+
+def test_linked_cache_shares_every_kind_but_the_rebuilt_ones(tmp_path):
+    from arnq.cache import linked_cache
+
+    source = tmp_path / "source"
+    for kind in ("fp_models", "finetunes", "trials"):
+        (source / kind / "k").mkdir(parents=True)
+    root = linked_cache(tmp_path / "bench", source, rebuild=("finetunes", "trials"))
+    assert sorted(p.name for p in root.iterdir()) == ["fp_models"]
+    assert (root / "fp_models").resolve() == (source / "fp_models").resolve() and (root / "fp_models" / "k").is_dir()
+    assert linked_cache(root, source, rebuild=("finetunes", "trials")) == root  # idempotent
+    assert linked_cache(tmp_path / "empty", tmp_path / "missing", rebuild=()).is_dir()
