@@ -79,7 +79,8 @@ def one_run(trials: int, nodes: int, cpus_per_node: int, workdir: Path) -> dict[
     build_start = time.perf_counter()
     n_specs = len(space.trials())
     build_s = time.perf_counter() - build_start
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus_per_node})
+    # no dashboard: it is not what is measured, takes CPU from the trials and binds a fixed port (8265)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus_per_node, "include_dashboard": False})
     for _ in range(nodes - 1):
         cluster.add_node(num_cpus=cpus_per_node)
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)

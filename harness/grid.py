@@ -71,12 +71,25 @@ def build_trials(
 
 
 def schedule(specs: Sequence[TrialSpec]) -> list[TrialSpec]:
-    """Specs reordered so each distinct fine-tune appears once before any trial that reuses it."""
-    first, rest, seen = [], [], set()
+    """Specs reordered so each distinct fine-tune appears once before any trial that reuses it.
+
+    The fine-tune producers of different FP models are interleaved (round-robin, in the
+    order the models first appear): the first trials of a fresh sweep build the FP
+    checkpoints, and two trials of one model started side by side leave a slot idle while
+    one waits on the other's build (quickstart, fresh cache: 28 vit_mnist trials were
+    queued while a slot waited about 10 minutes for the minilm_rt checkpoint).
+    """
+    by_model: dict[tuple[str, int], list[TrialSpec]] = {}
+    rest, seen = [], set()
     for spec in specs:
         key = get_key(spec)
-        (rest if key in seen else first).append(spec)
-        seen.add(key)
+        if key in seen:
+            rest.append(spec)
+        else:
+            by_model.setdefault((spec.model, spec.fp_seed), []).append(spec)
+            seen.add(key)
+    queues = list(by_model.values())
+    first = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
     return first + rest
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import harness.pipeline as pipeline
 from arnq.finetune import FinetuneConfig
-from harness.grid import build_trials, run_grid
+from harness.grid import build_trials, run_grid, trial_id
 from harness.results import add_baselines, summary_table
 from tests.test_finetune import _loaded
 
@@ -57,3 +57,17 @@ def test_grid_rows_baselines_and_resume(toy, tmp_path):
         assert row["improvement"] == pytest.approx(row["q_acc"] - plain[row["seed"]], abs=0.011)
     table = summary_table(df)
     assert len(table) == 3 and all("(n=2)" in v for v in table["q_acc"])
+
+
+def test_schedule_puts_each_fine_tune_first_and_interleaves_the_models():
+    from harness.grid import schedule
+    from harness.pipeline import get_key
+
+    specs = build_trials(models=["vit_mnist", "minilm_rt"], bits=["W4A4", "W8A8"], ptq=["minmax", "omse"],
+                         arms=[("plain", {}), ("arnq", {})], seeds=[0], finetune=FinetuneConfig(epochs=1))
+    order = schedule(specs)
+    assert sorted(map(trial_id, order)) == sorted(map(trial_id, specs))  # a permutation
+    keys = [get_key(s) for s in order]
+    n = len(set(keys))
+    assert len(set(keys[:n])) == n  # every distinct fine-tune before any trial that reuses one
+    assert [s.model for s in order[:4]] == ["vit_mnist", "minilm_rt", "vit_mnist", "minilm_rt"]
