@@ -72,7 +72,8 @@ def test_validate_and_sweep_reject_bad_spaces_before_ray_starts(tmp_path, capsys
         assert message in capsys.readouterr().err
 
 
-def test_report_command_writes_the_leaderboards(tmp_path, capsys):
+def _golden_run(tmp_path):
+    """A run directory holding the golden rows and space."""
     import shutil
     from pathlib import Path
 
@@ -81,6 +82,11 @@ def test_report_command_writes_the_leaderboards(tmp_path, capsys):
     run.mkdir()
     for name in ("rows.jsonl", "space.json"):
         shutil.copy(golden / name, run / name)
+    return run
+
+
+def test_report_command_writes_the_leaderboards(tmp_path, capsys):
+    run = _golden_run(tmp_path)
     assert main(["report", str(run), "--format", "md,csv"]) == 0
     assert (run / "report" / "report.md").read_text().startswith("# golden")
     assert (run / "report" / "leaderboard.csv").is_file() and not (run / "report" / "report.html").exists()
@@ -89,21 +95,14 @@ def test_report_command_writes_the_leaderboards(tmp_path, capsys):
 
 
 def test_the_end_of_a_run_says_where_its_offline_wandb_runs_are_and_how_to_upload_them(tmp_path, capsys):
-    import shutil
     import time
-    from pathlib import Path
 
     from harness.cli import _finish_run
     from harness.store import read_rows
 
-    golden = Path(__file__).parent / "golden"
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("rows.jsonl", "space.json"):
-        shutil.copy(golden / name, run / name)
-    rows = read_rows(run / "rows.jsonl")
+    run = _golden_run(tmp_path)
     for i in range(3):
         (run / "wandb" / "wandb" / f"offline-run-2026120{i}_000000-abc{i}").mkdir(parents=True)
-    _finish_run(rows, run, "golden", time.perf_counter())
+    _finish_run(read_rows(run / "rows.jsonl"), run, "golden", time.perf_counter())
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "W&B: 3 offline runs in" in out and "wandb sync" in out and "offline-run-*" in out
