@@ -52,3 +52,13 @@ def test_scale_benchmark_quick_variant(tmp_path):
     result = json.loads(out.stdout.splitlines()[0])
     assert (result["trials"], result["rows"], result["ok"]) == (20, 20, 20)
     assert result["driver_peak_rss_mib"] > 0 and result["store_write_s"] >= 0
+
+
+def test_fresh_start_compares_the_interleaved_schedule_with_the_grouped_order():
+    fresh_start = load("fresh_start")
+    from harness.grid import schedule
+    from harness.space import parse_space
+
+    specs = parse_space(fresh_start.SPACE).trials()
+    assert [s.model for s in fresh_start.grouped(specs)] == ["vit_mnist", "vit_mnist", "minilm_rt", "minilm_rt"]
+    assert [s.model for s in schedule(specs)] == ["vit_mnist", "minilm_rt", "vit_mnist", "minilm_rt"]
