@@ -146,10 +146,10 @@ def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb:
     console.print(f"{len(df)} trials ({counts}) in {time.perf_counter() - start:.0f} s")
     console.print(f"results: {(run_dir / 'results.csv').resolve()}")
     console.print(f"leaderboard: {paths['report.md'].resolve()} (also {paths['report.html'].name}, CSV)")
-    offline = sorted((run_dir / "wandb" / "wandb").glob("offline-run-*"))
+    wandb_dir = (run_dir / "wandb" / "wandb").resolve()
+    offline = list(wandb_dir.glob("offline-run-*"))
     if offline:  # the per-trial runs are silent; say once where they are and how to upload them
-        console.print(f"W&B: {len(offline)} offline runs in {offline[0].parent.resolve()} "
-                      f"(upload: wandb sync {offline[0].parent.resolve()}/offline-run-*)")
+        console.print(f"W&B: {len(offline)} offline runs in {wandb_dir} (upload: wandb sync {wandb_dir}/offline-run-*)")
     return 0 if counts.get("failed", 0) == 0 else 1
 
 
