@@ -1,0 +1,74 @@
+"""Reference quantized logits of every PTQ method on the tiny models, for the bit-identity test.
+
+`python -m tests.ptq.golden_logits` rewrites `golden/logits.safetensors` from the current
+code: run it only when a change is meant to alter quantized outputs, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from arnq.batch import forward_logits
+from tests.conftest import FAMILY_CASES
+
+GOLDEN = Path(__file__).parent / "golden" / "logits.safetensors"
+
+#: (method, bits, params): every method at a low and a middle bit-width, plus the calibrator variants
+#: whose parameters reach the quantizers (percentile 'auto', per-token activations).
+CASES: list[tuple[str, str, dict]] = [
+    *[(m, b, {}) for m in ("minmax", "ema", "percentile", "omse", "fq_vit", "ptq4vit", "repq_vit", "noisyquant",
+                            "smoothquant") for b in ("W4A4", "W6A6")],
+    *[(m, b, {}) for m in ("liu2021", "mrem") for b in ("W4A4", "W6A6")],
+    *[(m, b, {}) for m in ("gptq", "awq", "adaround") for b in ("W4A16", "W3A16")],
+    ("percentile", "W4A4", {"pct": "auto"}),
+    ("minmax", "W4A4", {"a_granularity": "token"}),
+]
+
+
+def case_key(family: str, method: str, bits: str, params: dict) -> str:
+    extra = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return f"{family}/{method}/{bits}" + (f"/{extra}" if extra else "")
+
+
+def prepared_case(family: str):
+    """(model, calibration batches, evaluation inputs) of one family, as the SQNR tests build them."""
+    build, make_inputs = FAMILY_CASES[family]
+    model = build()
+    if family == "vit":
+        with torch.no_grad():
+            model.cls_token.normal_(std=0.3, generator=torch.Generator().manual_seed(0))
+    calib = [(make_inputs(seed=10 + i), torch.zeros(8)) for i in range(2)]
+    return model, calib, make_inputs(seed=20)
+
+
+def compute(quantize_case) -> dict[str, torch.Tensor]:
+    """Logits of every case; `quantize_case(model, method, bits, params, calib)` returns the quantized model."""
+    from arnq.ptq import PTQ_METHODS
+
+    out = {}
+    for family in sorted(FAMILY_CASES):
+        model, calib, evaluation = prepared_case(family)
+        for method, bits, params in CASES:
+            full = {**PTQ_METHODS.get(method).smoke_params, **params}
+            torch.manual_seed(0)
+            q = quantize_case(copy.deepcopy(model), method, bits, full, calib)
+            with torch.no_grad():
+                out[case_key(family, method, bits, params)] = forward_logits(q, evaluation).contiguous()
+    return out
+
+
+if __name__ == "__main__":
+    from safetensors.torch import save_file
+
+    from arnq.ptq import parse_bits, quantize
+
+    def old_api(model, method, bits, params, calib):
+        w_bits, a_bits = parse_bits(bits)
+        return quantize(model, method, w_bits=w_bits, a_bits=a_bits, calib_batches=calib, params=params)
+
+    GOLDEN.parent.mkdir(exist_ok=True)
+    save_file(compute(old_api), str(GOLDEN))
+    print(f"wrote {GOLDEN}")
