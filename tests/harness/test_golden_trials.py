@@ -1,0 +1,31 @@
+"""The trial pipeline under every arm reproduces its stored rows and fine-tuned weights exactly."""
+
+import json
+
+import pytest
+
+import harness.pipeline as pipeline
+from arnq.finetune import FinetuneConfig
+from tests.harness.golden_trials import GOLDEN, compute, weights_checksum
+from tests.test_finetune import _loaded
+
+FT = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, train_subset=128, val_size=32, diagnostics_batches=1,
+                    epoch_q_eval=False)
+
+
+def test_rows_and_weights_match_the_reference(monkeypatch, tmp_path):
+    loaded = _loaded()
+    loaded.fp_accuracy = 0.5
+    monkeypatch.setattr(pipeline, "_loaded", lambda model, fp_seed, device, cache_root=None: loaded)
+
+    def run(arm, params, ptq, bits):
+        spec = pipeline.TrialSpec(model="vit_mnist", bits=bits, ptq=ptq, arm=arm, arm_params=params, seed=0,
+                                  finetune=FT, calib_size=32)
+        row = pipeline.run_trial(spec, cache_root=tmp_path)
+        state, _, hit = pipeline.cached_finetune(spec, loaded, cache_root=tmp_path)
+        assert hit
+        return {**row, "weights_checksum": weights_checksum(state)}
+
+    got = compute(run)
+    reference = json.loads(GOLDEN.read_text())
+    assert got == pytest.approx(reference, rel=0, abs=0), {k: (got[k], reference[k]) for k in got if got[k] != reference[k]}
