@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from arnq.arms import ARMS, Target
+from arnq.arms import ArmConfig, arm_handler
 from arnq.arms.diagnostics import activation_stats, linear_input_stats, summarize
 from arnq.cache import load_state, save_state
 from arnq.data import seeded_indices, take
 from arnq.models import LoadedModel
-from arnq.ptq import PTQ_METHODS
+from arnq.ptq import PTQConfig, quantize_
 from arnq.train import TrainConfig, evaluate, make_loader, train_classifier
 
 EVAL_BATCH = 128
@@ -130,17 +130,14 @@ def fp_copy(loaded: LoadedModel, state_dict: Mapping[str, torch.Tensor] | None =
 def quantized_accuracy(
     loaded: LoadedModel,
     state_dict: Mapping[str, torch.Tensor],
-    target: Target,
+    target: PTQConfig,
     calib_loader: Any,
     eval_loader: Any,
     device: str = "cpu",
-    ptq_params: Mapping[str, Any] | None = None,
 ) -> float:
-    """Accuracy of the FP weights `state_dict` after the target PTQ (method, bits)."""
-    handler = PTQ_METHODS.get(target.ptq)
+    """Accuracy of the FP weights `state_dict` after the target PTQ config."""
     model = fp_copy(loaded, state_dict).to(device)
-    handler.apply(model, handler.config(ptq_params), w_bits=target.w_bits, a_bits=target.a_bits,
-                  calib_batches=calib_loader, device=device)
+    quantize_(model, target, calib_loader, device)
     return evaluate(model, eval_loader, device)
 
 
@@ -159,24 +156,23 @@ def _mean(values: list[float]) -> float:
 
 def finetune(
     loaded: LoadedModel,
-    arm: str,
-    arm_params: Mapping[str, Any] | None,
+    arm: ArmConfig,
     ft: FinetuneConfig,
-    target: Target,
+    target: PTQConfig,
     *,
     seed: int = 0,
     device: str = "cpu",
     num_threads: int | None = None,
     checkpoint_dir: str | Path | None = None,
     on_epoch: EpochFn | None = None,
-    calib_size: int | None = None,
 ) -> FinetuneResult:
-    """Fine-tune `loaded.model` (left untouched) under `arm`; returns the fine-tuned FP weights and metrics."""
-    handler = ARMS.get(arm)
-    arm_cfg = handler.config(arm_params)
-    ptq_default_calib = PTQ_METHODS.get(target.ptq).default_calib_size  # validates the name before any work
-    calib_size = calib_size or ptq_default_calib
-    splits = make_splits(loaded, ft, seed, calib_size)
+    """Fine-tune `loaded.model` (left untouched) under `arm` for the `target` PTQ config.
+
+    Returns the fine-tuned FP weights and metrics; per-epoch `q_val_acc` scores the
+    validation split after `target`, calibrated on `target.resolved_calib_size` examples.
+    """
+    handler = arm_handler(arm)
+    splits = make_splits(loaded, ft, seed, target.resolved_calib_size)
     text = loaded.data.modality == "text"
 
     def loader(ds: Any, batch: int, shuffle: bool = False) -> Any:
@@ -188,7 +184,7 @@ def finetune(
     before = _diagnostics(loaded.model, calib_loader, ft.diagnostics_batches, device)
 
     model = fp_copy(loaded).to(device)
-    runtime = handler.install(model, arm_cfg, target, seed=seed)
+    runtime = handler.install(model, arm, target, seed=seed)
     ckpt = Checkpointer(Path(checkpoint_dir)) if checkpoint_dir is not None else None
     resume = ckpt.load(model, runtime) if ckpt is not None else None
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-EMBEDDED_MODELS = ("vit_mnist", "minilm_rt")
-CALIBRATORS = ("minmax", "ema", "percentile", "omse")
 DEFAULT_BITS = ("W8A8", "W6A6", "W4A4")
 LISTINGS = ("models", "datasets", "ptq", "arms", "schedules", "spaces")
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -74,10 +71,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from arnq.models import MODELS
+    from arnq.ptq import CALIBRATORS
     from harness.quantize import QuantizeJob, job_meta, run_quantize, write_rows
 
     job = QuantizeJob(  # validates names and bit strings before anything is loaded
-        models=args.model, ptq=args.ptq, bits=args.bits, seed=args.seed, calib_size=args.calib_size,
+        models=args.model or [name for name, spec in MODELS.items() if spec.embedded], ptq=args.ptq or list(CALIBRATORS), bits=args.bits, seed=args.seed, calib_size=args.calib_size,
         device=args.device, threads=args.threads, weights=args.weights, data_root=args.data_root,
         ptq_params=_ptq_params(args.param),
     )
@@ -109,25 +108,6 @@ def _ptq_params(items: list[str]) -> dict[str, dict[str, object]]:
             raise ValueError(f"--param {item!r}: write METHOD.NAME=VALUE, e.g. --param gptq.group_size=128")
         params.setdefault(method, {})[name] = yaml.safe_load(value)
     return params
-
-
-def cmd_grid(args: argparse.Namespace) -> int:
-    from harness.grid import run_grid
-    from harness.space import load_space
-
-    space = load_space(args.space)  # validated before any work
-    trials = space.trials()
-    if args.smoke:
-        trials = trials[: len(space.arms) + 1]
-    out_dir = Path(args.out or f"results/runs/{space.name}")
-    console = _console()
-    console.print(f"{space.name}: {len(trials)} trials -> {out_dir}")
-    start = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / "space.json").exists():  # the grid the report checks for missing cells
-        (out_dir / "space.json").write_text(json.dumps(space.to_dict(), indent=1))
-    rows = run_grid(trials, out_dir / "rows.jsonl", workers=args.workers, threads=args.threads)
-    return _finish_run(rows, out_dir, space.name, start)
 
 
 def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb: bool = False) -> int:
@@ -232,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quantize", help="calibrate, quantize and evaluate models (FP vs quantized accuracy)")
-    q.add_argument("--model", nargs="+", default=list(EMBEDDED_MODELS), help="model name(s); see `arnq ls models`")
-    q.add_argument("--ptq", nargs="+", default=list(CALIBRATORS), help="PTQ method(s); see `arnq ls ptq`")
+    q.add_argument("--model", nargs="+", default=None,
+                   help="model name(s); see `arnq ls models` (default: every embedded model)")
+    q.add_argument("--ptq", nargs="+", default=None, help="PTQ method(s); see `arnq ls ptq` (default: the calibrators)")
     q.add_argument("--bits", nargs="+", default=list(DEFAULT_BITS), help="bit-width(s) as WxAy, e.g. W8A8 W4A16")
     q.add_argument("--seed", type=int, default=0, help="seed of the FP model and the calibration subset")
     q.add_argument("--calib-size", type=int, default=None, help="calibration examples (default: the method's)")
@@ -258,14 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("space", help="search-space YAML file")
     v.add_argument("--address", default=None, help="check resources against this Ray cluster (default: $RAY_ADDRESS)")
     v.set_defaults(func=cmd_validate)
-
-    g = sub.add_parser("grid", help="run a search space locally without Ray (a process pool), resumable")
-    g.add_argument("space", help="search-space YAML file")
-    g.add_argument("--workers", type=int, default=1, help="parallel worker processes (0: in this process)")
-    g.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    g.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
-    g.add_argument("--smoke", action="store_true", help="run only the first few trials")
-    g.set_defaults(func=cmd_grid)
 
     r = sub.add_parser("report", help="leaderboards (Markdown, CSV, HTML), plots and W&B from a run's results store")
     r.add_argument("run_dir", help="run directory holding rows.jsonl (e.g. results/runs/quickstart)")

@@ -1,29 +1,22 @@
-"""Grid expansion and a Ray-free local runner (a process pool), resumable from its rows file.
+"""Grid expansion: a space's axes into typed `TrialSpec`s, ordered so each fine-tune is built once.
 
-The Ray Tune sweep schedules the same `TrialSpec`s; this runner exists for scripted
-experiments and for machines without Ray. Distinct fine-tunes run first, one trial
-each, so the cells that reuse them find the cache warm instead of waiting on a lock.
+Distinct fine-tunes run first, one trial each, so the cells that reuse them find the
+cache warm instead of waiting on a lock (`schedule`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
-import json
 import logging
-import multiprocessing as mp
-import os
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arnq.arms import ARMS
+from arnq.arms import ARMS, PlainConfig, arm_config
 from arnq.cache import content_key
 from arnq.finetune import FinetuneConfig
-from harness.pipeline import TrialSpec, get_key, run_trial
-from harness.store import FINISHED, append_row, provenance, read_rows
+from arnq.ptq import ptq_config
+from harness.pipeline import TrialSpec, cell_fields, get_key
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +45,26 @@ def trial_id(spec: TrialSpec) -> str:
 
 def ended_row(spec: TrialSpec, status: str, **fields: Any) -> dict[str, Any]:
     """The row of a trial that ended without a result (failed with an `error`, or stopped)."""
-    return {**spec.to_dict(), "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
-            "trial_id": trial_id(spec), "status": status, **fields}
+    return {**cell_fields(spec), "trial_id": trial_id(spec), "status": status, **fields}
 
 
 def build_trials(
-    models: Sequence[str], bits: Sequence[str], ptq: Sequence[str], arms: Sequence[tuple[str, Mapping[str, Any]]],
-    seeds: Sequence[int], finetune: FinetuneConfig, **common: Any,
+    models: Sequence[str], bits: Sequence[str], ptq: Sequence[tuple[str, Mapping[str, Any]]],
+    arms: Sequence[tuple[str, Mapping[str, Any]]], seeds: Sequence[int], finetune: FinetuneConfig,
+    calib_size: int | None = None, fp_seed: int = 0,
 ) -> list[TrialSpec]:
-    """Every (model, bits, ptq, arm point, seed) cell; the plain baseline is always included."""
-    arm_points = [(name, p) for name, params in arms for p in expand_params(name, params)]
-    if not any(name == "plain" for name, _ in arm_points):
-        arm_points.insert(0, ("plain", {}))
+    """Every (model, bits, PTQ method, arm point, seed) cell; the plain baseline is always included.
+
+    `ptq` and `arms` are (name, params) pairs; a list in an arm's params is a grid over it.
+    """
+    arm_points = [arm_config(name, **p) for name, params in arms for p in expand_params(name, params)]
+    if not any(isinstance(a, PlainConfig) for a in arm_points):
+        arm_points.insert(0, PlainConfig())
     return [
-        TrialSpec(model=m, bits=b, ptq=q, arm=a, arm_params=p, seed=s, finetune=finetune, **common)
-        for m, b, q, (a, p), s in itertools.product(models, bits, ptq, arm_points, seeds)
+        TrialSpec(model=m, ptq=ptq_config(name, b, calib_size=calib_size, **params), arm=a, seed=s,
+                  finetune=finetune, fp_seed=fp_seed)
+        for name, params in ptq
+        for m, b, a, s in itertools.product(models, bits, arm_points, seeds)
     ]
 
 
@@ -93,46 +91,3 @@ def schedule(specs: Sequence[TrialSpec]) -> list[TrialSpec]:
     return first + rest
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    os.environ.setdefault("WANDB_MODE", "offline")
-    logging.basicConfig(level=logging.WARNING)
-
-
-def _run(spec: TrialSpec) -> dict[str, Any]:
-    try:
-        row = run_trial(spec)
-    except Exception as exc:  # a failed cell is recorded, never silently dropped
-        return ended_row(spec, "failed", error=f"{type(exc).__name__}: {exc}")
-    row["trial_id"] = trial_id(spec)
-    return row
-
-
-def run_grid(specs: Iterable[TrialSpec], rows_path: Path, workers: int = 1, threads: int = 1) -> list[dict]:
-    """Run every spec not already in `rows_path` (JSON lines, appended as trials finish);
-    `workers=0` runs them in this process."""
-    rows_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {r["trial_id"]: r for r in read_rows(rows_path)}
-    finished = {k for k, r in done.items() if r.get("status") in FINISHED}
-    todo = [s for s in schedule(list(specs)) if trial_id(s) not in finished]
-    log.info("%d trials to run, %d already done", len(todo), len(finished))
-    extra = provenance()
-    start = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if workers == 0:  # in this process, one trial at a time (debugging, tests)
-            results = map(_run, todo)
-        else:
-            pool = stack.enter_context(
-                mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(threads,))
-            )
-            results = pool.imap_unordered(_run, todo)
-        for i, row in enumerate(results, 1):
-            row.update(extra)
-            append_row(rows_path, row)
-            done[row["trial_id"]] = row
-            log.info("[%d/%d] %s %s %s %s seed=%s: %s q_acc=%s (%.0f s elapsed)", i, len(todo), row.get("model"),
-                     row.get("bits"), row.get("ptq"), row.get("arm"), row.get("seed"), row.get("status"),
-                     row.get("q_acc"), time.perf_counter() - start)
-    return list(done.values())

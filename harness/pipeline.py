@@ -1,28 +1,29 @@
 """The Ray-free trial pipeline: fine-tune (cached) under an arm, then PTQ and score.
 
 `run_trial(spec, report)` is what a sweep's trainable calls. A fine-tune depends only
-on (model, arm + params, seed, fine-tune settings, FP checkpoint) and, for arms that
-size their noise from the target (`uses_target`), on the target bits and calibrator;
-it is cached content-addressed, so every PTQ x bits cell that needs the same
-fine-tune reuses it, and the plain baseline is shared by every arm.
+on (model, arm config, seed, fine-tune settings, FP checkpoint) and, for arms that size
+their noise from the target, on the parts of the target PTQ config the arm names
+(`Arm.target_key`); it is cached content-addressed, so every PTQ x bits cell that needs
+the same fine-tune reuses it, and the plain baseline is shared by every arm.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from arnq.arms import ARMS, Target
-from arnq.cache import get_or_build, library_versions, load_state, save_state
+from arnq.arms import ArmConfig, PlainConfig, arm_config_from_dict, arm_handler
+from arnq.cache import content_key, get_or_build, library_versions, load_state, save_state
 from arnq.finetune import CALIB_BATCH, EVAL_BATCH, FinetuneConfig, finetune, make_splits, quantized_accuracy
 from arnq.models import MODELS, LoadedModel, load_model
-from arnq.ptq import PTQ_METHODS, parse_bits
+from arnq.ptq import PTQConfig, ptq_config_from_dict
 from arnq.train import evaluate, make_loader
 
 log = logging.getLogger(__name__)
@@ -33,78 +34,69 @@ Report = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One leaderboard cell: (model, target bits, PTQ method, arm + params, seed) under a fine-tune budget."""
+    """One leaderboard cell: a model, the target PTQ config, an arm config and a seed under a fine-tune budget.
+
+    `to_dict` / `from_dict` round-trip exactly through JSON (what a Ray trial receives).
+    """
 
     model: str
-    bits: str
-    ptq: str
-    arm: str = "plain"
-    arm_params: Mapping[str, Any] = field(default_factory=dict)
+    ptq: PTQConfig
+    arm: ArmConfig = field(default_factory=PlainConfig)
     seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    ptq_params: Mapping[str, Any] = field(default_factory=dict)
     fp_seed: int = 0  # every arm and seed starts from the same FP checkpoint
-    calib_size: int | None = None  # None: the PTQ method's default
 
     def __post_init__(self) -> None:
         MODELS.get(self.model)
-        parse_bits(self.bits)
-        PTQ_METHODS.get(self.ptq).config(self.ptq_params)
-        ARMS.get(self.arm).config(self.arm_params)
+        if not isinstance(self.ptq, PTQConfig):
+            raise TypeError(f"ptq={self.ptq!r}: give a PTQ config (e.g. arnq.ptq.ptq_config('minmax', 'W4A4'))")
+        if not isinstance(self.arm, ArmConfig):
+            raise TypeError(f"arm={self.arm!r}: give an arm config (e.g. arnq.arms.arm_config('arnq'))")
 
     @property
-    def target(self) -> Target:
-        w_bits, a_bits = parse_bits(self.bits)
-        return Target(w_bits, a_bits, self.ptq)
+    def bits(self) -> str:
+        return self.ptq.bits
 
     def finetune_spec(self) -> dict[str, Any]:
         """What the fine-tuned weights depend on (the cache key)."""
-        arm = ARMS.get(self.arm)
         spec: dict[str, Any] = {
-            "model": self.model, "fp_seed": self.fp_seed, "arm": self.arm,
-            "arm_params": arm.config(self.arm_params).to_dict(), "seed": self.seed,
-            "finetune": self.finetune.to_dict(), "versions": library_versions(),
+            "model": self.model, "fp_seed": self.fp_seed, "arm": self.arm.arm, "arm_params": self.arm.params(),
+            "seed": self.seed, "finetune": self.finetune.to_dict(), "versions": library_versions(),
         }
-        used = arm.target_fields(arm.config(self.arm_params))
-        if used == ("w_bits", "a_bits", "ptq"):
-            spec["target"] = asdict(self.target)  # the key's original form: existing caches stay valid
-        elif used:
-            spec["target"] = {k: v for k, v in asdict(self.target).items() if k in used}
-        if "ptq" in used:
-            spec["calib_size"] = self._calib_size()
+        target = arm_handler(self.arm).target_key(self.arm, self.ptq)
+        if target:
+            spec["target"] = target
         return spec
-
-    def _calib_size(self) -> int:
-        return self.calib_size or PTQ_METHODS.get(self.ptq).default_calib_size
 
     def resolved(self) -> dict[str, Any]:
         """Every setting the trial ran with, defaults filled in (what a row records)."""
-        return {**self.to_dict(), "arm_config": ARMS.get(self.arm).config(self.arm_params).to_dict(),
-                "ptq_config": PTQ_METHODS.get(self.ptq).config(self.ptq_params).to_dict(),
-                "calib_size": self._calib_size(), "finetune_key": get_key(self)}
+        return {**self.to_dict(), "calib_size": self.ptq.resolved_calib_size, "finetune_key": get_key(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
-        """Inverse of to_dict (what a Ray trial receives in its config)."""
+        """Inverse of to_dict."""
         data = dict(data)
-        data["finetune"] = FinetuneConfig(**data.get("finetune", {}))
-        return cls(**data)
+        return cls(model=data["model"], ptq=ptq_config_from_dict(data["ptq"]), arm=arm_config_from_dict(data["arm"]),
+                   seed=data.get("seed", 0), finetune=FinetuneConfig(**data.get("finetune", {})),
+                   fp_seed=data.get("fp_seed", 0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "bits": self.bits, "ptq": self.ptq, "arm": self.arm,
-                "arm_params": dict(self.arm_params), "seed": self.seed, "finetune": self.finetune.to_dict(),
-                "ptq_params": dict(self.ptq_params), "fp_seed": self.fp_seed, "calib_size": self.calib_size}
+        return {"model": self.model, "ptq": self.ptq.to_dict(), "arm": self.arm.to_dict(), "seed": self.seed,
+                "finetune": self.finetune.to_dict(), "fp_seed": self.fp_seed}
 
 
 @lru_cache(maxsize=4)
 def _loaded(model: str, fp_seed: int, device: str, cache_root: Path | None = None) -> LoadedModel:
-    """FP model per process (a Ray actor reused across trials keeps it warm), with its test accuracy."""
+    """FP model with its test accuracy, one per process (a Ray actor reused across trials keeps it warm).
+
+    Shared read-only: every use copies the model first (`fp_copy`).
+    """
     loaded = load_model(model, seed=fp_seed, device=device, cache_root=cache_root)
-    if loaded.fp_accuracy is None:  # pretrained weights: score them once
-        text = loaded.data.modality == "text"
-        test = make_loader(loaded.data.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
-        loaded.fp_accuracy = evaluate(loaded.model, test, device)
-    return loaded
+    if loaded.fp_accuracy is not None:
+        return loaded
+    text = loaded.data.modality == "text"  # pretrained weights: score them once
+    test = make_loader(loaded.data.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
+    return dataclasses.replace(loaded, fp_accuracy=evaluate(loaded.model, test, device))
 
 
 def cached_finetune(
@@ -133,8 +125,8 @@ def cached_finetune(
                 # "epoch" must not override it, or every rung fires one epoch late
                 report({**_scalars(record), "stage": "finetune", "epoch": epoch + 1})
 
-        result = finetune(loaded, spec.arm, spec.arm_params, spec.finetune, spec.target, seed=spec.seed,
-                          device=device, checkpoint_dir=ckpt, on_epoch=on_epoch, calib_size=spec._calib_size())
+        result = finetune(loaded, spec.arm, spec.finetune, spec.ptq, seed=spec.seed, device=device,
+                          checkpoint_dir=ckpt, on_epoch=on_epoch)
         save_state(out / "model.safetensors", result.state_dict)
         record = {"ft_acc": result.ft_acc, "history": result.history, "diagnostics": result.diagnostics,
                   "seconds": result.seconds, "steps": result.steps, "arm_stats": result.arm_stats,
@@ -148,8 +140,6 @@ def cached_finetune(
 
 
 def get_key(spec: TrialSpec) -> str:
-    from arnq.cache import content_key
-
     return content_key(spec.finetune_spec())
 
 
@@ -162,9 +152,8 @@ TRIAL_KIND = "trials"
 
 def trial_cache_spec(spec: TrialSpec, device: str) -> dict[str, Any]:
     """What a trial's result depends on: its fine-tune, the PTQ method, bits, calibration and device."""
-    return {"finetune": spec.finetune_spec(), "ptq": spec.ptq,
-            "ptq_config": PTQ_METHODS.get(spec.ptq).config(spec.ptq_params).to_dict(), "bits": spec.bits,
-            "calib_size": spec._calib_size(), "seed": spec.seed, "device": str(device).split(":")[0]}
+    return {"finetune": spec.finetune_spec(), "ptq": spec.ptq.to_dict(), "calib_size": spec.ptq.resolved_calib_size,
+            "seed": spec.seed, "device": str(device).split(":")[0]}
 
 
 def run_trial(
@@ -202,16 +191,14 @@ def _compute_trial(spec: TrialSpec, report: Report | None, device: str, cache_ro
     loaded = _loaded(spec.model, spec.fp_seed, device, cache_root)
     state, record, hit = cached_finetune(spec, loaded, device=device, report=report,
                                          checkpoint_root=checkpoint_root, cache_root=cache_root)
-    splits = make_splits(loaded, spec.finetune, spec.seed, spec._calib_size())
+    splits = make_splits(loaded, spec.finetune, spec.seed, spec.ptq.resolved_calib_size)
     text = loaded.data.modality == "text"
     calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=text)
     test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
     ptq_start = time.perf_counter()
-    q_acc = quantized_accuracy(loaded, state, spec.target, calib, test, device, spec.ptq_params)
-    w_bits, a_bits = parse_bits(spec.bits)
+    q_acc = quantized_accuracy(loaded, state, spec.ptq, calib, test, device)
     row = {
-        "model": spec.model, "task": loaded.data.task, "bits": spec.bits, "w_bits": w_bits, "a_bits": a_bits,
-        "ptq": spec.ptq, "arm": spec.arm, "arm_params": json.dumps(dict(spec.arm_params), sort_keys=True),
+        **cell_fields(spec), "task": loaded.data.task,
         "seed": spec.seed, "fp_acc": _pct(loaded.fp_accuracy), "ft_acc": _pct(record["ft_acc"]),
         "finetune_resumed_from_epoch": record.get("resumed_from_epoch"),
         "q_acc": _pct(q_acc), "status": "ok", "finetune_cached": hit, "finetune_s": round(record["seconds"], 2),
@@ -221,6 +208,15 @@ def _compute_trial(spec: TrialSpec, report: Report | None, device: str, cache_ro
     if report is not None:
         report({"stage": "ptq", **_scalars(row)})
     return row
+
+
+def cell_fields(spec: TrialSpec) -> dict[str, Any]:
+    """The row fields that name a trial's cell: model, bits, PTQ method, arm and the knobs that differ from
+    their defaults (JSON), seed."""
+    return {"model": spec.model, "bits": spec.bits, "w_bits": spec.ptq.w_bits, "a_bits": spec.ptq.a_bits,
+            "ptq": spec.ptq.method, "ptq_params": json.dumps(spec.ptq.changed_params(), sort_keys=True),
+            "arm": spec.arm.arm, "arm_params": json.dumps(spec.arm.changed_params(), sort_keys=True),
+            "seed": spec.seed}
 
 
 def _pct(value: float | None) -> float | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from arnq.models import MODELS, load_model
-from arnq.ptq import PTQ_METHODS, parse_bits
+from arnq.ptq import PTQConfig, parse_bits, ptq_config, quantize_
 from arnq.train import evaluate, make_loader
 
 EVAL_BATCH = 128
@@ -43,7 +43,8 @@ class QuantizeJob:
         for model in self.models:
             MODELS.get(model)
         for method in self.ptq:
-            PTQ_METHODS.get(method).config(self.ptq_params.get(method))
+            for bits in self.bits:
+                self.config(method, bits)
         stray = sorted(set(self.ptq_params) - set(self.ptq))
         if stray:
             raise ValueError(f"parameters given for {', '.join(stray)}, which is not among the PTQ methods run: "
@@ -55,12 +56,16 @@ class QuantizeJob:
         if self.calib_size is not None and self.calib_size < 1:
             raise ValueError(f"calib_size={self.calib_size}: use a positive integer")
 
+    def config(self, method: str, bits: str) -> PTQConfig:
+        """The typed PTQ config of one cell of the job."""
+        return ptq_config(method, bits, calib_size=self.calib_size, **self.ptq_params.get(method, {}))
+
 
 def run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """FP and quantized accuracy for every (model, PTQ method, bits) cell of the job."""
     rows: list[dict[str, Any]] = []
     for model_name in job.models:
-        calib_sizes = {m: job.calib_size or PTQ_METHODS.get(m).default_calib_size for m in job.ptq}
+        calib_sizes = {m: job.config(m, job.bits[0]).resolved_calib_size for m in job.ptq}
         loaded = load_model(
             model_name, seed=job.seed, calib_size=max(calib_sizes.values()), device=job.device, num_threads=job.threads,
             weights=job.weights, data_root=job.data_root,
@@ -71,15 +76,14 @@ def run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | No
         fp_acc = evaluate(loaded.model, test_loader, job.device, job.threads)
         fp_eval_s = time.perf_counter() - start
         for method in job.ptq:
-            handler = PTQ_METHODS.get(method)
-            cfg = handler.config(job.ptq_params.get(method))
             calib = _subset(loaded.data.calib, calib_sizes[method])
             calib_loader = make_loader(calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=text)
             for bits in job.bits:
-                w_bits, a_bits = parse_bits(bits)
+                cfg = job.config(method, bits)
+                w_bits, a_bits = cfg.w_bits, cfg.a_bits
                 model = copy.deepcopy(loaded.model)
                 start = time.perf_counter()
-                handler.apply(model, cfg, w_bits=w_bits, a_bits=a_bits, calib_batches=calib_loader, device=job.device)
+                quantize_(model, cfg, calib_loader, job.device)
                 calib_s = time.perf_counter() - start
                 start = time.perf_counter()
                 q_acc = evaluate(model, test_loader, job.device, job.threads)
@@ -90,7 +94,7 @@ def run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | No
                     "w_bits": w_bits,
                     "a_bits": a_bits,
                     "ptq": method,
-                    "ptq_params": json.dumps(cfg.to_dict(), sort_keys=True),
+                    "ptq_params": json.dumps(cfg.params(), sort_keys=True),
                     "seed": job.seed,
                     "calib_size": len(calib),
                     "fp_acc": round(100 * fp_acc, 2),

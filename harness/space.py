@@ -33,7 +33,7 @@ import yaml
 
 from arnq.finetune import FinetuneConfig
 from arnq.models import MODELS
-from arnq.ptq import PTQ_METHODS, parse_bits
+from arnq.ptq import PTQ_METHODS, parse_bits, ptq_config
 from arnq.registry import UnknownNameError
 from harness.grid import build_trials, expand_params
 from harness.pipeline import TrialSpec
@@ -91,11 +91,8 @@ class Space:
 
     def trials(self) -> list[TrialSpec]:
         """Every cell of the grid as a TrialSpec (plain included)."""
-        specs = []
-        for ptq_name, ptq_params in self.ptq:
-            specs += build_trials(self.models, self.bits, [ptq_name], list(self.arms), self.seeds, self.finetune,
-                                  ptq_params=dict(ptq_params), calib_size=self.calib_size, fp_seed=self.fp_seed)
-        return specs
+        return build_trials(self.models, self.bits, self.ptq, self.arms, self.seeds, self.finetune,
+                            calib_size=self.calib_size, fp_seed=self.fp_seed)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -130,10 +127,11 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
             method, params = _named(entry, f"ptq[{i}]")
             if method not in PTQ_METHODS:
                 raise SpaceError(f"ptq[{i}]: {PTQ_METHODS.unknown_message(method)}")
-            try:
-                PTQ_METHODS.get(method).config(params)
-            except (TypeError, ValueError) as err:
-                raise SpaceError(f"ptq[{i}] ({method}): {err}") from None
+            for b in bits:  # every bit-width: a method may refuse some (smoothquant needs quantized activations)
+                try:
+                    ptq_config(method, b, **params)
+                except (TypeError, ValueError) as err:
+                    raise SpaceError(f"ptq[{i}] ({method}, {b}): {err}") from None
             ptq.append((method, params))
         arms = []
         for i, entry in enumerate(_list(raw, "arms", ["plain"])):

@@ -10,12 +10,13 @@ killed driver loses nothing and `--resume` re-runs only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +62,15 @@ def trial_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """The TrialSpec dict of a Tune trial config.
 
     The grid holds each spec as a JSON string, not a dict: Tune's grid-search generator
-    deep-copies the whole grid for every trial it creates, which is O(trials) per trial
-    with dicts (a 5,000-trial sweep spent over 11 minutes there before its first trial)
-    and a cheap list copy with strings (bench/README.md, benchmark 6)."""
+    deep-copies the whole grid for every trial it creates, cheap for strings (bench/README.md,
+    benchmark 6)."""
     trial = config["trial"]
-    if not isinstance(trial, str):
-        return dict(trial)
-    trial = json.loads(trial)
-    for group in ("arm_params", "ptq_params"):  # list-valued params are tuples in a parsed space, as before
-        trial[group] = {k: tuple(v) if isinstance(v, list) else v for k, v in (trial.get(group) or {}).items()}
-    return trial
+    return json.loads(trial) if isinstance(trial, str) else dict(trial)
 
 
 def cell_key(trial: Mapping[str, Any]) -> str:
-    """(model, bits, PTQ) of a TrialSpec dict: the cell ASHA compares trials within."""
-    return f"{trial['model']}|{trial['bits']}|{trial['ptq']}"
+    """(model, PTQ config) of a TrialSpec dict: the cell ASHA compares trials within."""
+    return f"{trial['model']}|{json.dumps(trial['ptq'], sort_keys=True)}"
 
 
 def make_scheduler(space: Space) -> Any:
@@ -96,7 +91,7 @@ def make_scheduler(space: Space) -> Any:
 
         def _cell(self, trial: Any) -> AsyncHyperBandScheduler | None:
             spec = trial_of(trial.config)  # decoded once per result: this runs on every report
-            if spec["arm"] == "plain":
+            if spec["arm"]["arm"] == "plain":
                 return None
             key = cell_key(spec)
             if key not in self.cells:
@@ -244,7 +239,6 @@ def _wandb_callback(space: Space, run_dir: Path) -> Any | None:
     if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
         raise SpaceError("wandb.mode: 'online' needs a W&B key (WANDB_API_KEY or `wandb login`); "
                          "set one, or use mode: offline and `wandb sync` the runs later")
-    os.environ["WANDB_MODE"] = mode
     return WandbRuns(project=space.wandb["project"], group=space.wandb.get("group", space.name), mode=mode,
                      directory=str(wandb_dir), entity=space.wandb.get("entity"), config_fn=flat_config,
                      name_fn=trial_name, finish_timeout_s=30)
@@ -260,21 +254,24 @@ def _netrc_has_wandb() -> bool:
 
 
 def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's config as flat scalar keys (model, bits, ptq, arm, arm.<param>, finetune.<field>, ...)."""
-    trial = trial_of(config)
-    flat: dict[str, Any] = {k: v for k, v in trial.items() if not isinstance(v, Mapping)}
-    for group in ("arm_params", "finetune", "ptq_params"):
-        prefix = "arm" if group == "arm_params" else group
-        for key, value in (trial.get(group) or {}).items():
+    """A trial's config as flat scalar keys (model, bits, ptq, arm, seed, ptq.<knob>, arm.<knob>, finetune.<field>)."""
+    spec = TrialSpec.from_dict(trial_of(config))
+    flat: dict[str, Any] = {"model": spec.model, "bits": spec.bits, "ptq": spec.ptq.method, "arm": spec.arm.arm,
+                            "seed": spec.seed, "fp_seed": spec.fp_seed}
+    groups = {"ptq": spec.ptq.params() | {"calib_size": spec.ptq.calib_size}, "arm": spec.arm.params(),
+              "finetune": spec.finetune.to_dict()}
+    for prefix, values in groups.items():
+        for key, value in values.items():
             flat[f"{prefix}.{key}"] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-    flat["trial_id"] = trial_id(TrialSpec.from_dict(trial))
+    flat["trial_id"] = trial_id(spec)
     return flat
 
 
 def trial_name(config: Mapping[str, Any]) -> str:
-    t = trial_of(config)
-    params = ",".join(f"{k}={v}" for k, v in sorted((t.get("arm_params") or {}).items()))
-    return f"{t['model']}-{t['bits']}-{t['ptq']}-{t['arm']}" + (f"[{params}]" if params else "") + f"-s{t['seed']}"
+    spec = TrialSpec.from_dict(trial_of(config))
+    params = ",".join(f"{k}={v}" for k, v in sorted(spec.arm.changed_params().items()))
+    return (f"{spec.model}-{spec.bits}-{spec.ptq.method}-{spec.arm.arm}" + (f"[{params}]" if params else "")
+            + f"-s{spec.seed}")
 
 
 def trial_resources(space: Space) -> Any:
@@ -329,6 +326,21 @@ def prepare_run_dir(space: Space, run_dir: Path, resume: bool) -> None:
                          "pass --out with a writable directory") from err
 
 
+@contextlib.contextmanager
+def scoped_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the block (processes started in it inherit them), then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _experiments(run_dir: Path, name: str) -> list[Path]:
     root = run_dir / "ray"
     return sorted((p for p in root.glob(f"{name}*") if p.is_dir() and (p.name == name or p.name.startswith(f"{name}."))),
@@ -357,8 +369,6 @@ def run_sweep(
     """
     from arnq.cache import cache_root as default_cache_root
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("MPLCONFIGDIR", str((run_dir / ".matplotlib").resolve()))
     prepare_run_dir(space, run_dir, resume)
     rows_path = run_dir / ROWS
     specs = schedule(space.trials())
@@ -372,8 +382,9 @@ def run_sweep(
     from ray import tune
 
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        with scoped_env(RAY_USAGE_STATS_ENABLED=os.environ.get("RAY_USAGE_STATS_ENABLED", "0")):
+            ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
     check_resources(space, ray.nodes())
     extra = {"space": space.name, "space_hash": space.source_hash, **provenance()}
     trainable_fn = tune.with_resources(trainable_fn or trainable, trial_resources(space))

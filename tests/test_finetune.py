@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from arnq.arms import ARMS, Target
+from arnq.arms import ARMS, arm_config
 from arnq.data import TaskData
 from arnq.finetune import FinetuneConfig, finetune
 from arnq.models import ImageCollate, LoadedModel
+from arnq.ptq import ptq_config
 from tests.conftest import tiny_vit
 
 
@@ -37,14 +38,14 @@ def _loaded() -> LoadedModel:
 
 
 FT = FinetuneConfig(epochs=2, lr=1e-3, batch_size=32, train_subset=160, val_size=64, diagnostics_batches=1)
-TARGET = Target(w_bits=4, a_bits=4, ptq="minmax")
+TARGET = ptq_config("minmax", "W4A4", calib_size=64)
 
 
-@pytest.mark.parametrize("arm", [a for a in ARMS.names() if a != "diverge"])  # diverge: test_reliability
+@pytest.mark.parametrize("arm", ARMS.names())
 def test_every_arm_fine_tunes_end_to_end(arm):
     loaded = _loaded()
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
-    result = finetune(loaded, arm, {}, FT, TARGET, seed=0, calib_size=64)
+    result = finetune(loaded, arm_config(arm), FT, TARGET, seed=0)
     assert set(result.state_dict) == set(before)  # an FP checkpoint, whatever the arm installed
     assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())  # input untouched
     assert len(result.history) == 2 and result.steps == 10
@@ -55,18 +56,18 @@ def test_every_arm_fine_tunes_end_to_end(arm):
 
 
 def test_plain_fine_tune_learns_the_task():
-    result = finetune(_loaded(), "plain", {}, FinetuneConfig(epochs=4, lr=2e-3, train_subset=256, val_size=64,
-                                                            diagnostics_batches=0), TARGET, calib_size=64)
+    result = finetune(_loaded(), arm_config("plain"), FinetuneConfig(epochs=4, lr=2e-3, train_subset=256, val_size=64,
+                                                                     diagnostics_batches=0), TARGET)
     assert result.ft_acc > 0.6  # four classes: chance is 0.25
 
 
 def test_arnq_resumes_from_checkpoint_to_the_same_weights(tmp_path):
-    params = {"target": "WA", "schedule": "linear", "adapt": "outlier", "refresh": 3}
-    full = finetune(_loaded(), "arnq", params, FT, TARGET, seed=3, calib_size=64, checkpoint_dir=tmp_path / "a")
-    interrupted = finetune(_loaded(), "arnq", params, FT, TARGET, seed=3, calib_size=64,
-                           checkpoint_dir=tmp_path / "b", on_epoch=lambda epoch, record: epoch == 0)
+    arm = arm_config("arnq", target="WA", schedule="linear", adapt="outlier", refresh=3)
+    full = finetune(_loaded(), arm, FT, TARGET, seed=3, checkpoint_dir=tmp_path / "a")
+    interrupted = finetune(_loaded(), arm, FT, TARGET, seed=3, checkpoint_dir=tmp_path / "b",
+                           on_epoch=lambda epoch, record: epoch == 0)
     assert interrupted.stopped_early and len(interrupted.history) == 1
-    resumed = finetune(_loaded(), "arnq", params, FT, TARGET, seed=3, calib_size=64, checkpoint_dir=tmp_path / "b")
+    resumed = finetune(_loaded(), arm, FT, TARGET, seed=3, checkpoint_dir=tmp_path / "b")
     assert resumed.resumed_from_epoch == 1 and len(resumed.history) == 2
     for name, value in full.state_dict.items():
         assert torch.equal(value, resumed.state_dict[name]), name
@@ -75,6 +76,8 @@ def test_arnq_resumes_from_checkpoint_to_the_same_weights(tmp_path):
 
 def test_bad_arm_params_fail_before_training():
     with pytest.raises(ValueError, match="alpha_maxx"):
-        finetune(_loaded(), "arnq", {"alpha_maxx": 1.0}, FT, TARGET)
+        arm_config("arnq", alpha_maxx=1.0)
     with pytest.raises(ValueError, match="Did you mean 'arnq'"):
-        finetune(_loaded(), "arnk", {}, FT, TARGET)
+        arm_config("arnk")
+    with pytest.raises(TypeError, match="not a registered arm config"):
+        finetune(_loaded(), {"arm": "arnq"}, FT, TARGET)

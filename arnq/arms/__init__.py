@@ -1,17 +1,17 @@
 """Fine-tuning arms: plain, ARNQ noise, QuantTune outlier loss, both, and the KURE / DiffQ ablations.
 
-Each arm is a frozen config (every field a sweep can vary) plus a handler that installs
-itself on a model for the duration of fine-tuning and hands the training loop its
-hooks (`loss_fn`, `step_callback`). `uses_target` says whether the arm's fine-tune
-depends on the target PTQ bits and calibrator (ARNQ sizes its noise from them), which
-decides what a sweep can share between cells.
+Each arm is a frozen config (every field a sweep can vary) plus a handler, found by the
+config's type, that installs itself on a model for the duration of fine-tuning and hands
+the training loop its hooks (`loss_fn`, `step_callback`). The target of a fine-tune is
+the PTQ config it prepares the model for; `Arm.target_key` says which parts of it the
+fine-tune depends on (ARNQ sizes its noise from the target's quantizers), which decides
+what a sweep can share between cells.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,41 +19,52 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from arnq.arms.noise import NoiseConfig, NoiseInjector
+from arnq.arms.noise import NoiseConfig, NoiseInjector, target_key
 from arnq.arms.outlier import OutlierLossConfig, kure_loss, outlier_loss
 from arnq.arms.schedules import SCHEDULES, describe_schedules
 from arnq.arms.sites import capture, find_sites
 from arnq.batch import token_mask
+from arnq.ptq import PTQConfig
 from arnq.registry import Registry, config_from_dict
 
 
-@dataclass(frozen=True)
-class Target:
-    """The PTQ configuration a fine-tune prepares the model for."""
+class ArmConfig:
+    """Mixin of every arm's frozen config dataclass; `arm` is the registry name (set by `register_arm`)."""
 
-    w_bits: int = 8
-    a_bits: int = 8
-    ptq: str = "minmax"
-
-
-@dataclass(frozen=True)
-class PlainConfig:
-    """Task loss only: the baseline every arm is compared with."""
+    arm: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {}
+        """Every field, with the arm's name under 'arm' (`arm_config_from_dict` inverts it through JSON)."""
+        return {"arm": self.arm, **dataclasses.asdict(self)}
 
+    def params(self) -> dict[str, Any]:
+        """Every field (the arm's knobs)."""
+        return dataclasses.asdict(self)
 
-ARNQConfig = NoiseConfig
+    def changed_params(self) -> dict[str, Any]:
+        """The fields that differ from their defaults: how a row or a label names this variant."""
+        default = type(self)()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
 
 
 @dataclass(frozen=True)
-class QuantTuneConfig(OutlierLossConfig):
-    """QuantTune's outlier-driven loss (METHODS.md arm 3)."""
+class PlainConfig(ArmConfig):
+    """Task loss only: the baseline every arm is compared with."""
 
 
 @dataclass(frozen=True)
-class ARNQQuantTuneConfig(NoiseConfig, OutlierLossConfig):
+class ARNQConfig(NoiseConfig, ArmConfig):
+    """ARNQ's adaptive random noise (knobs in `NoiseConfig`)."""
+
+
+@dataclass(frozen=True)
+class QuantTuneConfig(OutlierLossConfig, ArmConfig):
+    """QuantTune's outlier-driven loss (docs/arms.md)."""
+
+
+@dataclass(frozen=True)
+class ARNQQuantTuneConfig(NoiseConfig, OutlierLossConfig, ArmConfig):
     """ARNQ noise and the QuantTune loss at once (noise knobs as in `arnq`, loss knobs as in `quanttune`)."""
 
     def __post_init__(self) -> None:
@@ -66,12 +77,9 @@ class ARNQQuantTuneConfig(NoiseConfig, OutlierLossConfig):
     def outlier(self) -> OutlierLossConfig:
         return OutlierLossConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(OutlierLossConfig)})
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class KUREConfig:
+class KUREConfig(ArmConfig):
     """KURE ablation: lam * mean_l (Kurt(W_l) - target)^2 over the body Linear weights."""
 
     lam: float = 0.1
@@ -83,12 +91,9 @@ class KUREConfig:
         if not self.target > 0:
             raise ValueError(f"target={self.target!r}: the target kurtosis must be > 0 (uniform: 1.8)")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 @dataclass(frozen=True)
-class DiffQConfig:
+class DiffQConfig(ArmConfig):
     """DiffQ-style ablation: uniform noise one min-max bin wide on weights, at the target weight bits."""
 
     alpha_max: float = 1.0
@@ -97,8 +102,10 @@ class DiffQConfig:
         if not self.alpha_max >= 0:
             raise ValueError(f"alpha_max={self.alpha_max!r}: use a value >= 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def noise(self) -> NoiseConfig:
+        """Uniform noise of one per-tensor min-max bin on weights, constant, no adaptivity."""
+        return NoiseConfig(target="W", dist="uniform", schedule="constant", alpha_max=self.alpha_max, adapt="none",
+                           refresh=1, w_delta="tensor")
 
 
 class ArmRuntime:
@@ -155,34 +162,26 @@ class Arm:
     """Handler base: turns a config into an installed ArmRuntime."""
 
     name: ClassVar[str]
-    config_cls: ClassVar[type]
+    config_cls: ClassVar[type[ArmConfig]]
     description: ClassVar[str] = ""
-    uses_target: ClassVar[bool] = False
+    uses_target: ClassVar[bool] = False  # whether the fine-tune depends on the target PTQ config at all
 
-    def config(self, params: Mapping[str, Any] | None = None) -> Any:
-        return config_from_dict(self.config_cls, dict(params or {}))
-
-    def install(self, model: nn.Module, cfg: Any, target: Target, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: Any, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
         return ArmRuntime()
 
-    def target_fields(self, cfg: Any) -> tuple[str, ...]:
-        """The Target fields this arm's fine-tune depends on (part of its cache key): a fine-tune
-        that does not depend on the calibrator or the activation bits is shared across them."""
-        return ("w_bits", "a_bits", "ptq") if self.uses_target else ()
+    def target_key(self, cfg: Any, target: PTQConfig) -> dict[str, Any]:
+        """The parts of the target this arm's fine-tune depends on (part of its cache key): a fine-tune
+        that does not depend on the method or the activation bits is shared across them."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         fields = ", ".join(f.name for f in dataclasses.fields(self.config_cls))
-        return {"name": self.name, "uses_target": self.uses_target, "params": fields, "description": self.description}
+        return {"name": self.name, "config": self.config_cls.__name__, "uses_target": self.uses_target,
+                "params": fields, "description": self.description}
 
 
-def _noise_fields(cfg: NoiseConfig) -> tuple[str, ...]:
-    bits = {"W": ("w_bits",), "A": ("a_bits",), "WA": ("w_bits", "a_bits")}[cfg.target]
-    observer_matters = cfg.target != "W" and cfg.delta_observer is None  # activation steps from the calibrator
-    return bits + (("ptq",) if observer_matters else ())
-
-
-def _add_noise(runtime: ArmRuntime, model: nn.Module, cfg: NoiseConfig, target: Target, seed: int | None) -> None:
-    runtime.injector = NoiseInjector(model, cfg, target.w_bits, target.a_bits, calibrator=target.ptq, seed=seed)
+def _add_noise(runtime: ArmRuntime, model: nn.Module, cfg: NoiseConfig, target: PTQConfig, seed: int | None) -> None:
+    runtime.injector = NoiseInjector(model, cfg, target.quant_scheme(), seed=seed)
 
 
 def _add_outlier_loss(runtime: ArmRuntime, model: nn.Module, cfg: OutlierLossConfig) -> None:
@@ -198,11 +197,40 @@ def _add_outlier_loss(runtime: ArmRuntime, model: nn.Module, cfg: OutlierLossCon
 
 
 ARMS: Registry[Arm] = Registry("fine-tuning arm")
+_HANDLERS: dict[type[ArmConfig], Arm] = {}
 
 
 def register_arm(cls: type[Arm]) -> type[Arm]:
+    """Class decorator: register an arm under `cls.name`, its handler keyed by its config type."""
+    if cls.config_cls in _HANDLERS:
+        raise ValueError(f"arm '{cls.name}' needs a config class of its own (got {cls.config_cls.__name__})")
     ARMS.register(cls.name, cls())
+    cls.config_cls.arm = cls.name
+    _HANDLERS[cls.config_cls] = ARMS.get(cls.name)
     return cls
+
+
+def arm_handler(cfg: ArmConfig) -> Arm:
+    """The registered handler of an arm config's type."""
+    try:
+        return _HANDLERS[type(cfg)]
+    except KeyError:
+        raise TypeError(f"{type(cfg).__name__} is not a registered arm config; register its arm with "
+                        "@register_arm") from None
+
+
+def arm_config(name: str, **params: Any) -> ArmConfig:
+    """The config of a registered arm from its name and knobs; unknown keys raise with the valid ones."""
+    return config_from_dict(ARMS.get(name).config_cls, params)
+
+
+def arm_config_from_dict(data: Mapping[str, Any]) -> ArmConfig:
+    """Inverse of `ArmConfig.to_dict`: the config of the arm named by data['arm']."""
+    data = dict(data)
+    name = data.pop("arm", None)
+    if name is None:
+        raise ValueError(f"an arm config needs its 'arm' (one of {', '.join(ARMS.names())})")
+    return arm_config(name, **data)
 
 
 @register_arm
@@ -216,16 +244,16 @@ class Plain(Arm):
 class ARNQ(Arm):
     name = "arnq"
     config_cls = ARNQConfig
-    description = "adaptive random noise sized by the target PTQ step"
+    description = "adaptive random noise sized by the target PTQ method's quantizers"
     uses_target = True
 
-    def install(self, model: nn.Module, cfg: NoiseConfig, target: Target, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: ARNQConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
         runtime = ArmRuntime()
         _add_noise(runtime, model, cfg, target, seed)
         return runtime
 
-    def target_fields(self, cfg: NoiseConfig) -> tuple[str, ...]:
-        return _noise_fields(cfg)
+    def target_key(self, cfg: ARNQConfig, target: PTQConfig) -> dict[str, Any]:
+        return target_key(cfg, target.quant_scheme())
 
 
 @register_arm
@@ -234,7 +262,7 @@ class QuantTune(Arm):
     config_cls = QuantTuneConfig
     description = "outlier-driven loss on post-LN, fc2-input and residual activations"
 
-    def install(self, model: nn.Module, cfg: QuantTuneConfig, target: Target, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: QuantTuneConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
         runtime = ArmRuntime()
         _add_outlier_loss(runtime, model, cfg)
         return runtime
@@ -247,14 +275,15 @@ class ARNQQuantTune(Arm):
     description = "ARNQ noise plus the QuantTune loss"
     uses_target = True
 
-    def install(self, model: nn.Module, cfg: ARNQQuantTuneConfig, target: Target, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: ARNQQuantTuneConfig, target: PTQConfig,
+                seed: int | None = None) -> ArmRuntime:
         runtime = ArmRuntime()
         _add_noise(runtime, model, cfg.noise(), target, seed)
         _add_outlier_loss(runtime, model, cfg.outlier())
         return runtime
 
-    def target_fields(self, cfg: ARNQQuantTuneConfig) -> tuple[str, ...]:
-        return _noise_fields(cfg.noise())
+    def target_key(self, cfg: ARNQQuantTuneConfig, target: PTQConfig) -> dict[str, Any]:
+        return target_key(cfg.noise(), target.quant_scheme())
 
 
 @register_arm
@@ -263,7 +292,7 @@ class KURE(Arm):
     config_cls = KUREConfig
     description = "ablation: weight-kurtosis regulariser toward a uniform distribution"
 
-    def install(self, model: nn.Module, cfg: KUREConfig, target: Target, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: KUREConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
         from arnq.quant.api import detect_family, edge_patterns, name_matches
 
         edges = edge_patterns(model, detect_family(model))
@@ -285,48 +314,18 @@ class DiffQ(Arm):
     description = "ablation: DiffQ-style uniform weight noise of one min-max bin, no adaptivity"
     uses_target = True
 
-    def install(self, model: nn.Module, cfg: DiffQConfig, target: Target, seed: int | None = None) -> ArmRuntime:
-        noise = NoiseConfig(target="W", dist="uniform", schedule="constant", alpha_max=cfg.alpha_max, adapt="none",
-                            refresh=1, w_delta="tensor")
+    def install(self, model: nn.Module, cfg: DiffQConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
         runtime = ArmRuntime()
-        _add_noise(runtime, model, noise, target, seed)
+        _add_noise(runtime, model, cfg.noise(), target, seed)
         return runtime
 
-    def target_fields(self, cfg: DiffQConfig) -> tuple[str, ...]:
-        return ("w_bits",)  # weight noise of one min-max bin: the calibrator plays no part
+    def target_key(self, cfg: DiffQConfig, target: PTQConfig) -> dict[str, Any]:
+        return {"w_bits": target.w_bits}  # weight noise of one per-tensor min-max bin: the method plays no part
 
-
-@dataclass(frozen=True)
-class DivergeConfig:
-    """Fault injection for the reliability tests: the loss turns NaN from `at_step` on."""
-
-    at_step: int = 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"at_step": self.at_step}
-
-
-if os.environ.get("ARNQ_TEST_ARMS") == "1":  # never registered for users
-
-    @register_arm
-    class Diverge(Arm):
-        name = "diverge"
-        config_cls = DivergeConfig
-        description = "test only: a fine-tune whose loss becomes NaN"
-
-        def install(self, model: nn.Module, cfg: DivergeConfig, target: Target, seed: int | None = None) -> ArmRuntime:
-            runtime = ArmRuntime()
-            calls = [0]
-
-            def term(_model: nn.Module, _inputs: Any) -> tuple[torch.Tensor, dict]:
-                calls[0] += 1
-                return torch.tensor(float("nan") if calls[0] > cfg.at_step else 0.0), {}
-
-            runtime.losses.append(term)
-            return runtime
 
 
 __all__ = [
-    "ARMS", "SCHEDULES", "ARNQConfig", "ARNQQuantTuneConfig", "Arm", "ArmRuntime", "DiffQConfig", "KUREConfig",
-    "NoiseConfig", "OutlierLossConfig", "PlainConfig", "QuantTuneConfig", "Target", "describe_schedules", "register_arm",
+    "ARMS", "SCHEDULES", "ARNQConfig", "ARNQQuantTuneConfig", "Arm", "ArmConfig", "ArmRuntime", "DiffQConfig",
+    "KUREConfig", "NoiseConfig", "OutlierLossConfig", "PlainConfig", "QuantTuneConfig", "arm_config",
+    "arm_config_from_dict", "arm_handler", "describe_schedules", "register_arm",
 ]

@@ -1,10 +1,11 @@
 """ARNQ adaptive random noise: pseudo-quantization noise sized by the target PTQ step.
 
 During training forward passes each targeted tensor X becomes
-`X + alpha(t) * gamma_l * Delta_X * eps` (METHODS.md, "Fine-tuning arms"), where
-Delta_X is the step the target calibrator would assign at the target bits (weights
-per output channel, symmetric; activations from the range the calibrator's observer
-computes over the last `refresh` training batches), eps is uniform on [-1/2, 1/2]
+`X + alpha(t) * gamma_l * Delta_X * eps` (docs/arms.md), where
+Delta_X is the step the target PTQ method's uniform quantizer would assign (its
+`quant_scheme`: weights per output channel at the target bits and symmetry;
+activations from the range its observer computes over the last `refresh` training
+batches, or per token when it quantizes per token), eps is uniform on [-1/2, 1/2]
 (or Gaussian of the same variance, or a QuantNoise-style Bernoulli mask of the real
 rounding error, or that rounding error scaled by the schedule, "rounding"), alpha(t)
 is the noise schedule and gamma_l the per-layer adaptivity. Evaluation (model.eval())
@@ -20,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from arnq.arms.schedules import SCHEDULES, schedule_value
 from arnq.quant import QuantConfig, prepare, quantizers
-from arnq.quant.fake_quant import fake_quantize
+from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 from arnq.quant.observers import OBSERVERS
 from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, valid_values
 
@@ -45,11 +46,10 @@ STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
 class NoiseConfig:
     """Every ARNQ knob a sweep can vary.
 
-    Defaults are the best recipe of the issue-6 research (results/ARNQ.md): the real
-    rounding error on weights and Linear inputs (`dist="bernoulli"` at rate
-    `bernoulli_p=1.0`, faded in by the linear schedule over the first 20 % of steps), the
-    step from the target calibrator. The naive recipe of METHODS.md is `dist="uniform"`
-    (uniform noise of one step), which collapses `minilm_rt` at W4A4.
+    Defaults are the recipe `results/ARNQ.md` selects: the real rounding error on weights
+    and Linear inputs (`dist="bernoulli"` at rate `bernoulli_p=1.0`, ramped in by the
+    linear schedule over the first 20 % of steps), the step from the target's quantizer.
+    `dist="uniform"` is the thesis's uniform noise of one step (docs/arms.md).
     """
 
     target: str = "WA"
@@ -62,7 +62,7 @@ class NoiseConfig:
     eta: float = 1.0  # exponent of the adaptivity statistic
     gamma_k: float = 4.0  # sigma multiple in the outlier ratio max|A| / (k sigma) behind gamma
     refresh: int = 10  # steps between Delta/gamma updates
-    delta_observer: str | None = None  # None: the target calibrator's observer
+    delta_observer: str | None = None  # None: the target quantizer's activation observer
     bernoulli_p: float = 1.0  # mask rate at alpha = gamma = 1 for dist="bernoulli" (QuantNoise used 0.05-0.2)
     modules: tuple[str, ...] = ()  # fnmatch patterns of module names to perturb; () = all body layers
     gamma_max: float = 4.0  # clip of the normalised gamma, so no layer gets runaway noise
@@ -122,15 +122,22 @@ class _Stats:
 class NoisePoint(nn.Module):
     """The perturbation installed in one FakeQuantizer's `noise` slot."""
 
-    def __init__(self, quantizer: FakeQuantizer, cfg: NoiseConfig, observer: str, generator: torch.Generator | None):
+    def __init__(self, quantizer: FakeQuantizer, cfg: NoiseConfig, generator: torch.Generator | None):
         super().__init__()
+        spec = quantizer.spec
         self.cfg = cfg
         self.point = quantizer.point
         self.is_weight = quantizer.point == "weight"
-        self.bits = quantizer.spec.bits
+        self.bits = spec.bits
         self.per_channel = self.is_weight and cfg.w_delta == "channel"
-        self.symmetric = quantizer.spec.symmetric and self.per_channel if self.is_weight else quantizer.spec.symmetric
-        self.observer_name = "minmax" if self.is_weight else observer
+        self.per_token = not self.is_weight and cfg.delta_observer is None and spec.granularity == "token"
+        self.symmetric = spec.symmetric and self.per_channel if self.is_weight else spec.symmetric
+        if self.is_weight:
+            self.observer_name, self.observer_params = "minmax", {}
+        elif cfg.delta_observer is not None:
+            self.observer_name, self.observer_params = cfg.delta_observer, {}
+        else:
+            self.observer_name, self.observer_params = spec.observer, dict(spec.observer_params)
         self.alpha = 0.0
         self.gamma = 1.0
         self.stats = _Stats()
@@ -153,7 +160,7 @@ class NoisePoint(nn.Module):
     def _observe(self, values: torch.Tensor) -> None:
         if self._observer is None:
             axis = 0 if self.per_channel else None
-            self._observer = OBSERVERS[self.observer_name](self.bits, self.symmetric, axis)
+            self._observer = OBSERVERS[self.observer_name](self.bits, self.symmetric, axis, **self.observer_params)
         self._observer.update(values)
 
     def _refresh_delta(self) -> None:
@@ -163,9 +170,20 @@ class NoisePoint(nn.Module):
         self._refresh_due = False
 
     def step_size(self, x: torch.Tensor) -> torch.Tensor:
-        """Delta broadcast against x: per output channel for weights, a scalar for activations."""
-        delta = self.delta.to(x.device, x.dtype)
-        return delta.reshape(-1, *([1] * (x.dim() - 1))) if self.per_channel else delta
+        """Delta broadcast against x: per output channel for weights, per token or a scalar for activations."""
+        return self.qparams(x)[0]
+
+    def qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Delta, zero point) broadcast against x."""
+        if self.per_token:  # dynamic, as the target quantizer: from each token's own range
+            lo, hi = x.detach().amin(dim=-1, keepdim=True), x.detach().amax(dim=-1, keepdim=True)
+            delta, zp = calc_qparams(lo, hi, self.bits, self.symmetric)
+            return delta.to(x.dtype), zp.to(x.dtype)
+        delta, zp = self.delta.to(x.device, x.dtype), self.zero_point.to(x.device, x.dtype)
+        if self.per_channel:
+            shape = (-1, *([1] * (x.dim() - 1)))
+            return delta.reshape(shape), zp.reshape(shape)
+        return delta, zp
 
     def _eps(self, x: torch.Tensor) -> torch.Tensor:
         u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) if self.generator is not None \
@@ -178,30 +196,29 @@ class NoisePoint(nn.Module):
         values = x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
         if self.stats.seen == 0 or self._refresh_due:
             self.stats.update(values, self.cfg.gamma_k)
-        self._observe(values)
-        if self._refresh_due or self.delta is None:
-            self._refresh_delta()
+        if not self.per_token:
+            self._observe(values)
+            if self._refresh_due or self.delta is None:
+                self._refresh_delta()
         if self.cfg.adapt == "sensitivity" and x.requires_grad:
             x = x.view_as(x)
             x.register_hook(self._record_grad)
         strength = self.alpha * self.gamma
         if strength == 0:
             return x
-        delta = self.step_size(x)
+        delta, zp = self.qparams(x)
         if self.cfg.dist == "rounding":  # straight-through: the gradient is the identity's
-            return x + min(strength, 1.0) * self._rounding_error(x, delta)
+            return x + min(strength, 1.0) * self._rounding_error(x, delta, zp)
         if self.cfg.dist == "bernoulli":
             rate = min(1.0, self.cfg.bernoulli_p * strength)
             u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) \
                 if self.generator is not None else torch.rand_like(x)
-            return x + (u < rate).to(x.dtype) * self._rounding_error(x, delta)
+            return x + (u < rate).to(x.dtype) * self._rounding_error(x, delta, zp)
         return x + strength * delta * self._eps(x)
 
-    def _rounding_error(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    def _rounding_error(self, x: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
         """Q(x) - x at the current step and zero point (detached), clipping included."""
-        zp = self.zero_point.to(x.device, x.dtype)
-        zp = zp.reshape(delta.shape) if self.per_channel else zp
-        qmin, qmax = (-(2 ** (self.bits - 1) - 1), 2 ** (self.bits - 1) - 1) if self.symmetric else (0, 2**self.bits - 1)
+        qmin, qmax = quant_range(self.bits, self.symmetric)
         return (fake_quantize(x, delta, zp, qmin, qmax) - x).detach()
 
     def _record_grad(self, grad: torch.Tensor) -> None:
@@ -220,26 +237,27 @@ def _gamma_statistic(stats: _Stats, adapt: str) -> float | None:
 
 @dataclass
 class NoiseInjector:
-    """Installs ARNQ noise in a model and drives alpha(t), Delta and gamma during training."""
+    """Installs ARNQ noise in a model and drives alpha(t), Delta and gamma during training.
+
+    `scheme` is the target's uniform quantizers (`PTQConfig.quant_scheme()`): the noise
+    perturbs the points it quantizes, with its bits, symmetry, observer and granularity.
+    """
 
     model: nn.Module
     cfg: NoiseConfig
-    w_bits: int
-    a_bits: int
-    calibrator: str = "minmax"
+    scheme: QuantConfig
     seed: int | None = None
     points: list[NoisePoint] = field(default_factory=list)
     generator: torch.Generator | None = field(default=None, init=False)  # seeded noise stream (checkpointed)
 
     def __post_init__(self) -> None:
-        observer = self.cfg.delta_observer or (self.calibrator if self.calibrator in OBSERVERS else "minmax")
         kinds = {"W": ("weight",), "A": ("linear_in",), "WA": ("weight", "linear_in")}[self.cfg.target]
-        a_bits = self.a_bits if self.a_bits < 16 else 8
-        if self.cfg.target != "W" and self.a_bits >= 16:
+        if self.cfg.target != "W" and not self.scheme.quantizes_activations:
             raise ValueError("ARNQ activation noise needs quantized activations: target 'W' for weight-only bits")
         if not any(isinstance(m, FakeQuantizer) for m in self.model.modules()):
-            prepare(self.model, QuantConfig(w_bits=self.w_bits, a_bits=a_bits, a_observer=observer, edge_bits=None,
-                                            points=kinds))
+            a_bits = self.scheme.a_bits if self.scheme.quantizes_activations else 8  # no activation point is kept
+            prepare(self.model, replace(self.scheme, a_bits=a_bits, probs_bits=None, edge_bits=None, points=kinds,
+                                        skip=()))
         if self.seed is not None:
             device = next(self.model.parameters()).device
             self.generator = torch.Generator(device=device).manual_seed(self.seed)
@@ -247,7 +265,7 @@ class NoiseInjector:
             owner = name.rsplit(".", 1)[0]
             if q.point not in kinds or (self.cfg.modules and not any(fnmatch.fnmatchcase(owner, p) for p in self.cfg.modules)):
                 continue
-            point = NoisePoint(q, self.cfg, observer, self.generator)
+            point = NoisePoint(q, self.cfg, self.generator)
             q.noise = point
             self.points.append(point)
         if not self.points:
@@ -275,9 +293,6 @@ class NoiseInjector:
             for p, r in zip(group, raw, strict=True):
                 p.gamma = min(r / mean, self.cfg.gamma_max)
 
-    def gammas(self) -> dict[str, float]:
-        return {f"{i}:{p.point}": p.gamma for i, p in enumerate(self.points)}
-
     def remove(self) -> None:
         """Uninstall the noise (the quantizers stay, switched off)."""
         for _, q in quantizers(self.model):
@@ -288,11 +303,17 @@ class NoiseInjector:
         return iter(self.points)
 
 
-def diffq_config() -> NoiseConfig:
-    """DiffQ-style ablation: uniform noise of one min-max bin on weights, no adaptivity, constant."""
-    return NoiseConfig(
-        target="W", dist="uniform", schedule="constant", alpha_max=1.0, adapt="none", refresh=1, w_delta="tensor"
-    )
+def target_key(cfg: NoiseConfig, scheme: QuantConfig) -> dict[str, Any]:
+    """The parts of the target's quantizers this noise depends on (what a fine-tune cache key needs)."""
+    key: dict[str, Any] = {}
+    if cfg.target in ("W", "WA"):
+        key |= {"w_bits": scheme.w_bits, "w_symmetric": scheme.w_symmetric}
+    if cfg.target in ("A", "WA"):
+        key |= {"a_bits": scheme.a_bits, "a_symmetric": scheme.a_symmetric}
+        if cfg.delta_observer is None:
+            key |= {"a_observer": scheme.a_observer, "a_observer_params": dict(scheme.a_observer_params),
+                    "a_granularity": scheme.a_granularity}
+    return key
 
 
 def noise_variance(delta: float, alpha: float, gamma: float, dist: str = "uniform") -> float:
@@ -303,6 +324,6 @@ def noise_variance(delta: float, alpha: float, gamma: float, dist: str = "unifor
 
 
 __all__ = [
-    "ADAPTIVITY", "DISTRIBUTIONS", "TARGETS", "NoiseConfig", "NoiseInjector", "NoisePoint", "diffq_config",
+    "ADAPTIVITY", "DISTRIBUTIONS", "TARGETS", "NoiseConfig", "NoiseInjector", "NoisePoint", "target_key",
     "noise_variance",
 ]

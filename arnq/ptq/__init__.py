@@ -1,12 +1,13 @@
-"""Post-training quantization methods, registered by name in PTQ_METHODS."""
+"""Post-training quantization methods: typed configs, handlers found by config type, `quantize_`.
+
+```python
+from arnq.ptq import RepQViTConfig, quantize_
+
+quantize_(model, RepQViTConfig(w_bits=4, a_bits=4), calib_batches)
+```
+"""
 
 from __future__ import annotations
-
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-import torch
-from torch import nn
 
 # importing a method's module registers it
 from arnq.ptq import (  # noqa: F401
@@ -22,23 +23,41 @@ from arnq.ptq import (  # noqa: F401
     repq_vit,
     smoothquant,
 )
-from arnq.ptq.base import PTQ_METHODS, PTQConfig, PTQMethod, format_bits, parse_bits, register_ptq
+from arnq.ptq.adaround import AdaRoundConfig
+from arnq.ptq.awq import AWQConfig
+from arnq.ptq.base import (
+    PTQ_METHODS,
+    Calibration,
+    PTQConfig,
+    PTQMethod,
+    format_bits,
+    handler_for,
+    parse_bits,
+    ptq_config,
+    ptq_config_from_dict,
+    quantize_,
+    register_ptq,
+)
+from arnq.ptq.calibrators import (
+    CALIBRATORS,
+    CalibratorConfig,
+    EMAConfig,
+    MinMaxConfig,
+    OMSEConfig,
+    PercentileConfig,
+)
+from arnq.ptq.fq_vit import FQViTConfig
+from arnq.ptq.gptq import GPTQConfig
+from arnq.ptq.liu2021 import Liu2021Config
+from arnq.ptq.mrem import MREMConfig
+from arnq.ptq.noisyquant import NoisyQuantConfig
+from arnq.ptq.ptq4vit import PTQ4ViTConfig
+from arnq.ptq.repq_vit import RepQViTConfig
+from arnq.ptq.smoothquant import SmoothQuantConfig
 
-
-def quantize(
-    model: nn.Module,
-    method: str,
-    *,
-    w_bits: int,
-    a_bits: int,
-    calib_batches: Iterable[Any],
-    params: Mapping[str, Any] | None = None,
-    device: torch.device | str = "cpu",
-) -> nn.Module:
-    """Apply the named PTQ method to `model` in place; returns the fake-quantized model."""
-    handler = PTQ_METHODS.get(method)
-    cfg = handler.config(params)
-    return handler.apply(model, cfg, w_bits=w_bits, a_bits=a_bits, calib_batches=calib_batches, device=device)
-
-
-__all__ = ["PTQ_METHODS", "PTQConfig", "PTQMethod", "format_bits", "parse_bits", "quantize", "register_ptq"]
+__all__ = [
+    "CALIBRATORS", "PTQ_METHODS", "AWQConfig", "AdaRoundConfig", "Calibration", "CalibratorConfig", "EMAConfig",
+    "FQViTConfig", "GPTQConfig", "Liu2021Config", "MREMConfig", "MinMaxConfig", "NoisyQuantConfig", "OMSEConfig",
+    "PTQ4ViTConfig", "PTQConfig", "PTQMethod", "PercentileConfig", "RepQViTConfig", "SmoothQuantConfig",
+    "format_bits", "handler_for", "parse_bits", "ptq_config", "ptq_config_from_dict", "quantize_", "register_ptq",
+]

@@ -22,17 +22,15 @@ the rounding barely leaves round-to-nearest).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, collect, materialize
-from arnq.ptq.gptq import blocks_in_order, finish, install_weights, symmetric_scale
-from arnq.quant import QuantConfig, detect_family, prepare
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import collect
+from arnq.ptq.gptq import blocks_in_order, install_weights, symmetric_scale
+from arnq.quant import calibrate, prepare
 from arnq.quant.fake_quant import quant_range
 
 ZETA, GAMMA = 1.1, -0.1
@@ -122,13 +120,9 @@ class AdaRound(PTQMethod):
     description = "layer-wise learned up/down rounding (rectified sigmoid, beta 20->2, lambda 0.01)"
     smoke_params = {"iters": 100}
 
-    def apply(self, model: nn.Module, cfg: AdaRoundConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
-              device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches: list[Batch] = materialize(calib_batches, device)
-        model.eval()
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)
+    def _quantize(self, model: nn.Module, cfg: AdaRoundConfig, calib: Calibration) -> None:
+        family, batches, w_bits = calib.family, calib.batches, cfg.w_bits
+        prepare(model, cfg.quant_scheme(), family)
         for names in blocks_in_order(model, family):
             inputs = collect(model, names, batches)  # earlier blocks already rounded
             for name in names:
@@ -138,4 +132,4 @@ class AdaRound(PTQMethod):
                                                 seed=cfg.seed)
                 install_weights(module, weight.to(module.weight.device), scales.to(module.weight.device), w_bits, None)
                 module.weight_quantizer.quantizing = True
-        return finish(model, batches, device)
+        calibrate(model, batches, device=calib.device)  # the edges and (when quantized) the activations

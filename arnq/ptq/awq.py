@@ -25,17 +25,16 @@ The code skips the clip search for q/k projections; here every Linear gets it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, collect, materialize, norm_groups, sample_rows
-from arnq.ptq.gptq import GroupWeightQuantizer, blocks_in_order, finish, fit_group_size
-from arnq.quant import QuantConfig, detect_family, prepare
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import collect, norm_groups, sample_rows
+from arnq.ptq.gptq import GroupWeightQuantizer, blocks_in_order, fit_group_size
+from arnq.quant import calibrate, prepare
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 
 
@@ -144,13 +143,9 @@ class AWQ(PTQMethod):
     paper = "AWQ (Lin et al., MLSys 2024), mit-han-lab/llm-awq"
     description = "activation-aware per-channel weight scaling (grid of 20) and per-group clip search"
 
-    def apply(self, model: nn.Module, cfg: AWQConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
-              device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches: list[Batch] = materialize(calib_batches, device)
-        model.eval()
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)
+    def _quantize(self, model: nn.Module, cfg: AWQConfig, calib: Calibration) -> None:
+        family, batches, w_bits = calib.family, calib.batches, cfg.w_bits
+        prepare(model, cfg.quant_scheme(), family)
         gen = torch.Generator().manual_seed(cfg.seed)
         for names in blocks_in_order(model, family):
             inputs = collect(model, names, batches)  # FP inputs (every point is still off)
@@ -169,4 +164,4 @@ class AWQ(PTQMethod):
                     wq.in_scale = s.to(module.weight.device)
                     wq.set_qparams(scale, zp)
                     module.weight_quantizer = wq
-        return finish(model, batches, device)
+        calibrate(model, batches, device=calib.device)  # the edges and (when quantized) the activations

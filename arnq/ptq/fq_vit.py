@@ -23,18 +23,16 @@ kind of tensor, so the method applies unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
 from arnq.ptq.common import rows
-from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
-from arnq.quant.api import ACT_FP_BITS, name_matches
+from arnq.quant import QuantConfig, calibrate, prepare
+from arnq.quant.api import name_matches
 from arnq.quant.fake_quant import calc_qparams, fake_quantize
 from arnq.quant.log_quant import replace_probs_quantizers
 from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, QuantSpec
@@ -105,6 +103,10 @@ class FQViTConfig(PTQConfig):
         if not (isinstance(self.attn_bits, int) and 2 <= self.attn_bits <= 8):
             raise ValueError(f"attn_bits={self.attn_bits!r}: use 2..8 (FQ-ViT's LIS uses 4)")
 
+    def quant_scheme(self) -> QuantConfig:
+        probs_bits = min(self.attn_bits, self.a_bits) if self.quantizes_activations else None
+        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, probs_bits=probs_bits)
+
 
 def quantize_norm_inputs(model: nn.Module, cfg: QuantConfig, ptf: bool) -> int:
     """Put a PTF (or plain per-tensor min-max) point on the input of every LayerNorm inside the transformer."""
@@ -129,18 +131,15 @@ class FQViT(PTQMethod):
     default_calib_size = 1000
     paper = "FQ-ViT (Lin et al., IJCAI 2022), megvii-research/FQ-ViT"
     description = "Power-of-Two Factor for LayerNorm inputs, 4-bit log2 (Log-Int-Softmax) attention probabilities"
+    holds_batches = False
 
-    def apply(self, model: nn.Module, cfg: FQViTConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
-              device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        model.eval()
-        acts = a_bits < ACT_FP_BITS
-        qcfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, probs_bits=min(cfg.attn_bits, a_bits) if acts else None)
+    def _quantize(self, model: nn.Module, cfg: FQViTConfig, calib: Calibration) -> None:
+        family, batches, device, a_bits = calib.family, calib.batches, calib.device, cfg.a_bits
+        acts = cfg.quantizes_activations
+        qcfg = cfg.quant_scheme()
         prepare(model, qcfg, family)
         if acts:
             quantize_norm_inputs(model, qcfg, cfg.ptf)
         if acts and cfg.lis:
             replace_probs_quantizers(model, min(cfg.attn_bits, a_bits), "2")
-        calibrate(model, calib_batches, device=device)
-        return convert(model)
+        calibrate(model, batches, device=device)

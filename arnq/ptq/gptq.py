@@ -24,16 +24,15 @@ project's min-max static calibration on top (after GPTQ).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, block_linears, fold_rows, materialize
-from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import Batch, block_linears, fold_rows
+from arnq.quant import calibrate, prepare
 from arnq.quant.fake_quant import fake_quantize, quant_range
 from arnq.quant.modules import QuantLinear
 from arnq.quant.quantizer import FakeQuantizer, QuantSpec
@@ -209,12 +208,6 @@ def install_weights(module: QuantLinear, weight: torch.Tensor, scales: torch.Ten
     module.weight_quantizer.set_qparams(scales, torch.zeros_like(scales))
 
 
-def finish(model: nn.Module, batches: Sequence[Batch], device: torch.device | str) -> nn.Module:
-    """Calibrate the edges and (when quantized) the activations, then switch every point on."""
-    calibrate(model, batches, device=device)
-    return convert(model)
-
-
 @register_ptq
 class GPTQ(PTQMethod):
     name = "gptq"
@@ -225,14 +218,10 @@ class GPTQ(PTQMethod):
     paper = "GPTQ (Frantar et al., ICLR 2023), IST-DASLab/gptq"
     description = "column-wise rounding with inverse-Hessian error feedback (damp 0.01, blocks of 128)"
 
-    def apply(self, model: nn.Module, cfg: GPTQConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
-              device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches = materialize(calib_batches, device)
-        model.eval()
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)  # every point off until `finish`
-        for names in blocks_in_order(model, family):
+    def _quantize(self, model: nn.Module, cfg: GPTQConfig, calib: Calibration) -> None:
+        w_bits, batches = cfg.w_bits, calib.batches
+        prepare(model, cfg.quant_scheme(), calib.family)  # every point off until the end
+        for names in blocks_in_order(model, calib.family):
             H = hessians(model, names, batches)
             for name in names:
                 module = model.get_submodule(name)
@@ -242,7 +231,7 @@ class GPTQ(PTQMethod):
                                                       percdamp=cfg.percdamp, act_order=cfg.act_order)
                 install_weights(module, weight, scales.to(module.weight.device), w_bits, group)
                 module.weight_quantizer.quantizing = True  # later blocks see this block's quantized weights
-        return finish(model, batches, device)
+        calibrate(model, batches, device=calib.device)  # the edges and (when quantized) the activations
 
 
 def rtn_weight(weight: torch.Tensor, bits: int, group_size: int | None = None) -> torch.Tensor:

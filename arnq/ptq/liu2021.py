@@ -33,17 +33,16 @@ calibration batches, which keeps MiniLM within a few minutes on a CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, block_linears, collect, fold_rows, materialize, run_model, sample_rows
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import Batch, block_linears, collect, fold_rows, run_model, sample_rows
 from arnq.ptq.gptq import block_name, blocks_in_order, symmetric_scale
-from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
+from arnq.quant import calibrate, prepare
 from arnq.quant.api import _is_hf_self_attention, _is_timm_attention, quantizers
 from arnq.quant.fake_quant import fake_quantize, quant_range
 from arnq.quant.quantizer import FakeQuantizer, QuantSpec
@@ -317,12 +316,8 @@ class Liu2021(PTQMethod):
                    "nuclear-norm mixed precision under a size budget")
     smoke_params = {"candidates": 11, "attention_candidates": 5, "rounds": 1, "search_rows": 256}
 
-    def apply(self, model: nn.Module, cfg: Liu2021Config, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
-              device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches: list[Batch] = materialize(calib_batches, device)
-        model.eval()
+    def _quantize(self, model: nn.Module, cfg: Liu2021Config, calib: Calibration) -> None:
+        family, batches, device, w_bits = calib.family, calib.batches, calib.device, cfg.w_bits
         linears = [name for name, _ in block_linears(model, family)]
         bits = {name: w_bits for name in linears}
         if cfg.mp_avg_bits is not None:
@@ -330,7 +325,7 @@ class Liu2021(PTQMethod):
             sizes = {name: model.get_submodule(name).weight.numel() for name in linears}
             choices = range(max(2, w_bits - cfg.mp_span), min(8, w_bits + cfg.mp_span) + 1)
             bits = allocate_bits(sensitivity, sizes, choices, cfg.mp_avg_bits)
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)
+        prepare(model, cfg.quant_scheme(), family)
         calibrate(model, batches, device=device)  # min-max starting steps; every point stays off
         gen = torch.Generator().manual_seed(cfg.seed)
         grid = torch.linspace(cfg.alpha, cfg.beta, cfg.candidates)
@@ -360,7 +355,6 @@ class Liu2021(PTQMethod):
                 if qname.startswith(block + "."):
                     q.quantizing = True  # later blocks see this block quantized
         model.arnq_weight_bits = bits
-        return convert(model)
 
 
 __all__ = ["Liu2021", "Liu2021Config", "allocate_bits", "pearson", "ranking_loss", "search_linear"]

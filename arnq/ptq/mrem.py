@@ -38,7 +38,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +46,9 @@ import torch
 from torch import nn
 
 from arnq.batch import token_mask
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, materialize, rows, run_model
-from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import Batch, rows, run_model
+from arnq.quant import calibrate, convert, prepare
 from arnq.quant.api import _register_hf_attention, quantization_disabled
 from arnq.quant.quantizer import FakeQuantizer
 
@@ -329,13 +329,9 @@ class MREM(PTQMethod):
     description = "module-wise reconstruction of weights and LSQ steps with teacher forcing; sequential or parallel"
     smoke_params = {"iters": 20, "teacher_steps": 10, "n_modules": 2}
 
-    def apply(self, model: nn.Module, cfg: MREMConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
-              device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches: list[Batch] = materialize(calib_batches, device)
-        model.eval()
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)
+    def _quantize(self, model: nn.Module, cfg: MREMConfig, calib: Calibration) -> None:
+        family, batches, device = calib.family, calib.batches, calib.device
+        prepare(model, cfg.quant_scheme(), family)
         calibrate(model, batches, device=device)  # min-max starting steps
         convert(model)
         modules = split_modules(block_units(model, family), cfg.n_modules)
@@ -354,7 +350,6 @@ class MREM(PTQMethod):
                 data[i].q_in = quantized_inputs(model, modules[i], batches, cfg.batch_size)
                 losses.append(train_module(group, data[i], cfg, lambda _s, b, d=data[i]: d.q_in[b]))
         model.arnq_mrem_losses = [(ls[0], ls[-1]) for ls in losses]
-        return model
 
 
 __all__ = ["MREM", "MREMConfig", "block_units", "split_modules", "teacher_weight", "train_module"]

@@ -27,19 +27,17 @@ Calibration: 256 examples, the README's `--calib_num` (the RepQ-ViT paper lists 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import collect, materialize, sample_rows
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import collect, sample_rows
 from arnq.ptq.gptq import blocks_in_order
-from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
-from arnq.quant.api import ACT_FP_BITS
+from arnq.quant import calibrate, prepare
 from arnq.quant.fake_quant import fake_quantize
 from arnq.quant.quantizer import FakeQuantizer, QuantSpec
 
@@ -143,16 +141,12 @@ class NoisyQuant(PTQMethod):
     paper = "NoisyQuant (Liu et al., CVPR 2023), kriskrisliu/NoisyQuant"
     description = "fixed per-channel noisy bias before activation quantization (clip, mean and range searched)"
 
-    def apply(self, model: nn.Module, cfg: NoisyQuantConfig, *, w_bits: int, a_bits: int,
-              calib_batches: Iterable[Any], device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches = materialize(calib_batches, device)
-        model.eval()
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits), family)
+    def _quantize(self, model: nn.Module, cfg: NoisyQuantConfig, calib: Calibration) -> None:
+        family, batches, device, a_bits = calib.family, calib.batches, calib.device, cfg.a_bits
+        prepare(model, cfg.quant_scheme(), family)
         calibrate(model, batches, device=device)  # min-max everywhere; block Linear inputs are replaced below
-        if a_bits >= ACT_FP_BITS:
-            return convert(model)
+        if not cfg.quantizes_activations:
+            return
         gen = torch.Generator().manual_seed(cfg.seed)
         for names in blocks_in_order(model, family):  # the blocks' Linears only (edges keep min-max)
             inputs = collect(model, names, batches)  # FP: nothing quantizes before convert
@@ -165,4 +159,3 @@ class NoisyQuant(PTQMethod):
                 point = NoisyInput(a_bits, bias)
                 point.set_qparams(step.reshape(()), torch.tensor(float(2 ** (a_bits - 1))))
                 module.input_quantizer = point.to(x.device)
-        return convert(model)

@@ -66,9 +66,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnq.batch import forward_logits, token_mask
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, materialize, rows
-from arnq.quant.api import QuantConfig, convert, detect_family, edge_patterns, name_matches, prepare
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import Batch, rows
+from arnq.quant.api import QuantConfig, edge_patterns, name_matches, prepare
 from arnq.quant.modules import QuantConv2d, QuantLinear, QuantProbs
 from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, QuantSpec, SectionQuantizer, token_mask_context
 from arnq.quant.twin_uniform import (
@@ -128,6 +128,11 @@ class PTQ4ViTConfig(PTQConfig):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}={value!r}: use a positive integer, or None to score every row")
+
+    def quant_scheme(self) -> QuantConfig:
+        edge_bits = self.w_bits if self.edge_bits == "body" else self.edge_bits
+        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, edge_bits=edge_bits, w_granularity="channel",
+                           w_symmetric=False, a_symmetric=False)
 
 
 # ---------------------------------------------------------------- quantization helpers
@@ -592,9 +597,7 @@ def _install(
     model: nn.Module, family: str, cfg: PTQ4ViTConfig, w_bits: int, a_bits: int
 ) -> tuple[list[_LinearSite], list[_AttentionSite]]:
     """Prepare the model with PTQ4ViT's quantizers (all off) and list what the search calibrates."""
-    edge_bits = w_bits if cfg.edge_bits == "body" else cfg.edge_bits
-    qcfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, edge_bits=edge_bits, w_granularity="channel",
-                       w_symmetric=False, a_symmetric=False)
+    qcfg = cfg.quant_scheme()
     prepare(model, qcfg, family)
     acts = qcfg.quantizes_activations
     timm_attn = list(_timm_attentions(model)) if family in ("vit", "swin") else []
@@ -749,19 +752,8 @@ class PTQ4ViT(PTQMethod):
         "0.01..1.2 x min-max grid (101) in 3 alternating rounds by a Hessian-guided (Fisher) output error"
     )
 
-    def apply(
-        self,
-        model: nn.Module,
-        cfg: PTQ4ViTConfig,
-        *,
-        w_bits: int,
-        a_bits: int,
-        calib_batches: Iterable[Any],
-        device: torch.device | str = "cpu",
-    ) -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches = materialize(calib_batches, device)
+    def _quantize(self, model: nn.Module, cfg: PTQ4ViTConfig, calib: Calibration) -> None:
+        family, batches, device, w_bits, a_bits = calib.family, calib.batches, calib.device, cfg.w_bits, cfg.a_bits
         linear_sites, attention_sites = _install(model, family, cfg, w_bits, a_bits)
         gen = torch.Generator().manual_seed(cfg.seed)
         _capture(model, family, linear_sites, attention_sites, batches, cfg, gen)
@@ -769,4 +761,3 @@ class PTQ4ViT(PTQMethod):
         with torch.no_grad():
             for site in [*linear_sites, *attention_sites]:
                 site.search(grid, cfg.rounds)
-        return convert(model)

@@ -29,17 +29,14 @@ Calibration: 32 images, as the paper.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import ScaledInput, collect, materialize, norm_groups, sample_rows
-from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
-from arnq.quant.api import ACT_FP_BITS
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import ScaledInput, collect, norm_groups, sample_rows
+from arnq.quant import QuantConfig, calibrate, prepare
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 from arnq.quant.log_quant import replace_probs_quantizers
 from arnq.quant.modules import QuantConv2d, QuantLinear
@@ -90,6 +87,10 @@ def fold_into_linear(linear: nn.Linear, r: torch.Tensor, b: torch.Tensor) -> Non
 class RepQViTConfig(PTQConfig):
     log_softmax: bool = True  # log-sqrt2 post-softmax quantizer (False: uniform, as the ablation)
 
+    def quant_scheme(self) -> QuantConfig:
+        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, w_symmetric=False, a_observer="percentile",
+                           a_observer_params={"pct": "auto"})
+
 
 @register_ptq
 class RepQViT(PTQMethod):
@@ -102,13 +103,9 @@ class RepQViT(PTQMethod):
     paper = "RepQ-ViT (Li et al., ICCV 2023), zkkli/RepQ-ViT"
     description = "post-LayerNorm per-channel scales reparameterised into LayerNorm/Linear, log-sqrt2 softmax"
 
-    def apply(self, model: nn.Module, cfg: RepQViTConfig, *, w_bits: int, a_bits: int, calib_batches: Iterable[Any],
-              device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        batches = materialize(calib_batches, device)
-        model.eval()
-        acts = a_bits < ACT_FP_BITS
+    def _quantize(self, model: nn.Module, cfg: RepQViTConfig, calib: Calibration) -> None:
+        family, batches, device, a_bits = calib.family, calib.batches, calib.device, cfg.a_bits
+        acts = cfg.quantizes_activations
         reparam: dict[str, tuple[float, float]] = {}
         groups = norm_groups(model, family) if acts else []
         inputs = collect(model, [g.linears[0] for g in groups], batches)
@@ -128,8 +125,7 @@ class RepQViT(PTQMethod):
                 reparam[name] = (target_scale, target_zp)
                 if not g.foldable:
                     explicit[name] = (r, b)
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits, w_symmetric=False, a_observer="percentile",
-                                   a_observer_params={"pct": "auto"}), family)
+        prepare(model, cfg.quant_scheme(), family)
         for name, (r, b) in explicit.items():
             module = model.get_submodule(name)
             module.input_quantizer = ScaledInput(module.input_quantizer, r, b)
@@ -143,4 +139,3 @@ class RepQViT(PTQMethod):
                 wq.set_qparams(*channel_qparams(flat.T, wq.spec.bits, wq.spec.symmetric))
         for name, (target_scale, target_zp) in reparam.items():
             model.get_submodule(name).input_quantizer.set_qparams(torch.tensor(target_scale), torch.tensor(target_zp))
-        return convert(model)

@@ -23,17 +23,15 @@ activations (a_bits < 16).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from arnq.ptq.base import PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, ScaledInput, fold_rows, materialize, norm_groups
-from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
-from arnq.quant.api import ACT_FP_BITS
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import Batch, ScaledInput, fold_rows, norm_groups
+from arnq.quant import QuantConfig, calibrate, prepare
 
 
 def channel_absmax(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
@@ -62,6 +60,12 @@ class SmoothQuantConfig(PTQConfig):
             raise ValueError(f"alpha={self.alpha!r}: the migration strength must be in [0, 1] (paper 0.5)")
         if self.a_granularity not in ("tensor", "token"):
             raise ValueError(f"a_granularity={self.a_granularity!r}: choose tensor (static) or token (dynamic)")
+        if not self.quantizes_activations:
+            raise ValueError("smoothquant moves activation outliers into the weights and needs quantized activations "
+                             f"(got {self.bits}); for weight-only PTQ use gptq, awq or adaround")
+
+    def quant_scheme(self) -> QuantConfig:
+        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, a_granularity=self.a_granularity)
 
 
 @register_ptq
@@ -74,15 +78,8 @@ class SmoothQuant(PTQMethod):
     paper = "SmoothQuant (Xiao et al., ICML 2023), mit-han-lab/smoothquant"
     description = "per-channel scale max|X|^a/max|W|^(1-a) folded into LayerNorm (explicit on post-LN BERT)"
 
-    def apply(self, model: nn.Module, cfg: SmoothQuantConfig, *, w_bits: int, a_bits: int,
-              calib_batches: Iterable[Any], device: torch.device | str = "cpu") -> nn.Module:
-        family = detect_family(model)
-        self.check_family(family)
-        if a_bits >= ACT_FP_BITS:
-            raise ValueError("smoothquant moves activation outliers into the weights and needs quantized activations "
-                             f"(got W{w_bits}A{a_bits}); for weight-only PTQ use gptq, awq or adaround")
-        batches = materialize(calib_batches, device)
-        model.eval()
+    def _quantize(self, model: nn.Module, cfg: SmoothQuantConfig, calib: Calibration) -> None:
+        family, batches, device = calib.family, calib.batches, calib.device
         groups = norm_groups(model, family)
         absmax = channel_absmax(model, [g.linears[0] for g in groups], batches)
         scales = {}
@@ -97,7 +94,7 @@ class SmoothQuant(PTQMethod):
                     norm = model.get_submodule(g.norm)
                     norm.weight.div_(s.to(norm.weight.dtype))
                     norm.bias.div_(s.to(norm.bias.dtype))
-        prepare(model, QuantConfig(w_bits=w_bits, a_bits=a_bits, a_granularity=cfg.a_granularity), family)
+        prepare(model, cfg.quant_scheme(), family)
         for g, s in scales.items():
             if g.foldable:
                 continue
@@ -105,4 +102,3 @@ class SmoothQuant(PTQMethod):
                 module = model.get_submodule(name)
                 module.input_quantizer = ScaledInput(module.input_quantizer, s.to(module.weight.device))
         calibrate(model, batches, device=device)
-        return convert(model)

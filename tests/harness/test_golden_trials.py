@@ -3,7 +3,9 @@
 import json
 
 import harness.pipeline as pipeline
+from arnq.arms import arm_config
 from arnq.finetune import FinetuneConfig
+from arnq.ptq import ptq_config
 from tests.harness.golden_trials import GOLDEN, compute, weights_checksum
 from tests.test_finetune import _loaded
 
@@ -17,8 +19,8 @@ def test_rows_and_weights_match_the_reference(monkeypatch, tmp_path):
     monkeypatch.setattr(pipeline, "_loaded", lambda model, fp_seed, device, cache_root=None: loaded)
 
     def run(arm, params, ptq, bits):
-        spec = pipeline.TrialSpec(model="vit_mnist", bits=bits, ptq=ptq, arm=arm, arm_params=params, seed=0,
-                                  finetune=FT, calib_size=32)
+        spec = pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(ptq, bits, calib_size=32),
+                                  arm=arm_config(arm, **params), seed=0, finetune=FT)
         row = pipeline.run_trial(spec, cache_root=tmp_path)
         state, _, hit = pipeline.cached_finetune(spec, loaded, cache_root=tmp_path)
         assert hit

@@ -63,12 +63,9 @@ def compute(quantize_case) -> dict[str, torch.Tensor]:
 if __name__ == "__main__":
     from safetensors.torch import save_file
 
-    from arnq.ptq import parse_bits, quantize
-
-    def old_api(model, method, bits, params, calib):
-        w_bits, a_bits = parse_bits(bits)
-        return quantize(model, method, w_bits=w_bits, a_bits=a_bits, calib_batches=calib, params=params)
+    from arnq.ptq import ptq_config, quantize_
 
     GOLDEN.parent.mkdir(exist_ok=True)
-    save_file(compute(old_api), str(GOLDEN))
+    save_file(compute(lambda model, method, bits, params, calib: quantize_(model, ptq_config(method, bits, **params),
+                                                                          calib)), str(GOLDEN))
     print(f"wrote {GOLDEN}")

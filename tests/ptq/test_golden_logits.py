@@ -4,18 +4,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arnq.ptq import parse_bits, quantize
+from arnq.ptq import ptq_config, quantize_
 from tests.ptq.golden_logits import GOLDEN, compute
-
-
-def _quantize(model, method, bits, params, calib):
-    w_bits, a_bits = parse_bits(bits)
-    return quantize(model, method, w_bits=w_bits, a_bits=a_bits, calib_batches=calib, params=params)
 
 
 @pytest.fixture(scope="module")
 def logits():
-    return compute(_quantize)
+    return compute(lambda model, method, bits, params, calib: quantize_(model, ptq_config(method, bits, **params), calib))
 
 
 def test_every_case_matches_the_reference_bit_for_bit(logits):
