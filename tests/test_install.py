@@ -26,8 +26,9 @@ def test_a_wheel_install_lists_validates_and_resolves_the_shipped_spaces(tmp_pat
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "results", "build", "*.egg-info",
                                                                  "__pycache__", ".*_cache"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-    build = run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)])
-    assert "deprecated" not in build.stdout + build.stderr  # e.g. the TOML-table licence
+    build = run(pip + ["wheel", "-v", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
+                       str(source)])
+    assert "deprecated" not in build.stdout + build.stderr  # e.g. the TOML-table licence (pip shows it with -v)
     (wheel,) = (tmp_path / "dist").glob("arnq_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == PACKAGES
