@@ -6,8 +6,8 @@ The same space runs twice through `run_sweep`, each with fresh fine-tune and tri
 fine-tuning epochs run, trials stopped, wall time, and the top 3 arms by quantized
 accuracy in each run.
 
-    .venv/bin/python bench/asha.py                  # bench/spaces/asha_many_arms.yaml
-    .venv/bin/python bench/asha.py --space FILE
+    .venv/bin/python -m bench.asha                  # bench/spaces/asha_many_arms.yaml
+    .venv/bin/python -m bench.asha --space FILE
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, epochs_run, fresh_cache, markdown, ray_hygiene  # noqa: E402
+from bench.common import ROOT, epochs_run, fresh_cache, markdown, ray_hygiene
 
 DEFAULT_SPACE = ROOT / "bench" / "spaces" / "asha_many_arms.yaml"
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
+#: the repository root: the benchmarks run from it (`python -m bench.NAME`) and read its files
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 #: cache kinds a benchmark measures (rebuilt in a fresh cache); everything else is reused
 STAGE_KINDS = ("finetunes", "trials")

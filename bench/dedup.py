@@ -7,24 +7,22 @@ cell that needs it. The naive run wraps the same trainable so every trial gets i
 empty cache: each trial fine-tunes. Printed: fine-tunes run and wall time of each, and
 their ratio.
 
-    .venv/bin/python bench/dedup.py                 # quickstart restricted to vit_mnist
-    .venv/bin/python bench/dedup.py --space FILE    # any space (the naive run fine-tunes per trial)
-    .venv/bin/python bench/dedup.py --count-only search_spaces/quickstart.yaml   # counts, no runs
+    .venv/bin/python -m bench.dedup                 # quickstart restricted to vit_mnist
+    .venv/bin/python -m bench.dedup --space FILE    # any space (the naive run fine-tunes per trial)
+    .venv/bin/python -m bench.dedup --count-only search_spaces/quickstart.yaml   # counts, no runs
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, STAGE_KINDS, fresh_cache, markdown, ray_hygiene  # noqa: E402
+from bench.common import ROOT, STAGE_KINDS, fresh_cache, markdown, ray_hygiene
 
 
 def naive_trainable(config: dict[str, Any]) -> None:

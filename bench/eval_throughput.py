@@ -5,7 +5,7 @@ calibration, and fake-quantized test-set evaluation, each timed over `--repeats`
 (median), at a fixed torch thread count. Prints a Markdown table of items/s and the
 quantized/FP throughput ratio (target >= 0.8).
 
-    python bench/eval_throughput.py [--models vit_mnist minilm_rt] [--threads 1] [--bits W4A4] [--repeats 3]
+    python -m bench.eval_throughput [--models vit_mnist minilm_rt] [--threads 1] [--bits W4A4] [--repeats 3]
 """
 
 from __future__ import annotations

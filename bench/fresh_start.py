@@ -8,21 +8,19 @@ space (both embedded models x plain and QuantTune at W8A8 min-max, no ASHA) runs
 each order, each with an empty cache of its own, so both FP checkpoints are built in
 both runs. Printed: wall time per order and the ratio.
 
-    .venv/bin/python bench/fresh_start.py          # ~35 minutes on a 2-core CPU
+    .venv/bin/python -m bench.fresh_start          # ~35 minutes on a 2-core CPU
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown, ray_hygiene  # noqa: E402
+from bench.common import markdown, ray_hygiene
 
 SPACE = {"name": "fresh_start", "models": ["vit_mnist", "minilm_rt"], "bits": ["W8A8"], "ptq": ["minmax"],
          "arms": ["plain", {"name": "quanttune", "lam": 1.0e-3}], "seeds": [0], "calib_size": 128,

@@ -10,9 +10,9 @@ Also measured, to say where per-trial fixed cost goes: Ray start, a fresh worker
 start plus the pipeline imports, and loading each model from the cache in a fresh
 process (what a trial pays when its actor is not reused).
 
-    .venv/bin/python bench/harness_overhead.py                        # search_spaces/quickstart.yaml
-    .venv/bin/python bench/harness_overhead.py --rerun default default:nowandb   # + all-cached reruns
-    .venv/bin/python bench/harness_overhead.py --models vit_mnist --rerun default 2 default:nowandb
+    .venv/bin/python -m bench.harness_overhead                        # search_spaces/quickstart.yaml
+    .venv/bin/python -m bench.harness_overhead --rerun default default:nowandb   # + all-cached reruns
+    .venv/bin/python -m bench.harness_overhead --models vit_mnist --rerun default 2 default:nowandb
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, fresh_cache, markdown, ray_hygiene  # noqa: E402
+from bench.common import ROOT, fresh_cache, markdown, ray_hygiene
 
 
 def trial_compute(run_dir: Path, name: str) -> list[float]:

@@ -5,18 +5,16 @@ calibration size, at W4A4 (weight-only methods at W4A16), through `run_quantize`
 `arnq quantize` path); the figure is the wall time of `apply` (calibration, searches,
 reconstruction; evaluation excluded).
 
-    .venv/bin/python bench/ptq_cost.py --threads 2
-    .venv/bin/python bench/ptq_cost.py --models vit_mnist --methods minmax gptq   # a subset
+    .venv/bin/python -m bench.ptq_cost --threads 2
+    .venv/bin/python -m bench.ptq_cost --models vit_mnist --methods minmax gptq   # a subset
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown  # noqa: E402
+from bench.common import markdown
 
 #: what each paper (or its official code) says calibration costs; "" where it states nothing
 PAPER_COST = {

@@ -12,8 +12,8 @@ runs in a fresh process so the figures do not mix:
 - experiment-state overhead: Tune's experiment directory size and the sweep's wall
   time per trial (a per-trial figure that rises with N is the super-linear part).
 
-    .venv/bin/python bench/scale.py                       # 1000 5000 10000 trials
-    .venv/bin/python bench/scale.py --trials 200 --nodes 2  # a quick look
+    .venv/bin/python -m bench.scale                       # 1000 5000 10000 trials
+    .venv/bin/python -m bench.scale --trials 200 --nodes 2  # a quick look
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, markdown, ray_hygiene  # noqa: E402
+from bench.common import ROOT, markdown, ray_hygiene
 
 
 def trivial_trainable(config: dict[str, Any]) -> None:
@@ -121,8 +120,8 @@ def main() -> None:
     results = []
     for n in args.trials:
         with tempfile.TemporaryDirectory(prefix="arnq-scale-") as tmp:
-            cmd = [sys.executable, __file__, "--one", str(n), "--nodes", str(args.nodes), "--cpus-per-node",
-                   str(args.cpus_per_node), "--workdir", tmp]
+            cmd = [sys.executable, "-m", "bench.scale", "--one", str(n), "--nodes", str(args.nodes),
+                   "--cpus-per-node", str(args.cpus_per_node), "--workdir", tmp]
             env = {**os.environ, **({"TUNE_MAX_PENDING_TRIALS_PG": args.pending} if args.pending else {})}
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import time
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 DEFAULT_BITS = ("W8A8", "W6A6", "W4A4")
 LISTINGS = ("models", "datasets", "ptq", "arms", "schedules", "spaces")
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+
+def spaces_dir() -> Path:
+    """The folder of the shipped spaces: package data, so an installed `arnq` has them (pip installs it unpacked)."""
+    return Path(str(resources.files("search_spaces")))
+
+
+def _space_path(arg: str) -> Path:
+    """A space argument: an existing file, else a shipped space named `search_spaces/NAME.yaml`, `NAME.yaml` or `NAME`."""
+    path = Path(arg)
+    if path.is_file():
+        return path
+    folder = spaces_dir()
+    shipped = sorted(p.stem for p in folder.glob("*.yaml"))
+    if path.parent in (Path("."), Path(folder.name)) and path.suffix in ("", ".yaml") and path.stem in shipped:
+        return folder / f"{path.stem}.yaml"
+    close = difflib.get_close_matches(path.stem, shipped, n=1)
+    hint = f"Did you mean '{close[0]}'? " if close else ""
+    raise FileNotFoundError(f"{arg}: no such file and no shipped space of that name. {hint}"
+                            f"Shipped spaces: {', '.join(shipped)}")
 
 
 def _console():
@@ -60,10 +81,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
     elif args.what == "spaces":
         from harness.space import load_space
 
+        folder = spaces_dir()
         rows = []
-        for path in sorted(SPACES_DIR.glob("*.yaml")):
+        for path in sorted(folder.glob("*.yaml")):
             space = load_space(path)
-            rows.append({"space": str(path.relative_to(SPACES_DIR.parent)), "name": space.name,
+            rows.append({"space": str(path.relative_to(folder.parent)), "name": space.name,
                          "models": ",".join(space.models), "bits": ",".join(space.bits),
                          "trials": len(space.trials())})
         console.print(_table("search spaces", rows))
@@ -156,7 +178,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.space import SpaceError, load_space
     from harness.sweep import check_resources
 
-    space = load_space(args.space)
+    space = load_space(_space_path(args.space))
     console = _console()
     console.print(f"{args.space}: valid space '{space.name}' (hash {space.source_hash})")
     address = args.address or os.environ.get("RAY_ADDRESS")
@@ -183,7 +205,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.space import load_space
     from harness.sweep import run_sweep
 
-    space = load_space(args.space)  # validated before Ray starts
+    space = load_space(_space_path(args.space))  # validated before Ray starts
     if args.smoke:
         space = smoke_space(space)
     run_dir = Path(args.out or f"results/runs/{space.name}")
@@ -228,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_quantize)
 
     sw = sub.add_parser("sweep", help="run a search space on Ray Tune (local, or a cluster with --address)")
-    sw.add_argument("space", help="search-space YAML file")
+    sw.add_argument("space", help="search-space YAML file, or a shipped space's name (see `arnq ls spaces`)")
     sw.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
     sw.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same run directory")
     sw.add_argument("--smoke", action="store_true", help="a minutes-long slice of the space")
@@ -236,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
 
     v = sub.add_parser("validate", help="check a search space and print its trial count and cost estimate")
-    v.add_argument("space", help="search-space YAML file")
+    v.add_argument("space", help="search-space YAML file, or a shipped space's name (see `arnq ls spaces`)")
     v.add_argument("--address", default=None, help="check resources against this Ray cluster (default: $RAY_ADDRESS)")
     v.set_defaults(func=cmd_validate)
 

@@ -1,6 +1,5 @@
 """The benchmark scripts themselves: quick variants and their helpers (the full benchmarks are not tests)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,27 +7,24 @@ from pathlib import Path
 
 import pytest
 
+from bench import asha, common, fresh_start
+
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench"
 
 
-def load(name):
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_bench(name, *args, timeout):
+    """A benchmark as its README runs it: a module, from the repository root."""
+    return subprocess.run([sys.executable, "-m", f"bench.{name}", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
 
 
 def test_epochs_run_counts_stopped_trials_to_their_stop_and_cached_fine_tunes_as_free():
-    common = load("common")
     rows = [{"status": "ok", "finetune_cached": False}, {"status": "ok", "finetune_cached": True},
             {"status": "stopped", "stopped_at_epoch": 1}, {"status": "failed"}]
     assert common.epochs_run(rows, 4) == 5
 
 
 def test_asha_top3_ranks_by_quantized_accuracy_with_arm_params():
-    asha = load("asha")
     rows = [{"status": "ok", "arm": "plain", "arm_params": "{}", "q_acc": 60.0},
             {"status": "ok", "arm": "arnq", "arm_params": '{"target": "W"}', "q_acc": 70.0},
             {"status": "stopped", "arm": "arnq", "arm_params": '{"target": "A"}', "q_acc": None},
@@ -37,8 +33,7 @@ def test_asha_top3_ranks_by_quantized_accuracy_with_arm_params():
 
 
 def test_dedup_counts_the_quickstart_fine_tunes():
-    out = subprocess.run([sys.executable, str(BENCH / "dedup.py"), "--count-only", "--models", "vit_mnist", "minilm_rt"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = run_bench("dedup", "--count-only", "--models", "vit_mnist", "minilm_rt", timeout=300)
     assert out.returncode == 0, out.stderr
     assert "quickstart (vit_mnist, minilm_rt): 72 trials, 16 distinct fine-tunes" in out.stdout
 
@@ -46,8 +41,7 @@ def test_dedup_counts_the_quickstart_fine_tunes():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_scale_benchmark_quick_variant(tmp_path):
-    out = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--trials", "20", "--nodes", "2",
-                          "--cpus-per-node", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = run_bench("scale", "--trials", "20", "--nodes", "2", "--cpus-per-node", "1", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.splitlines()[0])
     assert (result["trials"], result["rows"], result["ok"]) == (20, 20, 20)
@@ -55,7 +49,6 @@ def test_scale_benchmark_quick_variant(tmp_path):
 
 
 def test_fresh_start_compares_the_interleaved_schedule_with_the_grouped_order():
-    fresh_start = load("fresh_start")
     from harness.grid import schedule
     from harness.space import parse_space
 

@@ -53,6 +53,33 @@ def test_validate_prints_counts_and_cost(capsys):
     assert "distinct fine-tunes: 16" in out and "cost estimate: ~" in out
 
 
+@pytest.mark.parametrize("arg", ["search_spaces/quickstart.yaml", "quickstart.yaml", "quickstart"])
+def test_validate_finds_a_shipped_space_by_name_from_any_directory(tmp_path, capsys, monkeypatch, arg):
+    monkeypatch.chdir(tmp_path)  # no search_spaces/ here: the shipped copy is used
+    assert main(["validate", arg]) == 0
+    assert "valid space 'quickstart'" in capsys.readouterr().out
+
+
+def test_a_file_wins_over_the_shipped_space_of_its_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quickstart.yaml").write_text("name: mine\nmodels: [vit_mnist]\nbits: [W4A4]\nptq: [minmax]\n")
+    assert main(["validate", "quickstart.yaml"]) == 0
+    assert "valid space 'mine'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arg", ["quickstrt", "search_spaces/quickstrt.yaml", "elsewhere/quickstart.yaml"])
+def test_an_unknown_space_lists_the_shipped_ones(tmp_path, capsys, monkeypatch, arg):
+    import harness.sweep
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(harness.sweep, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    for command in ("validate", "sweep"):
+        assert main([command, arg]) == 2
+        err = capsys.readouterr().err
+        assert f"{arg}: no such file and no shipped space of that name. Did you mean 'quickstart'?" in err
+        assert "Shipped spaces: arms_first_minilm, arms_first_minilm_percentile, arms_first_vit," in err
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -1,0 +1,1 @@
+"""The search spaces shipped with arnq-bench: YAML package data, no code (`arnq ls spaces` lists them)."""
