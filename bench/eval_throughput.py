@@ -18,7 +18,7 @@ import torch
 
 from arnq.finetune import CALIB_BATCH, EVAL_BATCH, fp_copy
 from arnq.models import load_model
-from arnq.ptq import parse_bits, quantize
+from arnq.ptq import ptq_config, quantize_
 from arnq.train import evaluate, make_loader
 
 
@@ -41,9 +41,8 @@ def bench_model(name: str, bits: str, ptq: str, calib_size: int, repeats: int) -
     state = loaded.model.state_dict()
     fp_model = fp_copy(loaded, state)
     fp_s, fp_acc = _timed(lambda: evaluate(fp_model, test, "cpu"), repeats)
-    w_bits, a_bits = parse_bits(bits)
     q_model = fp_copy(loaded, state)
-    calib_s, _ = _timed(lambda: quantize(q_model, ptq, w_bits=w_bits, a_bits=a_bits, calib_batches=calib), 1)
+    calib_s, _ = _timed(lambda: quantize_(q_model, ptq_config(ptq, bits), calib), 1)
     q_s, q_acc = _timed(lambda: evaluate(q_model, test, "cpu"), repeats)
     return {"model": name, "items": n, "fp_items_per_s": n / fp_s, "q_items_per_s": n / q_s, "ratio": fp_s / q_s,
             "calib_s": calib_s, "fp_acc": 100 * fp_acc, "q_acc": 100 * q_acc}

@@ -36,14 +36,14 @@ def trivial_trainable(config: dict[str, Any]) -> None:
     """Reports the row of a trial that did no work."""
     from ray import tune
 
-    from arnq.cache import content_key
+    from harness.grid import trial_id
+    from harness.pipeline import TrialSpec, cell_fields
     from harness.sweep import trial_of
 
-    trial = trial_of(config)
-    row = {"model": trial["model"], "bits": trial["bits"], "ptq": trial["ptq"], "arm": trial["arm"],
-           "arm_params": json.dumps(trial["arm_params"], sort_keys=True), "seed": trial["seed"], "status": "ok",
-           "q_acc": 50.0, "fp_acc": 50.0, "ft_acc": 50.0, "trial_id": content_key(trial), "pid": os.getpid(),
-           "config": json.dumps(trial, sort_keys=True)}  # a real row carries its config too (similar size)
+    spec = TrialSpec.from_dict(trial_of(config))
+    row = {**cell_fields(spec), "status": "ok", "q_acc": 50.0, "fp_acc": 50.0, "ft_acc": 50.0,
+           "trial_id": trial_id(spec), "pid": os.getpid(),
+           "config": json.dumps(spec.to_dict(), sort_keys=True)}  # a real row carries its config too (similar size)
     tune.report({"row": json.dumps(row), "done_row": 1, "q_acc": 50.0})
 
 

@@ -35,7 +35,7 @@ def expand_params(arm: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         axes.append([(key, tuple(v) if isinstance(v, list) else v) for v in values])
     combos = [dict(c) for c in itertools.product(*axes)] if axes else [{}]
     for combo in combos:
-        ARMS.get(arm).config(combo)  # validate every point before anything runs
+        arm_config(arm, **combo)  # validate every point before anything runs
     return combos
 
 

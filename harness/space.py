@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from harness.grid import build_trials, expand_params
 from harness.pipeline import TrialSpec
 
 TOP_KEYS = ("name", "models", "bits", "ptq", "arms", "finetune", "seeds", "calib_size", "fp_seed", "scheduler",
-            "resources", "wandb", "description")
+            "resources", "wandb", "description", "plugins")
 SCHEDULERS = ("asha", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -87,6 +88,7 @@ class Space:
     scheduler: Mapping[str, Any] = field(default_factory=lambda: {"name": "none"})
     resources: Mapping[str, Any] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     wandb: Mapping[str, Any] | None = None
+    plugins: tuple[str, ...] = ()  # modules imported before the space is read (and in every trial's worker)
     source_hash: str = ""
 
     def trials(self) -> list[TrialSpec]:
@@ -112,6 +114,7 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
     if not isinstance(name, str) or not name.strip():
         raise _err("name", name, "give the space a non-empty name")
     try:
+        plugins = _plugins(raw.get("plugins", []))
         models = [str(m) for m in _list(raw, "models")]
         for i, model in enumerate(models):
             if model not in MODELS:
@@ -164,7 +167,25 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Space(name=name, models=tuple(models), bits=tuple(bits), ptq=tuple(ptq), arms=tuple(arms),
                  finetune=finetune, seeds=tuple(seeds), calib_size=calib_size, fp_seed=fp_seed,
-                 scheduler=scheduler, resources=resources, wandb=wandb, source_hash=digest)
+                 scheduler=scheduler, resources=resources, wandb=wandb, plugins=plugins, source_hash=digest)
+
+
+def _plugins(raw: Any) -> tuple[str, ...]:
+    """Import each plugin module (it registers its own arms, PTQ methods, models or datasets)."""
+    if not isinstance(raw, list) or not all(isinstance(m, str) and m for m in raw):
+        raise _err("plugins", raw, "use a list of importable module names, e.g. [my_lab.arms]")
+    for i, module in enumerate(raw):
+        try:
+            import_plugin(module)
+        except ImportError as err:
+            raise SpaceError(f"plugins[{i}]: cannot import {module!r} ({err}); give a module on the Python path "
+                             "that registers arms, PTQ methods, models or datasets") from None
+    return tuple(raw)
+
+
+def import_plugin(module: str) -> None:
+    """Import a plugin module once per process (its registrations run at import)."""
+    importlib.import_module(module)
 
 
 def _finetune(raw: Any) -> FinetuneConfig:

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.grid import ended_row, schedule, trial_id
 from harness.pipeline import TrialSpec, run_trial
-from harness.space import Space, SpaceError
+from harness.space import Space, SpaceError, import_plugin
 from harness.store import FINISHED, ROWS, StoreError, append_row, finished_ids, provenance, read_rows
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def trainable(config: Mapping[str, Any]) -> None:
     import torch
     from ray import tune
 
+    for module in config.get("plugins", ()):
+        import_plugin(module)  # the arms or PTQ methods the spec may name
     spec = TrialSpec.from_dict(trial_of(config))
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     run_dir = Path(config["run_dir"])
@@ -401,7 +403,7 @@ def run_sweep(
             return read_rows(rows_path)
     name = space.name if not experiments else f"{space.name}.{len(experiments)}"
     config = {"trial": tune.grid_search([json.dumps(s.to_dict(), sort_keys=True) for s in todo]),
-              "run_dir": str(run_dir.resolve()),
+              "run_dir": str(run_dir.resolve()), "plugins": list(space.plugins),
               "threads": max(1, int(space.resources["cpu"])), "device": "cuda" if space.resources["gpu"] else "cpu",
               "cache_root": str(Path(cache_root or default_cache_root()).resolve())}
     callbacks = [Store(rows_path, len(todo), extra, on_row)]

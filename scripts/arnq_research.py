@@ -14,7 +14,6 @@ diagnostic behind the write-up's "why".
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import statistics
@@ -124,14 +123,14 @@ def site_stats(rows: list[dict[str, Any]], batches: int = 4) -> dict[str, dict[s
         if r.get("status") != "ok" or not r.get("config"):
             continue
         config = json.loads(r["config"])  # TrialSpec.resolved(): the spec's fields plus the fine-tune's cache key
-        spec = TrialSpec.from_dict({f.name: config[f.name] for f in dataclasses.fields(TrialSpec)})
+        spec = TrialSpec.from_dict(config)
         key = (label(r), config["finetune_key"])  # one measurement per fine-tune, however many PTQ cells used it
         if key in done:
             continue
         done.add(key)
         loaded = _loaded(spec.model, spec.fp_seed, "cpu", None)
         state, _, _ = cached_finetune(spec, loaded)
-        splits = make_splits(loaded, spec.finetune, spec.seed, spec._calib_size())
+        splits = make_splits(loaded, spec.finetune, spec.seed, spec.ptq.resolved_calib_size)
         calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False,
                             length_bucketing=loaded.data.modality == "text")
         models = [(f"{spec.model}: {label(r)}", fp_copy(loaded, state))]
@@ -204,20 +203,21 @@ def sensitivity(model_name: str, bits: str, seed: int, finetune: dict[str, Any],
                 observer: str = "minmax") -> list[tuple[str, float]]:
     """(variant, accuracy %) of the plain fine-tune under PTQ with one group of points kept in FP."""
     from arnq.finetune import CALIB_BATCH, EVAL_BATCH, FinetuneConfig, fp_copy, make_splits
-    from arnq.ptq import parse_bits
+    from arnq.ptq import ptq_config
     from arnq.quant import QuantConfig, calibrate, convert, detect_family, prepare
     from arnq.train import evaluate, make_loader
     from harness.pipeline import TrialSpec, _loaded, cached_finetune
 
     ft = FinetuneConfig(**{**finetune, **({"lr": lr} if lr else {})})
-    spec = TrialSpec(model=model_name, bits=bits, ptq=observer, arm="plain", seed=seed, finetune=ft, calib_size=256)
+    target = ptq_config(observer, bits, calib_size=256)
+    spec = TrialSpec(model=model_name, ptq=target, seed=seed, finetune=ft)
     loaded = _loaded(model_name, 0, "cpu", None)
     state, record, _ = cached_finetune(spec, loaded)
     text = loaded.data.modality == "text"
     splits = make_splits(loaded, ft, seed, 256)
     calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=text)
     test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
-    w_bits, a_bits = parse_bits(bits)
+    w_bits, a_bits = target.w_bits, target.a_bits
     family = detect_family(loaded.model)
     groups = BERT_GROUPS if family == "bert" else VIT_GROUPS
     variants: list[tuple[str, dict[str, Any]]] = [

@@ -1,4 +1,4 @@
-"""run_trial and the local grid runner on a tiny task: rows, baselines, shared fine-tunes, resume."""
+"""run_trial on a tiny task: rows, baselines, shared fine-tunes; grid expansion and scheduling; typed specs."""
 
 import dataclasses
 import json
@@ -6,8 +6,10 @@ import json
 import pytest
 
 import harness.pipeline as pipeline
+from arnq.arms import arm_config
 from arnq.finetune import FinetuneConfig
-from harness.grid import build_trials, run_grid, trial_id
+from arnq.ptq import ptq_config
+from harness.grid import build_trials, trial_id
 from harness.results import add_baselines, summary_table
 from tests.test_finetune import _loaded
 
@@ -25,7 +27,7 @@ def toy(monkeypatch, tmp_path):
 
 
 def test_run_trial_row_and_finetune_reuse(toy):
-    spec = build_trials(["vit_mnist"], ["W4A4"], ["minmax"], [("plain", {})], [0], FT, calib_size=32)[0]
+    spec = build_trials(["vit_mnist"], ["W4A4"], [("minmax", {})], [("plain", {})], [0], FT, calib_size=32)[0]
     reports = []
     first = pipeline.run_trial(spec, reports.append)
     assert {"model", "task", "w_bits", "a_bits", "ptq", "arm", "arm_params", "seed", "fp_acc", "ft_acc", "q_acc",
@@ -37,19 +39,15 @@ def test_run_trial_row_and_finetune_reuse(toy):
     assert not first["trial_cached"]
     again = pipeline.run_trial(spec)  # the whole trial comes from the cache
     assert again["trial_cached"] and again["q_acc"] == first["q_acc"] and again["ft_acc"] == first["ft_acc"]
-    other = pipeline.run_trial(dataclasses.replace(spec, ptq="percentile"))  # same fine-tune, new PTQ evaluation
+    other = pipeline.run_trial(dataclasses.replace(spec, ptq=ptq_config("percentile", "W4A4", calib_size=32)))
     assert not other["trial_cached"] and other["finetune_cached"]
 
 
-def test_grid_rows_baselines_and_resume(toy, tmp_path):
-    specs = build_trials(["vit_mnist"], ["W4A4"], ["minmax"], [("kure", {"lam": [0.1, 1.0]})], [0, 1], FT,
+def test_grid_rows_and_baselines(toy):
+    specs = build_trials(["vit_mnist"], ["W4A4"], [("minmax", {})], [("kure", {"lam": [0.1, 1.0]})], [0, 1], FT,
                          calib_size=32)
     assert len(specs) == 2 * 3  # plain is added as the baseline
-    rows_path = tmp_path / "rows.jsonl"
-    rows = run_grid(specs[:3], rows_path, workers=0)
-    assert len(rows) == 3
-    rows = run_grid(specs, rows_path, workers=0)  # the first three are not re-run
-    assert len(rows) == 6 and len(rows_path.read_text().splitlines()) == 6
+    rows = [pipeline.run_trial(spec) for spec in specs]
     df = add_baselines(rows)
     plain = df[df.arm == "plain"].set_index("seed")["q_acc"]
     for _, row in df.iterrows():
@@ -63,7 +61,7 @@ def test_schedule_puts_each_fine_tune_first_and_interleaves_the_models():
     from harness.grid import schedule
     from harness.pipeline import get_key
 
-    specs = build_trials(models=["vit_mnist", "minilm_rt"], bits=["W4A4", "W8A8"], ptq=["minmax", "omse"],
+    specs = build_trials(models=["vit_mnist", "minilm_rt"], bits=["W4A4", "W8A8"], ptq=[("minmax", {}), ("omse", {})],
                          arms=[("plain", {}), ("arnq", {})], seeds=[0], finetune=FinetuneConfig(epochs=1))
     order = schedule(specs)
     assert sorted(map(trial_id, order)) == sorted(map(trial_id, specs))  # a permutation
@@ -71,3 +69,39 @@ def test_schedule_puts_each_fine_tune_first_and_interleaves_the_models():
     n = len(set(keys))
     assert len(set(keys[:n])) == n  # every distinct fine-tune before any trial that reuses one
     assert [s.model for s in order[:4]] == ["vit_mnist", "minilm_rt", "vit_mnist", "minilm_rt"]
+
+
+def test_trial_specs_round_trip_exactly_through_json():
+    """Every spec of every committed space: to_dict -> JSON -> from_dict gives the same spec and the same ids."""
+    import json
+
+    from harness.cli import spaces_dir
+    from harness.space import load_space
+
+    specs = [s for path in sorted(spaces_dir().glob("*.yaml")) for s in load_space(path).trials()]
+    assert len(specs) > 100
+    for spec in specs:
+        again = pipeline.TrialSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+        assert again == spec and trial_id(again) == trial_id(spec) and pipeline.get_key(again) == pipeline.get_key(spec)
+
+
+def test_a_spec_refuses_names_where_configs_belong():
+    with pytest.raises(TypeError, match="give a PTQ config"):
+        pipeline.TrialSpec(model="vit_mnist", ptq="minmax")
+    with pytest.raises(TypeError, match="give an arm config"):
+        pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config("minmax", "W4A4"), arm="arnq")
+
+
+def test_arnq_shares_a_fine_tune_between_targets_with_the_same_quantizers():
+    """ARNQ sizes noise from the target's quantizers: GPTQ and min-max share them (min-max per-tensor
+    activations), OMSE and percentile-auto RepQ-ViT do not; plain ignores the target."""
+    def key(arm, method):
+        return pipeline.get_key(pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(method, "W4A4"),
+                                                   arm=arm_config(arm), finetune=FT))
+
+    assert key("arnq", "minmax") == key("arnq", "gptq")
+    assert len({key("arnq", m) for m in ("minmax", "omse", "repq_vit", "percentile")}) == 4
+    assert len({key("plain", m) for m in ("minmax", "omse", "repq_vit")}) == 1
+    weight_only = arm_config("arnq", target="W")
+    assert len({pipeline.get_key(pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(m, "W4A4"), arm=weight_only,
+                                                    finetune=FT)) for m in ("minmax", "omse")}) == 1

@@ -76,6 +76,7 @@ def test_a_diverged_finetune_is_a_failed_row_with_its_reason_and_the_sweep_goes_
     monkeypatch.setenv("WANDB_API_KEY", "sk-test-never-written-0123456789")
     space = parse_space({"name": "nan", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"],
                          "arms": ["plain", {"name": "diverge", "at_step": 2}], "seeds": [0], "calib_size": 64,
+                         "plugins": ["tests.harness.fault_arms"],
                          "finetune": {"epochs": 1, "batch_size": 64, "train_subset": 256, "val_size": 64,
                                       "diagnostics_batches": 1},
                          "wandb": {"project": "arnq-test", "mode": "offline"}})

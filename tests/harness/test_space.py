@@ -1,14 +1,14 @@
 """Search-space validation: every shipped space loads; bad input names the key, value and fix."""
 
-from pathlib import Path
 
 import pytest
 import yaml
 
+from harness.cli import spaces_dir
 from harness.pipeline import get_key
 from harness.space import SpaceError, load_space, parse_space
 
-SPACES = sorted(Path(__file__).resolve().parents[2].joinpath("search_spaces").glob("*.yaml"))
+SPACES = sorted(spaces_dir().glob("*.yaml"))
 BASE = {"name": "t", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"]}
 
 
@@ -16,7 +16,7 @@ BASE = {"name": "t", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"
 def test_shipped_spaces_validate(path):
     space = load_space(path)
     trials = space.trials()
-    assert trials and any(t.arm == "plain" for t in trials)
+    assert trials and any(t.arm.arm == "plain" for t in trials)
 
 
 def test_grid_expansion_and_shared_finetunes():
@@ -31,7 +31,7 @@ def test_grid_expansion_and_shared_finetunes():
 def test_a_finetune_is_shared_across_the_target_fields_it_does_not_use():
     def keys(arm):
         space = parse_space({**BASE, "bits": ["W4A4", "W4A8", "W6A6"], "ptq": ["minmax", "percentile"], "arms": [arm]})
-        return {get_key(t) for t in space.trials() if t.arm != "plain"}
+        return {get_key(t) for t in space.trials() if t.arm.arm != "plain"}
 
     assert len(keys({"name": "arnq"})) == 3 * 2  # WA noise, Delta from the calibrator: per bits and calibrator
     assert len(keys({"name": "arnq", "delta_observer": "minmax"})) == 3  # its own observer: per bits only
@@ -63,8 +63,8 @@ def test_plan_counts_trials_finetunes_and_cache(tmp_path):
 def test_tuple_fields_take_lists_as_values_and_lists_of_lists_as_grids():
     one = parse_space({**BASE, "arms": [{"name": "quanttune", "sites": ["post_ln", "fc2_in"]}]})
     two = parse_space({**BASE, "arms": [{"name": "quanttune", "sites": [["post_ln"], ["fc2_in"]]}]})
-    assert len([t for t in one.trials() if t.arm == "quanttune"]) == 1
-    assert len([t for t in two.trials() if t.arm == "quanttune"]) == 2
+    assert len([t for t in one.trials() if t.arm.arm == "quanttune"]) == 1
+    assert len([t for t in two.trials() if t.arm.arm == "quanttune"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -97,6 +97,10 @@ def test_tuple_fields_take_lists_as_values_and_lists_of_lists_as_grids():
         ({"resources": {"gpu": 1.5}}, "resources.gpu"),
         ({"resources": {"models": {"vit_mnst": {"gpu": 1}}}}, "Did you mean 'vit_mnist'?"),
         ({"scheduler": {"name": "asha", "grace_period": 0}}, "scheduler.grace_period"),
+        ({"plugins": "my_lab.arms"}, "plugins: 'my_lab.arms' is invalid"),
+        ({"plugins": ["no_such_module_xyz"]}, "plugins[0]: cannot import 'no_such_module_xyz'"),
+        ({"ptq": ["smoothquant"], "bits": ["W4A16"]}, "ptq[0] (smoothquant, W4A16): smoothquant moves activation"),
+        ({"ptq": [{"name": "percentile", "pct": 2.0}]}, "ptq[0] (percentile, W4A4): pct=2.0"),
     ],
 )
 def test_bad_spaces_name_key_value_and_fix(patch, message):
@@ -118,3 +122,10 @@ def test_yaml_is_loaded_safely(tmp_path):
     with pytest.raises(SpaceError, match="YAML"):
         load_space(path)
     assert yaml.safe_load("a: 1") == {"a": 1}
+
+
+def test_a_plugin_registers_an_arm_the_space_can_name():
+    space = parse_space({**BASE, "arms": ["plain", {"name": "diverge", "at_step": 3}],
+                         "plugins": ["tests.harness.fault_arms"]})
+    assert space.plugins == ("tests.harness.fault_arms",)
+    assert [t.arm.arm for t in space.trials()] == ["plain", "diverge"]

@@ -3,11 +3,15 @@
 import pickle
 from types import SimpleNamespace
 
+from arnq.arms import arm_config
+from arnq.finetune import FinetuneConfig
+from arnq.ptq import ptq_config
+from harness.pipeline import TrialSpec
 from harness.sweep import flat_config, trial_name
 from harness.wandb_runs import WandbRuns
 
-TRIAL = {"model": "vit_mnist", "bits": "W4A4", "ptq": "minmax", "arm": "arnq", "arm_params": {"schedule": "linear"},
-         "seed": 0, "finetune": {"epochs": 1, "lr": 1e-4}, "ptq_params": {}}
+TRIAL = TrialSpec(model="vit_mnist", ptq=ptq_config("minmax", "W4A4"), arm=arm_config("arnq", schedule="cosine"),
+                  finetune=FinetuneConfig(epochs=1, lr=1e-4)).to_dict()
 
 
 def _callback(tmp_path):
@@ -29,7 +33,7 @@ def test_one_offline_run_per_trial_with_the_flat_config_and_its_metrics(tmp_path
     assert len(runs) == 2
     data = b"".join(p.read_bytes() for run in runs for p in run.glob("*.wandb"))
     assert b"finetune.lr" in data and b"q_val_acc" in data
-    assert b"vit_mnist-W4A4-minmax-arnq[schedule=linear]-s0" in data and b"-s1" in data
+    assert b"vit_mnist-W4A4-minmax-arnq[schedule=cosine]-s0" in data and b"-s1" in data
 
 
 def test_pickles_without_its_thread_and_a_wandb_failure_is_only_logged(tmp_path, monkeypatch, caplog):
