@@ -132,8 +132,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb: bool = False) -> int:
     """Write results.csv, summary.md and the report of a run, print the leaderboard; non-zero exit if a trial failed."""
-    from harness.report import write_report
-    from harness.results import add_baselines, summary_table
+    from harness.report import add_baselines, summary_table, write_report
 
     df = add_baselines(rows)
     df.drop(columns=["diagnostics"], errors="ignore").to_csv(run_dir / "results.csv", index=False)

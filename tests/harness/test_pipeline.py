@@ -8,7 +8,7 @@ import pytest
 import harness.pipeline as pipeline
 from arnq.finetune import FinetuneConfig
 from harness.grid import build_trials, run_grid, trial_id
-from harness.results import add_baselines, summary_table
+from harness.report import add_baselines, summary_table
 from tests.test_finetune import _loaded
 
 FT = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, train_subset=128, val_size=32, diagnostics_batches=1,
