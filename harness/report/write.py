@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,7 +68,6 @@ def save_report(
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MPLCONFIGDIR", str((run_dir / ".matplotlib").resolve()))
     plots = write_plots(report, out / "plots")
     paths = {path.relative_to(out).as_posix(): path for path in plots.values()}
     files: dict[str, str] = {}

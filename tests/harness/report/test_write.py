@@ -1,4 +1,6 @@
-"""write_report: the golden run's Markdown and CSV files, format and empty-run errors."""
+"""write_report: the golden run's Markdown and CSV files, format and empty-run errors, no process state."""
+
+import os
 
 import pytest
 
@@ -31,3 +33,12 @@ def test_unknown_formats_and_runs_without_rows_are_clear_errors(tmp_path):
         write_report(tmp_path, formats=("md", "pdf"))
     with pytest.raises(ValueError, match="no rows to report"):
         write_report(tmp_path)
+
+
+def test_write_report_leaves_the_environment_unchanged(tmp_path, monkeypatch):
+    """Matplotlib's config dir (MPLCONFIGDIR) and anything else in os.environ is the entry point's business."""
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    before = dict(os.environ)
+    paths = write_report(make_run(tmp_path), now=NOW, hardware=HARDWARE)
+    assert paths["report.md"].is_file() and paths["plots/improvement_heatmap.png"].is_file()
+    assert dict(os.environ) == before
