@@ -14,26 +14,32 @@ import pandas as pd
 from harness.report.provenance import STATUS_ORDER
 from harness.report.tables import BEST_RULE, Report
 
+LEADERBOARD = (
+    "Quantized accuracy q_acc (%) and its improvement Δ (percentage points) over the plain-fine-tune baseline "
+    "of the same model, bits, PTQ method and seed, as mean ± sample std over seeds; n counts the seeds with "
+    "status ok, and for Δ only those whose plain baseline is ok too. FP: the full-precision model. " + BEST_RULE)
+PLAIN_LEADERBOARD = (
+    "Quantized accuracy q_acc (%) and its drop (percentage points) from the accuracy of the same model before "
+    "quantization (fine-tuned by the plain arm in a sweep; the FP model itself in `arnq quantize`), as mean ± "
+    "sample std over seeds; n counts the seeds with status ok. FP: the full-precision model.")
+THESIS = (
+    "Improvement over the plain baseline (percentage points) of each arm variant: its mean Δ per (model, bits, "
+    "PTQ method) cell, averaged over the cells of each bit-width, of each PTQ method, and of all of them (all); "
+    "± is the std across cells and n counts cells.")
+LITERATURE = (
+    "Per model, the FP accuracy and the plain arm's quantized accuracy (mean over seeds) with its change from FP "
+    "in parentheses, per PTQ method and bit-width (the FQ-ViT / PTQ4ViT / RepQ-ViT README layout).")
+
 
 def sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
-    """(title, caption, display table) of every table, in report order."""
+    """(title, caption, display table) of every table, in report order; no thesis view without arms to compare."""
     counts = report.issues["status"].value_counts()
     issues = ", ".join(f"{counts.get(s, 0)} {s}" for s in dict.fromkeys((*STATUS_ORDER, *counts.index, "missing")))
+    compared = report.compares_arms
     return [
-        ("Leaderboard",
-         "Quantized accuracy q_acc (%) and its improvement Δ (percentage points) over the plain-fine-tune baseline "
-         "of the same model, bits, PTQ method and seed, as mean ± sample std over seeds; n counts the seeds with "
-         "status ok, and for Δ only those whose plain baseline is ok too. FP: the full-precision model. " + BEST_RULE,
-         report.views["leaderboard"]),
-        ("Thesis view",
-         "Improvement over the plain baseline (percentage points) of each arm variant: its mean Δ per (model, bits, "
-         "PTQ method) cell, averaged over the cells of each bit-width, of each PTQ method, and of all of them (all); "
-         "± is the std across cells and n counts cells.",
-         report.views["thesis"]),
-        ("Literature view",
-         "Per model, the FP accuracy and the plain arm's quantized accuracy (mean over seeds) with its change from FP "
-         "in parentheses, per PTQ method and bit-width (the FQ-ViT / PTQ4ViT / RepQ-ViT README layout).",
-         report.views["literature"]),
+        ("Leaderboard", LEADERBOARD if compared else PLAIN_LEADERBOARD, report.views["leaderboard"]),
+        *([("Thesis view", THESIS, report.views["thesis"])] if compared else []),
+        ("Literature view", LITERATURE, report.views["literature"]),
         ("Failed, stopped and missing cells",
          f"{issues} of the {report.grid_cells} (model, bits, PTQ method, arm variant, seed) cells of the grid; "
          f"none is averaged into the tables above. Grid: {report.grid_source}.",

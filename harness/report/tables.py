@@ -24,7 +24,8 @@ from harness.report.stats import add_baselines, mean, mean_std, normalize, stats
 
 log = logging.getLogger(__name__)
 
-METRICS = ("fp_acc", "ft_acc", "q_acc", "improvement")
+METRICS = ("fp_acc", "ft_acc", "q_acc", "improvement")  # the long leaderboard's metrics
+DISPLAY_METRICS = ("drop",)  # also collected per cell, for the display tables only
 ALL = "all"  # the bits or ptq of a thesis-view average over every value
 BEST_MARK = "★"
 BEST_RULE = (f"{BEST_MARK} marks, in each row, the arm variant with the highest mean improvement, "
@@ -46,6 +47,11 @@ class Report:
     schedules: tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]  # (schedule, params, variants using it)
     grid_source: str
     grid_cells: int
+
+    @property
+    def compares_arms(self) -> bool:
+        """Whether the run has arm variants besides plain (else there is no improvement to show)."""
+        return self.axes.variants != (PLAIN,)
 
 
 def build_report(
@@ -90,7 +96,8 @@ def _values(rows: Sequence[Mapping[str, Any]], axes: Axes) -> dict[Cell, dict[st
     ok = df[df["status"] == "ok"]
     values: dict[Cell, dict[str, list[float]]] = {}
     for (model, bits, ptq, arm, params), group in ok.groupby(["model", "bits", "ptq", "arm", "arm_params"]):
-        values[(model, bits, ptq, (arm, params))] = {m: [float(v) for v in group[m].dropna()] for m in METRICS}
+        values[(model, bits, ptq, (arm, params))] = {m: [float(v) for v in group[m].dropna()]
+                                                     for m in (*METRICS, *DISPLAY_METRICS)}
     return dict(sorted(values.items(), key=lambda kv: axes.sort_key(*kv[0])))
 
 
@@ -129,6 +136,8 @@ def _fp(values: Values, model: str, bits: str, ptq: str) -> str:
 
 def _leaderboard_view(values: Values, best: set[Cell], axes: Axes) -> pd.DataFrame:
     """Wide: one row per (model, bits, ptq), a q_acc and an improvement (Δ) column per arm variant."""
+    if axes.variants == (PLAIN,):
+        return _plain_view(values)
     records = []
     for model, bits, ptq in dict.fromkeys(key[:3] for key in values):
         record = {"model": model, "bits": bits, "ptq": ptq, "FP": _fp(values, model, bits, ptq)}
@@ -143,6 +152,13 @@ def _leaderboard_view(values: Values, best: set[Cell], axes: Axes) -> pd.DataFra
             record[f"{label} Δ"] = mean_std(metrics.get("improvement", [])) + mark
         records.append(record)
     return pd.DataFrame(records)
+
+
+def _plain_view(values: Values) -> pd.DataFrame:
+    """The leaderboard of a run with the plain arm only: one row per (model, bits, ptq), q_acc and its drop."""
+    return pd.DataFrame([{"model": model, "bits": bits, "ptq": ptq, "FP": _fp(values, model, bits, ptq),
+                          "q_acc": mean_std(metrics["q_acc"]), "drop": mean_std(metrics["drop"])}
+                         for (model, bits, ptq, _), metrics in values.items()])
 
 
 def _thesis(values: Values, axes: Axes) -> tuple[pd.DataFrame, pd.DataFrame]:
