@@ -30,9 +30,18 @@ LITERATURE = (
     "Per model, the FP accuracy and the plain arm's quantized accuracy (mean over seeds) with its change from FP "
     "in parentheses, per PTQ method and bit-width (the FQ-ViT / PTQ4ViT / RepQ-ViT README layout).")
 
+FINETUNE = (
+    "Before quantization: each arm variant's fine-tuned accuracy ft_acc (%) and, where the trials recorded "
+    "diagnostics, max/σ after fine-tuning (the mean over linear layers of their input's max|x| / std: lower "
+    "leaves a min-max quantizer more levels for typical values), as mean ± sample std over seeds; n counts "
+    "the seeds with status ok.")
+
 
 def sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
-    """(title, caption, display table) of every table, in report order; no thesis view without arms to compare."""
+    """(title, caption, display table) of every table, in report order.
+
+    No thesis view without arms to compare, no fine-tune table when nothing was fine-tuned (`arnq quantize`).
+    """
     counts = report.issues["status"].value_counts()
     issues = ", ".join(f"{counts.get(s, 0)} {s}" for s in dict.fromkeys((*STATUS_ORDER, *counts.index, "missing")))
     compared = report.compares_arms
@@ -40,6 +49,7 @@ def sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
         ("Leaderboard", LEADERBOARD if compared else PLAIN_LEADERBOARD, report.views["leaderboard"]),
         *([("Thesis view", THESIS, report.views["thesis"])] if compared else []),
         ("Literature view", LITERATURE, report.views["literature"]),
+        *([("Fine-tuned models", FINETUNE, report.views["finetune"])] if not report.views["finetune"].empty else []),
         ("Failed, stopped and missing cells",
          f"{issues} of the {report.grid_cells} (model, bits, PTQ method, arm variant, seed) cells of the grid; "
          f"none is averaged into the tables above. Grid: {report.grid_source}.",

@@ -25,7 +25,7 @@ from harness.report.stats import add_baselines, mean, mean_std, normalize, stats
 log = logging.getLogger(__name__)
 
 METRICS = ("fp_acc", "ft_acc", "q_acc", "improvement")  # the long leaderboard's metrics
-DISPLAY_METRICS = ("drop",)  # also collected per cell, for the display tables only
+DISPLAY_METRICS = ("drop", "max_over_sigma_after")  # also collected per cell, for the display tables only
 ALL = "all"  # the bits or ptq of a thesis-view average over every value
 BEST_MARK = "★"
 BEST_RULE = (f"{BEST_MARK} marks, in each row, the arm variant with the highest mean improvement, "
@@ -43,7 +43,7 @@ class Report:
     leaderboard: pd.DataFrame  # one row per (model, bits, ptq, arm variant, metric): mean, std, n, best
     thesis: pd.DataFrame  # one row per (arm variant, bits or 'all', ptq or 'all'): mean, std, n over cells
     issues: pd.DataFrame  # one row per failed, stopped or missing (model, bits, ptq, arm variant, seed)
-    views: dict[str, pd.DataFrame]  # display tables of strings: leaderboard, thesis, literature
+    views: dict[str, pd.DataFrame]  # display tables of strings: leaderboard, thesis, literature, finetune
     schedules: tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]  # (schedule, params, variants using it)
     grid_source: str
     grid_cells: int
@@ -86,7 +86,7 @@ def build_report(
         provenance=provenance(rows, space, name, issues, now=now, hardware=hardware, rows_written=rows_written),
         grid_source=grid_source, grid_cells=len(grid), schedules=_noise_schedules(rows),
         views={"leaderboard": _leaderboard_view(values, best, axes), "thesis": thesis_view,
-               "literature": _literature_view(values, axes)},
+               "literature": _literature_view(values, axes), "finetune": _finetune_view(values, axes)},
     )
 
 
@@ -97,7 +97,7 @@ def _values(rows: Sequence[Mapping[str, Any]], axes: Axes) -> dict[Cell, dict[st
     values: dict[Cell, dict[str, list[float]]] = {}
     for (model, bits, ptq, arm, params), group in ok.groupby(["model", "bits", "ptq", "arm", "arm_params"]):
         values[(model, bits, ptq, (arm, params))] = {m: [float(v) for v in group[m].dropna()]
-                                                     for m in (*METRICS, *DISPLAY_METRICS)}
+                                                     for m in (*METRICS, *DISPLAY_METRICS) if m in group}
     return dict(sorted(values.items(), key=lambda kv: axes.sort_key(*kv[0])))
 
 
@@ -203,6 +203,24 @@ def _literature_view(values: Values, axes: Axes) -> pd.DataFrame:
             q_acc = mean(plain) if plain else math.nan
             record[f"{ptq} {bits}"] = "—" if not plain else f"{q_acc:.2f}" + (
                 f" ({_signed(q_acc - fp)})" if fp_values else "")
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _finetune_view(values: Values, axes: Axes) -> pd.DataFrame:
+    """Wide: per (model, bits, ptq), each variant's ft_acc and max/σ after fine-tuning; empty without a fine-tune."""
+    if all(m["ft_acc"] == m["fp_acc"] for m in values.values()):
+        return pd.DataFrame()
+    diagnostics = any(m.get("max_over_sigma_after") for m in values.values())
+    records = []
+    for model, bits, ptq in dict.fromkeys(key[:3] for key in values):
+        record = {"model": model, "bits": bits, "ptq": ptq}
+        for variant in axes.variants:
+            metrics = values.get((model, bits, ptq, variant), {})
+            label = variant_label(*variant)
+            record[f"{label} ft_acc"] = mean_std(metrics.get("ft_acc", []))
+            if diagnostics:
+                record[f"{label} max/σ"] = mean_std(metrics.get("max_over_sigma_after", []))
         records.append(record)
     return pd.DataFrame(records)
 
