@@ -10,13 +10,13 @@
 from harness.report.axes import Axes, variant_label
 from harness.report.plots import write_plots
 from harness.report.render import render_html, render_markdown
-from harness.report.stats import add_baselines, mean_std, summary_table
+from harness.report.stats import add_baselines, mean_std
 from harness.report.tables import ALL, BEST_MARK, METRICS, Report, build_report
 from harness.report.wandb_logger import log_wandb
 from harness.report.write import FORMATS, REPORT_DIR, read_report, save_report, write_report
 
 __all__ = [
     "ALL", "BEST_MARK", "FORMATS", "METRICS", "REPORT_DIR", "Axes", "Report", "add_baselines", "build_report",
-    "log_wandb", "mean_std", "read_report", "render_html", "render_markdown", "save_report", "summary_table",
-    "variant_label", "write_plots", "write_report",
+    "log_wandb", "mean_std", "read_report", "render_html", "render_markdown", "save_report", "variant_label",
+    "write_plots", "write_report",
 ]

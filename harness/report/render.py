@@ -29,6 +29,7 @@ THESIS = (
 LITERATURE = (
     "Per model, the FP accuracy and the plain arm's quantized accuracy (mean over seeds) with its change from FP "
     "in parentheses, per PTQ method and bit-width (the FQ-ViT / PTQ4ViT / RepQ-ViT README layout).")
+PLAIN_LITERATURE = LITERATURE.replace("the plain arm's quantized accuracy", "the quantized accuracy")
 
 FINETUNE = (
     "Before quantization: each arm variant's fine-tuned accuracy ft_acc (%) and, where the trials recorded "
@@ -48,7 +49,7 @@ def sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
     return [
         ("Leaderboard", LEADERBOARD if compared else PLAIN_LEADERBOARD, report.views["leaderboard"]),
         *([("Thesis view", THESIS, report.views["thesis"])] if compared else []),
-        ("Literature view", LITERATURE, report.views["literature"]),
+        ("Literature view", LITERATURE if compared else PLAIN_LITERATURE, report.views["literature"]),
         *([("Fine-tuned models", FINETUNE, report.views["finetune"])] if not report.views["finetune"].empty else []),
         ("Failed, stopped and missing cells",
          f"{issues} of the {report.grid_cells} (model, bits, PTQ method, arm variant, seed) cells of the grid; "

@@ -62,17 +62,3 @@ def mean_std(values: Sequence[float]) -> str:
     m, std, n = stats(vals)
     return f"{m:.2f} ± {std:.2f} (n={n})"
 
-
-SUMMARY_METRICS = ("ft_acc", "q_acc", "improvement", "max_over_sigma_after")
-
-
-def summary_table(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
-    """One row per (model, bits, ptq, arm, arm_params) with mean ± std over seeds of each metric."""
-    group = ["model", "bits", "ptq", "arm", "arm_params"]
-    metrics = [m for m in metrics if m in df]
-    out = df[df["status"] == "ok"].groupby(group, sort=False)[metrics].agg(lambda s: mean_std(list(s)))
-    out = out.reset_index()
-    order = {name: i for i, name in enumerate(dict.fromkeys(df["bits"]))}  # bits in the space's order
-    keys = out.assign(_bits=out["bits"].map(order), _baseline=out["arm"] != "plain")
-    keys = keys.sort_values(["model", "_bits", "ptq", "_baseline"], kind="stable")
-    return out.loc[keys.index].reset_index(drop=True)

@@ -43,6 +43,7 @@ class Report:
     leaderboard: pd.DataFrame  # one row per (model, bits, ptq, arm variant, metric): mean, std, n, best
     thesis: pd.DataFrame  # one row per (arm variant, bits or 'all', ptq or 'all'): mean, std, n over cells
     issues: pd.DataFrame  # one row per failed, stopped or missing (model, bits, ptq, arm variant, seed)
+    trials: pd.DataFrame  # one row per trial (the store's rows) with baseline_q_acc, improvement and drop joined in
     views: dict[str, pd.DataFrame]  # display tables of strings: leaderboard, thesis, literature, finetune
     schedules: tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]  # (schedule, params, variants using it)
     grid_source: str
@@ -75,7 +76,8 @@ def build_report(
         except (KeyError, IndexError, TypeError, ValueError) as err:
             log.warning("space.json does not give a grid (%s); the grid is what the rows show", err)
     axes = grid_axes.extended(seen)
-    values = _values(rows, axes)
+    trials = add_baselines(rows)
+    values = _values(trials, axes)
     best = _best_variants(values)
     grid = grid_axes.grid()
     issues = _issues(rows, axes, grid)
@@ -83,6 +85,7 @@ def build_report(
     thesis, thesis_view = _thesis(values, axes)
     return Report(
         name=name, axes=axes, leaderboard=_leaderboard(values, best), thesis=thesis, issues=issues,
+        trials=trials.drop(columns=["diagnostics"], errors="ignore"),
         provenance=provenance(rows, space, name, issues, now=now, hardware=hardware, rows_written=rows_written),
         grid_source=grid_source, grid_cells=len(grid), schedules=_noise_schedules(rows),
         views={"leaderboard": _leaderboard_view(values, best, axes), "thesis": thesis_view,
@@ -90,10 +93,9 @@ def build_report(
     )
 
 
-def _values(rows: Sequence[Mapping[str, Any]], axes: Axes) -> dict[Cell, dict[str, list[float]]]:
-    """The ok rows' values of every metric per cell, in report order."""
-    df = add_baselines(rows)
-    ok = df[df["status"] == "ok"]
+def _values(trials: pd.DataFrame, axes: Axes) -> dict[Cell, dict[str, list[float]]]:
+    """The ok trials' values of every metric per cell, in report order."""
+    ok = trials[trials["status"] == "ok"]
     values: dict[Cell, dict[str, list[float]]] = {}
     for (model, bits, ptq, arm, params), group in ok.groupby(["model", "bits", "ptq", "arm", "arm_params"]):
         values[(model, bits, ptq, (arm, params))] = {m: [float(v) for v in group[m].dropna()]

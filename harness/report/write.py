@@ -77,6 +77,7 @@ def save_report(
         files["leaderboard.csv"] = report.leaderboard.to_csv(index=False)
         files["thesis.csv"] = report.thesis.to_csv(index=False)
         files["issues.csv"] = report.issues.to_csv(index=False)
+        files["trials.csv"] = report.trials.to_csv(index=False)
         files["provenance.json"] = json.dumps(report.provenance, indent=1, ensure_ascii=False) + "\n"
     if "html" in formats:
         files["report.html"] = render_html(report, plots)

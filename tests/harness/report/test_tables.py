@@ -58,3 +58,25 @@ def test_rows_without_provenance_or_config_still_report():
                                  ("arnq[schedule=linear]",)),)
     overall = report.thesis[(report.thesis["bits"] == ALL) & (report.thesis["ptq"] == ALL)]
     assert overall.set_index("variant")["mean"].to_dict() == {"arnq[schedule=linear]": 1.9688, "quanttune": 0.8438}
+
+
+def test_a_run_of_the_plain_arm_alone_shows_q_acc_and_drop_and_no_arm_comparison():
+    """arnq quantize's rows (ft_acc = fp_acc, no fine-tune): FP, q_acc and drop per cell; no thesis or fine-tune table."""
+    from harness.report.render import sections
+
+    accs = {("W8A8", 0): (80.0, 79.5), ("W8A8", 1): (80.2, 79.9), ("W4A4", 0): (80.0, 70.0), ("W4A4", 1): (80.2, 71.0)}
+    rows = [{"model": "vit_mnist", "bits": bits, "ptq": "minmax", "arm": "plain", "arm_params": "{}", "seed": seed,
+             "fp_acc": fp, "ft_acc": fp, "q_acc": q, "status": "ok", "trial_id": f"{bits}-{seed}"}
+            for (bits, seed), (fp, q) in accs.items()]
+    report = build_report(rows, name="quantize", now=NOW, hardware=HARDWARE)
+    assert report.views["leaderboard"].to_dict("records") == [
+        {"model": "vit_mnist", "bits": "W8A8", "ptq": "minmax", "FP": "80.10", "q_acc": "79.70 ± 0.28 (n=2)",
+         "drop": "0.40 ± 0.14 (n=2)"},
+        {"model": "vit_mnist", "bits": "W4A4", "ptq": "minmax", "FP": "80.10", "q_acc": "70.50 ± 0.71 (n=2)",
+         "drop": "9.60 ± 0.57 (n=2)"},
+    ]
+    assert report.views["literature"].to_dict("records") == [
+        {"model": "vit_mnist", "FP": "80.10", "minmax W8A8": "79.70 (\u22120.40)", "minmax W4A4": "70.50 (\u22129.60)"}]
+    assert report.thesis.empty and report.views["finetune"].empty and not report.compares_arms
+    assert [title for title, _, _ in sections(report)] == ["Leaderboard", "Literature view",
+                                                          "Failed, stopped and missing cells"]
