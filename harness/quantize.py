@@ -21,9 +21,11 @@ from typing import Any
 from arnq.models import MODELS, load_model
 from arnq.ptq import PTQ_METHODS, parse_bits
 from arnq.train import evaluate, make_loader
+from harness.store import ROWS, append_row, provenance, read_rows, set_aside
 
 EVAL_BATCH = 128
 CALIB_BATCH = 64
+JOB = "job.json"  # the job of a quantize run, as space.json is the space of a sweep
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,6 @@ def quantize_into(
     job: QuantizeJob, run_dir: Path, on_row: Callable[[dict[str, Any]], None] | None = None
 ) -> list[dict[str, Any]]:
     """Run the job into `run_dir`'s results store (an earlier run there is moved aside); the store's rows."""
-    from harness.store import ROWS, append_row, provenance, read_rows, set_aside
-
     set_aside(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     job_record = {"job": asdict(job), "command": "arnq " + shlex.join(sys.argv[1:])}
@@ -141,9 +141,6 @@ def quantize_into(
 
     run_quantize(job, on_row=store)
     return read_rows(run_dir / ROWS)
-
-
-JOB = "job.json"  # the job of a quantize run, as space.json is the space of a sweep
 
 
 def _trial_id(row: dict[str, Any], job: QuantizeJob) -> str:

@@ -1,6 +1,6 @@
 """The leaderboard report of a run, built from its rows.jsonl: Markdown, CSV, HTML, plots and a W&B run.
 
-- `tables`: the aggregation (leaderboard, thesis, literature and issues views) of the rows;
+- `axes`, `stats`, `tables`, `provenance`: the aggregation of the rows into every table and the header;
 - `plots`: PNG plots drawn on Agg canvases;
 - `render`: the Markdown document and the self-contained HTML page;
 - `wandb_logger`: the report as one W&B run;

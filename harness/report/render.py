@@ -30,7 +30,6 @@ LITERATURE = (
     "Per model, the FP accuracy and the plain arm's quantized accuracy (mean over seeds) with its change from FP "
     "in parentheses, per PTQ method and bit-width (the FQ-ViT / PTQ4ViT / RepQ-ViT README layout).")
 PLAIN_LITERATURE = LITERATURE.replace("the plain arm's quantized accuracy", "the quantized accuracy")
-
 FINETUNE = (
     "Before quantization: each arm variant's fine-tuned accuracy ft_acc (%) and, where the trials recorded "
     "diagnostics, max/σ after fine-tuning (the mean over linear layers of their input's max|x| / std: lower "

@@ -3,6 +3,17 @@
 Every number is a mean over seeds of the rows with status "ok"; failed and stopped
 trials, and grid cells with no row at all, are listed apart and never averaged in. The
 grid is the one in the run's space.json, else the cross product of what the rows show.
+
+- leaderboard: per (model, bits, PTQ method), the FP accuracy, the plain arm's quantized
+  accuracy (the baseline) and each arm variant's q_acc and improvement (its q_acc minus the
+  plain arm's q_acc of the same seed, so n counts only seeds whose baseline is ok); with the
+  plain arm alone (`arnq quantize`), q_acc and its drop instead;
+- thesis view: each arm variant's improvement averaged over (model, bits, PTQ) cells, per
+  bits, per PTQ method and overall (the run's counterpart of the thesis's average gain);
+- literature view: per model, the FP accuracy and the plain arm's q_acc with its change from
+  FP per PTQ method and bits (the layout of the FQ-ViT / PTQ4ViT / RepQ-ViT READMEs);
+- fine-tune view: each variant's ft_acc and max/σ after fine-tuning (empty without a fine-tune);
+- issues: the failed, stopped and missing cells.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def read_report(run_dir: str | Path, *, now: datetime | None = None, hardware: s
     rows_path = run_dir / ROWS
     rows = read_rows(rows_path)
     if not rows:
-        raise ValueError(f"{rows_path}: no rows to report; run `arnq sweep` or `arnq grid` into {run_dir} first")
+        raise ValueError(f"{rows_path}: no rows to report; run `arnq sweep`, `arnq grid` or `arnq quantize` into {run_dir} first")
     space = _space(run_dir)
     written = datetime.fromtimestamp(rows_path.stat().st_mtime, timezone.utc)
     return build_report(rows, space, name=run_dir.name, now=now, hardware=hardware, rows_written=written)
