@@ -95,27 +95,24 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_quantize(args: argparse.Namespace) -> int:
     from arnq.models import MODELS
     from arnq.ptq import CALIBRATORS
-    from harness.quantize import QuantizeJob, job_meta, run_quantize, write_rows
+    from harness.quantize import QuantizeJob, quantize_into
 
+    embedded = [name for name, spec in MODELS.items() if spec.embedded]
     job = QuantizeJob(  # validates names and bit strings before anything is loaded
-        models=args.model or [name for name, spec in MODELS.items() if spec.embedded], ptq=args.ptq or list(CALIBRATORS), bits=args.bits, seed=args.seed, calib_size=args.calib_size,
-        device=args.device, threads=args.threads, weights=args.weights, data_root=args.data_root,
+        models=args.model or embedded, ptq=args.ptq or list(CALIBRATORS), bits=args.bits, seed=args.seed,
+        calib_size=args.calib_size, device=args.device, threads=args.threads, weights=args.weights, data_root=args.data_root,
         ptq_params=_ptq_params(args.param),
     )
     console = _console()
     start = time.perf_counter()
-    columns = ("model", "bits", "ptq", "fp_acc", "q_acc", "drop", "calib_s", "eval_s")
+    columns = ("model", "bits", "ptq", "fp_acc", "q_acc", "calib_s", "eval_s")
 
     def show(row: dict) -> None:
         console.print("  ".join(f"{c}={row[c]}" for c in columns))
 
-    rows = run_quantize(job, on_row=show)
-    out_dir = Path(args.out)
-    csv_path, _ = write_rows(rows, out_dir, job_meta(job))
-    console.print(_table("PTQ accuracy (%)", rows, columns))
-    console.print(f"{len(rows)} quantized evaluations in {time.perf_counter() - start:.0f} s")
-    console.print(f"results: {csv_path.resolve()}")
-    return 0
+    run_dir = Path(args.out)
+    rows = quantize_into(job, run_dir, on_row=show)
+    return _finish_run(rows, run_dir, run_dir.name, start)
 
 
 def _ptq_params(items: list[str]) -> dict[str, dict[str, object]]:
@@ -133,21 +130,18 @@ def _ptq_params(items: list[str]) -> dict[str, dict[str, object]]:
 
 
 def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb: bool = False) -> int:
-    """Write results.csv, summary.md and the report of a run, print the leaderboard; non-zero exit if a trial failed."""
-    from harness.report import write_report
-    from harness.results import add_baselines, summary_table
+    """Write the run's report (run_dir/report), print its leaderboard; non-zero exit if a trial failed."""
+    from collections import Counter
 
-    df = add_baselines(rows)
-    df.drop(columns=["diagnostics"], errors="ignore").to_csv(run_dir / "results.csv", index=False)
-    table = summary_table(df)
-    (run_dir / "summary.md").write_text(table.to_markdown(index=False) + "\n")
+    from harness.report import read_report, save_report
+
+    report = read_report(run_dir)
+    paths = save_report(report, run_dir, wandb=wandb)
     console = _console()
-    console.print(_table(f"{name}: mean ± std over seeds", table.to_dict("records")))
-    paths = write_report(run_dir, wandb=wandb)
-    counts = df["status"].value_counts().to_dict()
-    console.print(f"{len(df)} trials ({counts}) in {time.perf_counter() - start:.0f} s")
-    console.print(f"results: {(run_dir / 'results.csv').resolve()}")
-    console.print(f"leaderboard: {paths['report.md'].resolve()} (also {paths['report.html'].name}, CSV)")
+    console.print(_table(f"{name}: leaderboard (mean ± std over seeds)", report.views["leaderboard"].to_dict("records")))
+    counts = Counter(row.get("status", "ok") for row in rows)
+    console.print(f"{len(rows)} trials ({dict(counts)}) in {time.perf_counter() - start:.0f} s")
+    console.print(f"report: {paths['report.md'].resolve()} (also {paths['report.html'].name}, CSV, plots)")
     wandb_dir = (run_dir / "wandb" / "wandb").resolve()
     offline = list(wandb_dir.glob("offline-run-*"))
     if offline:  # the per-trial runs are silent; say once where they are and how to upload them
@@ -246,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-root", default=None, help="local dataset folder (e.g. ImageNet ImageFolder, GLUE jsonl)")
     q.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                    help="a PTQ method parameter (repeatable), e.g. noisyquant.noise=gaussian")
-    q.add_argument("--out", default="results/runs/quantize", help="output directory for results.csv/json")
+    q.add_argument("--out", default="results/runs/quantize",
+                   help="run directory: rows.jsonl, job.json and the report (an earlier run there is moved aside)")
     q.set_defaults(func=cmd_quantize)
 
     sw = sub.add_parser("sweep", help="run a search space on Ray Tune (local, or a cluster with --address)")

@@ -1,13 +1,19 @@
-"""Ray-free PTQ evaluation: load (or build) an FP model, quantize it with each method x bits, score it."""
+"""Ray-free PTQ evaluation: load (or build) an FP model, quantize it with each method x bits, score it.
+
+`quantize_into` writes the rows to a run directory's results store (rows.jsonl), the same
+store a sweep writes, as the plain arm without fine-tuning (ft_acc = fp_acc), so one
+reporter (`harness.report.write_report`) reports both.
+"""
 
 from __future__ import annotations
 
 import copy
-import csv
 import json
-import os
+import platform
+import shlex
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +21,11 @@ from typing import Any
 from arnq.models import MODELS, load_model
 from arnq.ptq import PTQConfig, parse_bits, ptq_config, quantize_
 from arnq.train import evaluate, make_loader
+from harness.store import ROWS, append_row, provenance, read_rows, set_aside
 
 EVAL_BATCH = 128
 CALIB_BATCH = 64
+JOB = "job.json"  # the job of a quantize run, as space.json is the space of a sweep
 
 
 @dataclass(frozen=True)
@@ -94,12 +102,15 @@ def run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | No
                     "w_bits": w_bits,
                     "a_bits": a_bits,
                     "ptq": method,
-                    "ptq_params": json.dumps(cfg.params(), sort_keys=True),
+                    "ptq_params": json.dumps(cfg.changed_params(), sort_keys=True),
+                    "arm": "plain",
+                    "arm_params": "{}",
                     "seed": job.seed,
                     "calib_size": len(calib),
                     "fp_acc": round(100 * fp_acc, 2),
+                    "ft_acc": round(100 * fp_acc, 2),  # no fine-tune: the quantized model is the FP one
                     "q_acc": round(100 * q_acc, 2),
-                    "drop": round(100 * (fp_acc - q_acc), 2),
+                    "status": "ok",
                     "calib_s": round(calib_s, 2),
                     "eval_s": round(time.perf_counter() - start, 2),
                     "fp_eval_s": round(fp_eval_s, 2),
@@ -117,32 +128,28 @@ def _subset(dataset: Any, size: int) -> Any:
     return dataset if size >= len(dataset) else Subset(dataset, range(size))
 
 
-MD_COLUMNS = ("model", "bits", "ptq", "fp_acc", "q_acc", "drop", "calib_size", "calib_s", "eval_s")
+def quantize_into(
+    job: QuantizeJob, run_dir: Path, on_row: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
+    """Run the job into `run_dir`'s results store (an earlier run there is moved aside); the store's rows."""
+    set_aside(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job_record = {"job": asdict(job), "command": "arnq " + shlex.join(sys.argv[1:])}
+    (run_dir / JOB).write_text(json.dumps(job_record, indent=1) + "\n")
+    extra = {**provenance(), "host": platform.node()}
+
+    def store(row: dict[str, Any]) -> None:
+        append_row(run_dir / ROWS, {**row, "trial_id": _trial_id(row, job), **extra})
+        if on_row is not None:
+            on_row(row)
+
+    run_quantize(job, on_row=store)
+    return read_rows(run_dir / ROWS)
 
 
-def write_rows(rows: Sequence[dict[str, Any]], out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
-    """results.csv, results.md (a table with provenance) and results.json (rows + provenance) under `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    json_path.write_text(json.dumps({"meta": meta, "rows": list(rows)}, indent=2))
-    lines = ["| " + " | ".join(MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in MD_COLUMNS) + " |" for r in rows]
-    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
-    lines += ["", f"Accuracy in %, test split. Generated {meta['date']} by `{meta['command']}`; {versions}."]
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
-    return csv_path, json_path
+def _trial_id(row: dict[str, Any], job: QuantizeJob) -> str:
+    """The identity of one evaluation: what its numbers depend on."""
+    from arnq.cache import content_key
 
-
-def job_meta(job: QuantizeJob) -> dict[str, Any]:
-    import platform
-    import shlex
-    import sys
-
-    from arnq.cache import library_versions
-
-    return {"job": asdict(job), "versions": library_versions(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "command": "arnq " + shlex.join(sys.argv[1:]), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    return content_key({key: row[key] for key in ("model", "bits", "ptq", "ptq_params", "seed", "calib_size")}
+                       | {"weights": job.weights, "data_root": job.data_root, "device": job.device})

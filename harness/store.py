@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -82,6 +83,16 @@ def _drop_torn_tail(path: Path) -> None:
         keep = data.rfind(b"\n") + 1
         log.warning("%s: dropping a torn last line (%d bytes) before appending", path, len(data) - keep)
         f.truncate(keep)
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Move an earlier run out of `run_dir` to `<run_dir>.<timestamp>` (nothing is deleted); its new path, or None."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    aside = run_dir.with_name(f"{run_dir.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(aside)
+    log.info("an earlier run of %s moved to %s", run_dir, aside)
+    return aside
 
 
 def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -133,3 +133,33 @@ def test_the_end_of_a_run_says_where_its_offline_wandb_runs_are_and_how_to_uploa
     _finish_run(read_rows(run / "rows.jsonl"), run, "golden", time.perf_counter())
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "W&B: 3 offline runs in" in out and "wandb sync" in out and "offline-run-*" in out
+
+
+def test_a_run_ends_with_its_report_and_nothing_beside_it(tmp_path, capsys):
+    import time
+
+    from harness.cli import _finish_run
+    from harness.store import read_rows
+
+    run = _golden_run(tmp_path)
+    assert _finish_run(read_rows(run / "rows.jsonl"), run, "golden", time.perf_counter()) == 1  # a failed trial
+    assert sorted(p.name for p in run.iterdir()) == ["report", "rows.jsonl", "space.json"]
+    assert {"report.md", "report.html", "leaderboard.csv", "trials.csv"} <= {p.name for p in (run / "report").iterdir()}
+    out = " ".join(capsys.readouterr().out.split())
+    assert "golden: leaderboard" in out and "47 trials" in out
+
+
+def test_quantize_command_writes_a_results_store_and_its_report(tmp_path, capsys, monkeypatch):
+    import harness.quantize
+    from tests.test_finetune import _loaded
+
+    loaded = _loaded()
+    monkeypatch.setattr(harness.quantize, "load_model", lambda *args, **kwargs: loaded)
+    run = tmp_path / "quantize"
+    argv = ["quantize", "--model", "vit_mnist", "--ptq", "minmax", "--bits", "W4A4", "--calib-size", "32",
+            "--out", str(run)]
+    assert main(argv) == 0
+    assert sorted(p.name for p in run.iterdir()) == ["job.json", "report", "rows.jsonl"]
+    assert (run / "report" / "report.md").read_text(encoding="utf-8").startswith("# quantize: leaderboard report")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "quantize: leaderboard" in out and "1 trials" in out

@@ -10,7 +10,7 @@ from arnq.arms import arm_config
 from arnq.finetune import FinetuneConfig
 from arnq.ptq import ptq_config
 from harness.grid import build_trials, trial_id
-from harness.results import add_baselines, summary_table
+from harness.report import add_baselines, build_report
 from tests.test_finetune import _loaded
 
 FT = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, train_subset=128, val_size=32, diagnostics_batches=1,
@@ -53,8 +53,9 @@ def test_grid_rows_and_baselines(toy):
     for _, row in df.iterrows():
         assert row["baseline_q_acc"] == plain[row["seed"]]
         assert row["improvement"] == pytest.approx(row["q_acc"] - plain[row["seed"]], abs=0.011)
-    table = summary_table(df)
-    assert len(table) == 3 and all("(n=2)" in v for v in table["q_acc"])
+    board = build_report(rows).leaderboard
+    q_acc = board[board["metric"] == "q_acc"]  # per (model, bits, ptq, arm variant), over seeds
+    assert len(q_acc) == 3 and all(q_acc["n"] == 2)
 
 
 def test_schedule_puts_each_fine_tune_first_and_interleaves_the_models():

@@ -1,18 +1,29 @@
-"""Results rows: baselines joined in, improvement computed, mean +- std tables over seeds."""
+"""Rows with their baselines joined in, and the mean ± std over seeds every table prints."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from harness.report.axes import canonical
+
 CELL = ("model", "bits", "ptq", "seed")  # a plain row with the same cell is an arm's baseline
 
 
-def add_baselines(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def normalize(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row with canonical arm_params and NaN (not None, not absent) for the accuracies it lacks."""
+    out = {**row, "arm_params": canonical(row.get("arm_params")), "status": row.get("status", "ok")}
+    for key in ("fp_acc", "ft_acc", "q_acc"):
+        if out.get(key) is None:
+            out[key] = math.nan
+    return out
+
+
+def add_baselines(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows with baseline_q_acc (the plain arm's q_acc in the same cell and seed), improvement and drop."""
     df = pd.DataFrame(list(rows))
     if df.empty:
@@ -32,26 +43,22 @@ def add_baselines(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def stats(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample std, n), the numbers `mean_std` prints."""
+    m = mean(values)
+    std = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, std, len(values)
+
+
 def mean_std(values: Sequence[float]) -> str:
     """'m ± s (n)' with the sample std over seeds; '—' when empty."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return "—"
-    mean = sum(vals) / len(vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return f"{mean:.2f} ± {std:.2f} (n={len(vals)})"
+    m, std, n = stats(vals)
+    return f"{m:.2f} ± {std:.2f} (n={n})"
 
-
-SUMMARY_METRICS = ("ft_acc", "q_acc", "improvement", "max_over_sigma_after")
-
-
-def summary_table(df: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
-    """One row per (model, bits, ptq, arm, arm_params) with mean ± std over seeds of each metric."""
-    group = ["model", "bits", "ptq", "arm", "arm_params"]
-    metrics = [m for m in metrics if m in df]
-    out = df[df["status"] == "ok"].groupby(group, sort=False)[metrics].agg(lambda s: mean_std(list(s)))
-    out = out.reset_index()
-    order = {name: i for i, name in enumerate(dict.fromkeys(df["bits"]))}  # bits in the space's order
-    keys = out.assign(_bits=out["bits"].map(order), _baseline=out["arm"] != "plain")
-    keys = keys.sort_values(["model", "_bits", "ptq", "_baseline"], kind="stable")
-    return out.loc[keys.index].reset_index(drop=True)

@@ -1,0 +1,285 @@
+"""Every table of a run's report, aggregated from its rows: leaderboard, thesis, literature and issues.
+
+Every number is a mean over seeds of the rows with status "ok"; failed and stopped
+trials, and grid cells with no row at all, are listed apart and never averaged in. The
+grid is the one in the run's space.json, else the cross product of what the rows show.
+
+- leaderboard: per (model, bits, PTQ method), the FP accuracy, the plain arm's quantized
+  accuracy (the baseline) and each arm variant's q_acc and improvement (its q_acc minus the
+  plain arm's q_acc of the same seed, so n counts only seeds whose baseline is ok); with the
+  plain arm alone (`arnq quantize`), q_acc and its drop instead;
+- thesis view: each arm variant's improvement averaged over (model, bits, PTQ) cells, per
+  bits, per PTQ method and overall (the run's counterpart of the thesis's average gain);
+- literature view: per model, the FP accuracy and the plain arm's q_acc with its change from
+  FP per PTQ method and bits (the layout of the FQ-ViT / PTQ4ViT / RepQ-ViT READMEs);
+- fine-tune view: each variant's ft_acc and max/σ after fine-tuning (empty without a fine-tune);
+- issues: the failed, stopped and missing cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from harness.report.axes import PLAIN, Axes, Cell, Variant, axes_from_rows, axes_from_space, variant_label
+from harness.report.provenance import STATUS_ORDER, distinct, provenance
+from harness.report.stats import add_baselines, mean, mean_std, normalize, stats
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fp_acc", "ft_acc", "q_acc", "improvement")  # the long leaderboard's metrics
+DISPLAY_METRICS = ("drop", "max_over_sigma_after")  # also collected per cell, for the display tables only
+ALL = "all"  # the bits or ptq of a thesis-view average over every value
+BEST_MARK = "★"
+BEST_RULE = (f"{BEST_MARK} marks, in each row, the arm variant with the highest mean improvement, "
+             "provided that mean is above 0; variants tied at two decimals are all marked.")
+Values = Mapping[Cell, Mapping[str, list[float]]]  # the ok values of each metric per cell, over seeds
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every table of a run's report: numeric long tables (CSV, W&B, plots) and display tables (Markdown, HTML)."""
+
+    name: str
+    provenance: dict[str, str]
+    axes: Axes
+    leaderboard: pd.DataFrame  # one row per (model, bits, ptq, arm variant, metric): mean, std, n, best
+    thesis: pd.DataFrame  # one row per (arm variant, bits or 'all', ptq or 'all'): mean, std, n over cells
+    issues: pd.DataFrame  # one row per failed, stopped or missing (model, bits, ptq, arm variant, seed)
+    trials: pd.DataFrame  # one row per trial (the store's rows) with baseline_q_acc, improvement and drop joined in
+    views: dict[str, pd.DataFrame]  # display tables of strings: leaderboard, thesis, literature, finetune
+    schedules: tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]  # (schedule, params, variants using it)
+    grid_source: str
+    grid_cells: int
+
+    @property
+    def compares_arms(self) -> bool:
+        """Whether the run has arm variants besides plain (else there is no improvement to show)."""
+        return self.axes.variants != (PLAIN,)
+
+
+def build_report(
+    rows: Iterable[Mapping[str, Any]],
+    space: Mapping[str, Any] | None = None,
+    *,
+    name: str = "run",
+    now: datetime | None = None,
+    hardware: str | None = None,
+    rows_written: datetime | None = None,
+) -> Report:
+    """Every table of the report from a run's rows (and its space.json, if any); `name` is used without one."""
+    rows = [normalize(r) for r in rows]
+    if not rows:
+        raise ValueError("no rows to report; run the sweep first")
+    seen = axes_from_rows(rows)
+    grid_axes, grid_source = seen, "the cross product of the models, bits, PTQ methods, arm variants and seeds the rows show"
+    if space is not None:
+        try:
+            grid_axes, grid_source = axes_from_space(space), "space.json"
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            log.warning("space.json does not give a grid (%s); the grid is what the rows show", err)
+    axes = grid_axes.extended(seen)
+    trials = add_baselines(rows)
+    values = _values(trials, axes)
+    best = _best_variants(values)
+    grid = grid_axes.grid()
+    issues = _issues(rows, axes, grid)
+    name = (space or {}).get("name") or distinct(rows, "space") or name
+    thesis, thesis_view = _thesis(values, axes)
+    return Report(
+        name=name, axes=axes, leaderboard=_leaderboard(values, best), thesis=thesis, issues=issues,
+        trials=trials.drop(columns=["diagnostics"], errors="ignore"),
+        provenance=provenance(rows, space, name, issues, now=now, hardware=hardware, rows_written=rows_written),
+        grid_source=grid_source, grid_cells=len(grid), schedules=_noise_schedules(rows),
+        views={"leaderboard": _leaderboard_view(values, best, axes), "thesis": thesis_view,
+               "literature": _literature_view(values, axes), "finetune": _finetune_view(values, axes)},
+    )
+
+
+def _values(trials: pd.DataFrame, axes: Axes) -> dict[Cell, dict[str, list[float]]]:
+    """The ok trials' values of every metric per cell, in report order."""
+    ok = trials[trials["status"] == "ok"]
+    values: dict[Cell, dict[str, list[float]]] = {}
+    for (model, bits, ptq, arm, params), group in ok.groupby(["model", "bits", "ptq", "arm", "arm_params"]):
+        values[(model, bits, ptq, (arm, params))] = {m: [float(v) for v in group[m].dropna()]
+                                                     for m in (*METRICS, *DISPLAY_METRICS) if m in group}
+    return dict(sorted(values.items(), key=lambda kv: axes.sort_key(*kv[0])))
+
+
+def _best_variants(values: Values) -> set[Cell]:
+    """The marked variants of each (model, bits, ptq): see BEST_RULE."""
+    means: dict[tuple[str, str, str], dict[Variant, float]] = {}
+    for (model, bits, ptq, variant), metrics in values.items():
+        if variant != PLAIN and metrics["improvement"]:
+            means.setdefault((model, bits, ptq), {})[variant] = round(mean(metrics["improvement"]), 2)
+    marked = set()
+    for cell, by_variant in means.items():
+        top = max(by_variant.values())
+        if top > 0:
+            marked |= {(*cell, v) for v, m in by_variant.items() if m == top}
+    return marked
+
+
+def _leaderboard(values: Values, best: set[Cell]) -> pd.DataFrame:
+    records = []
+    for (model, bits, ptq, (arm, params)), metrics in values.items():
+        for metric in METRICS:
+            if metrics[metric]:
+                m, std, n = stats(metrics[metric])
+                records.append({"model": model, "bits": bits, "ptq": ptq, "arm": arm, "arm_params": params,
+                                "variant": variant_label(arm, params), "metric": metric, "mean": round(m, 4),
+                                "std": round(std, 4), "n": n, "best": (model, bits, ptq, (arm, params)) in best})
+    return pd.DataFrame(records, columns=["model", "bits", "ptq", "arm", "arm_params", "variant", "metric", "mean",
+                                          "std", "n", "best"])
+
+
+def _fp(values: Values, model: str, bits: str, ptq: str) -> str:
+    """The mean FP accuracy of every variant's rows in a (model, bits, ptq) cell, or '—'."""
+    fp = [v for key, metrics in values.items() if key[:3] == (model, bits, ptq) for v in metrics["fp_acc"]]
+    return f"{mean(fp):.2f}" if fp else "—"
+
+
+def _leaderboard_view(values: Values, best: set[Cell], axes: Axes) -> pd.DataFrame:
+    """Wide: one row per (model, bits, ptq), a q_acc and an improvement (Δ) column per arm variant."""
+    if axes.variants == (PLAIN,):
+        return _plain_view(values)
+    records = []
+    for model, bits, ptq in dict.fromkeys(key[:3] for key in values):
+        record = {"model": model, "bits": bits, "ptq": ptq, "FP": _fp(values, model, bits, ptq)}
+        for variant in axes.variants:
+            metrics = values.get((model, bits, ptq, variant), {})
+            label = variant_label(*variant)
+            if variant == PLAIN:
+                record["plain q_acc (baseline)"] = mean_std(metrics.get("q_acc", []))
+                continue
+            mark = f" {BEST_MARK}" if (model, bits, ptq, variant) in best else ""
+            record[f"{label} q_acc"] = mean_std(metrics.get("q_acc", []))
+            record[f"{label} Δ"] = mean_std(metrics.get("improvement", [])) + mark
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _plain_view(values: Values) -> pd.DataFrame:
+    """The leaderboard of a run with the plain arm only: one row per (model, bits, ptq), q_acc and its drop."""
+    return pd.DataFrame([{"model": model, "bits": bits, "ptq": ptq, "FP": _fp(values, model, bits, ptq),
+                          "q_acc": mean_std(metrics["q_acc"]), "drop": mean_std(metrics["drop"])}
+                         for (model, bits, ptq, _), metrics in values.items()])
+
+
+def _thesis(values: Values, axes: Axes) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each variant's per-cell mean improvement averaged per bits, per ptq, per (bits, ptq) and overall:
+    the long table, and the view with a column per bits, per PTQ method and 'all'."""
+    cell_means = [(variant, bits, ptq, mean(m["improvement"]))
+                  for (_, bits, ptq, variant), m in values.items() if variant != PLAIN and m["improvement"]]
+    shown = [(b, ALL) for b in axes.bits] + [(ALL, q) for q in axes.ptqs] + [(ALL, ALL)]
+    groups = shown[:-1] + [(b, q) for b in axes.bits for q in axes.ptqs] + [(ALL, ALL)]
+    records, view = [], []
+    for variant in axes.variants:
+        label = variant_label(*variant)
+        row = {"arm variant": label}
+        for bits, ptq in groups:
+            means = [m for v, b, q, m in cell_means if v == variant and bits in (b, ALL) and ptq in (q, ALL)]
+            if means:
+                m, std, n = stats(means)
+                records.append({"arm": variant[0], "arm_params": variant[1], "variant": label, "bits": bits,
+                                "ptq": ptq, "mean": round(m, 4), "std": round(std, 4), "n": n})
+            if (bits, ptq) in shown:
+                row[ALL if (bits, ptq) == (ALL, ALL) else bits if ptq == ALL else ptq] = mean_std(means)
+        if any(v == variant for v, *_ in cell_means):
+            view.append(row)
+    columns = ["arm", "arm_params", "variant", "bits", "ptq", "mean", "std", "n"]
+    return pd.DataFrame(records, columns=columns), pd.DataFrame(view)
+
+
+def _signed(delta: float) -> str:
+    """'+0.12' or '−0.91' (a true minus sign, as the PTQ papers print it)."""
+    return f"{round(delta, 2) + 0.0:+.2f}".replace("-", "\u2212")
+
+
+def _literature_view(values: Values, axes: Axes) -> pd.DataFrame:
+    """Rows = model, columns = PTQ method × bits, cells 'plain q_acc (change from FP)'."""
+    records = []
+    for model in dict.fromkeys(key[0] for key in values):
+        fp_values = [v for key, m in values.items() if key[0] == model for v in m["fp_acc"]]
+        fp = mean(fp_values) if fp_values else math.nan
+        record = {"model": model, "FP": f"{fp:.2f}" if fp_values else "—"}
+        for ptq, bits in itertools.product(axes.ptqs, axes.bits):
+            plain = values.get((model, bits, ptq, PLAIN), {}).get("q_acc", [])
+            q_acc = mean(plain) if plain else math.nan
+            record[f"{ptq} {bits}"] = "—" if not plain else f"{q_acc:.2f}" + (
+                f" ({_signed(q_acc - fp)})" if fp_values else "")
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _finetune_view(values: Values, axes: Axes) -> pd.DataFrame:
+    """Wide: per (model, bits, ptq), each variant's ft_acc and max/σ after fine-tuning; empty without a fine-tune."""
+    if all(m["ft_acc"] == m["fp_acc"] for m in values.values()):
+        return pd.DataFrame()
+    diagnostics = any(m.get("max_over_sigma_after") for m in values.values())
+    records = []
+    for model, bits, ptq in dict.fromkeys(key[:3] for key in values):
+        record = {"model": model, "bits": bits, "ptq": ptq}
+        for variant in axes.variants:
+            metrics = values.get((model, bits, ptq, variant), {})
+            label = variant_label(*variant)
+            record[f"{label} ft_acc"] = mean_std(metrics.get("ft_acc", []))
+            if diagnostics:
+                record[f"{label} max/σ"] = mean_std(metrics.get("max_over_sigma_after", []))
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def _issue_detail(row: Mapping[str, Any]) -> str:
+    if row["status"] != "stopped":
+        return str(row.get("error") or "")
+    detail = f"stopped at epoch {row.get('stopped_at_epoch')}"
+    if row.get("q_val_acc") is not None:
+        detail += f", q_val_acc {row['q_val_acc']}"
+    return detail
+
+
+def _issues(rows: Sequence[Mapping[str, Any]], axes: Axes, grid: set) -> pd.DataFrame:
+    """Failed, stopped (and any other non-ok) rows, then grid cells with no row at all."""
+    records = [{"status": row["status"], "model": row["model"], "bits": row["bits"], "ptq": row["ptq"],
+                "variant": (row["arm"], row["arm_params"]), "seed": row["seed"], "detail": _issue_detail(row)}
+               for row in rows if row["status"] != "ok"]
+    present = {(r["model"], r["bits"], r["ptq"], (r["arm"], r["arm_params"]), r["seed"]) for r in rows}
+    for model, bits, ptq, variant, seed in grid - present:
+        records.append({"status": "missing", "model": model, "bits": bits, "ptq": ptq, "variant": variant,
+                        "seed": seed, "detail": "no row"})
+
+    def rank(record: Mapping[str, Any]) -> tuple:
+        status = record["status"]
+        order = STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER) + (status == "missing")
+        key = axes.sort_key(record["model"], record["bits"], record["ptq"], record["variant"], record["seed"])
+        return (order, key, status)
+
+    records.sort(key=rank)
+    for record in records:
+        record["variant"] = variant_label(*record["variant"])
+    return pd.DataFrame(records, columns=["status", "model", "bits", "ptq", "variant", "seed", "detail"])
+
+
+def _noise_schedules(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]:
+    """The distinct noise schedules of the ok rows (config.arm_config, else arm_params with the defaults)."""
+    from arnq.arms.schedules import DEFAULT_PARAMS
+
+    used: dict[tuple, dict[str, None]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        config = json.loads(row["config"]).get("arm_config", {}) if row.get("config") else json.loads(row["arm_params"])
+        if "schedule" not in config:
+            continue
+        params = tuple((k, config.get(k, default)) for k, default in DEFAULT_PARAMS.items())
+        used.setdefault((config["schedule"], params), {})[variant_label(row["arm"], row["arm_params"])] = None
+    return tuple((schedule, dict(params), tuple(variants)) for (schedule, params), variants in used.items())

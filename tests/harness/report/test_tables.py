@@ -1,0 +1,82 @@
+"""The report's tables from the golden rows: best-arm marks, the grid, missing cells, older rows."""
+
+import json
+
+from harness.report import ALL, build_report
+from harness.store import read_rows
+from tests.harness.report.golden_run import GOLDEN, HARDWARE, NOW
+
+
+def test_best_arm_mark_needs_the_highest_mean_improvement_above_zero_and_marks_ties():
+    report = build_report(read_rows(GOLDEN / "rows.jsonl"), json.loads((GOLDEN / "space.json").read_text()))
+    board = report.leaderboard
+    best = board[board["best"] & (board["metric"] == "improvement")]
+    assert sorted(zip(best["model"], best["bits"], best["ptq"], best["variant"], best["mean"], strict=True)) == sorted([
+        ("vit_mnist", "W8A8", "minmax", "arnq[schedule=linear]", 0.1),
+        ("vit_mnist", "W4A4", "minmax", "arnq[schedule=linear]", 5.5),
+        ("vit_mnist", "W4A4", "percentile", "arnq[schedule=linear]", 2.0),  # a tie: both marked
+        ("vit_mnist", "W4A4", "percentile", "quanttune", 2.0),
+        ("minilm_rt", "W8A8", "minmax", "quanttune", 0.2),
+        ("minilm_rt", "W8A8", "percentile", "quanttune", 0.15),
+        ("minilm_rt", "W4A4", "minmax", "arnq[schedule=linear]", 9.0),
+    ])  # vit W8A8 percentile (best -0.10) and minilm W4A4 percentile (best 0.00) have no mark
+    # the failed plain seed leaves one paired seed: improvement over n=1, q_acc over n=2
+    cell = board[(board["model"] == "vit_mnist") & (board["bits"] == "W4A4") & (board["ptq"] == "percentile")
+                 & (board["arm"] == "arnq")].set_index("metric")
+    assert (cell.loc["q_acc", "n"], cell.loc["improvement", "n"]) == (2, 1)
+
+
+def test_a_wider_space_lists_more_missing_cells_and_leaves_the_means_alone():
+    rows = read_rows(GOLDEN / "rows.jsonl")
+    space = json.loads((GOLDEN / "space.json").read_text())
+    golden = build_report(rows, space)
+    wider = build_report(rows, {**space, "seeds": [0, 1, 2]})
+    missing = wider.issues[wider.issues["status"] == "missing"]
+    assert len(missing) == 2 * 2 * 2 * 3 + 1  # every seed-2 cell, and the one seed-1 cell
+    assert set(missing["seed"]) == {1, 2}
+    assert wider.leaderboard.equals(golden.leaderboard)
+    assert wider.provenance["rows"] == "47 trials (45 ok, 1 failed, 1 stopped); grid cells without a row: 25"
+
+
+def test_a_space_json_that_gives_no_grid_falls_back_to_the_rows(caplog):
+    rows = read_rows(GOLDEN / "rows.jsonl")
+    space = json.loads((GOLDEN / "space.json").read_text())
+    report = build_report(rows, {**space, "arms": [["no_such_arm", {}]]})  # e.g. an arm since renamed
+    assert report.grid_source.startswith("the cross product") and "does not give a grid" in caplog.text
+    assert report.grid_cells == 48 and (report.issues["status"] == "missing").sum() == 1
+
+
+def test_rows_without_provenance_or_config_still_report():
+    """Older rows (before provenance and config were recorded): unknowns are said, schedules come from arm_params."""
+    dropped = ("space", "space_hash", "git_commit", "versions", "python", "host", "node_id", "config")
+    rows = [{k: v for k, v in r.items() if k not in dropped} for r in read_rows(GOLDEN / "rows.jsonl")]
+    report = build_report(rows, name="old_run", now=NOW, hardware=HARDWARE)
+    assert report.name == "old_run"
+    assert report.provenance["git_commit"] == report.provenance["versions"] == "unknown"
+    assert report.provenance["trial_hosts"] == "not recorded"
+    assert report.schedules == (("linear", {"alpha_max": 1.0, "warmup_frac": 0.2, "n_steps": 4},
+                                 ("arnq[schedule=linear]",)),)
+    overall = report.thesis[(report.thesis["bits"] == ALL) & (report.thesis["ptq"] == ALL)]
+    assert overall.set_index("variant")["mean"].to_dict() == {"arnq[schedule=linear]": 1.9688, "quanttune": 0.8438}
+
+
+def test_a_run_of_the_plain_arm_alone_shows_q_acc_and_drop_and_no_arm_comparison():
+    """arnq quantize's rows (ft_acc = fp_acc, no fine-tune): FP, q_acc and drop per cell; no thesis or fine-tune table."""
+    from harness.report.render import sections
+
+    accs = {("W8A8", 0): (80.0, 79.5), ("W8A8", 1): (80.2, 79.9), ("W4A4", 0): (80.0, 70.0), ("W4A4", 1): (80.2, 71.0)}
+    rows = [{"model": "vit_mnist", "bits": bits, "ptq": "minmax", "arm": "plain", "arm_params": "{}", "seed": seed,
+             "fp_acc": fp, "ft_acc": fp, "q_acc": q, "status": "ok", "trial_id": f"{bits}-{seed}"}
+            for (bits, seed), (fp, q) in accs.items()]
+    report = build_report(rows, name="quantize", now=NOW, hardware=HARDWARE)
+    assert report.views["leaderboard"].to_dict("records") == [
+        {"model": "vit_mnist", "bits": "W8A8", "ptq": "minmax", "FP": "80.10", "q_acc": "79.70 ± 0.28 (n=2)",
+         "drop": "0.40 ± 0.14 (n=2)"},
+        {"model": "vit_mnist", "bits": "W4A4", "ptq": "minmax", "FP": "80.10", "q_acc": "70.50 ± 0.71 (n=2)",
+         "drop": "9.60 ± 0.57 (n=2)"},
+    ]
+    assert report.views["literature"].to_dict("records") == [
+        {"model": "vit_mnist", "FP": "80.10", "minmax W8A8": "79.70 (\u22120.40)", "minmax W4A4": "70.50 (\u22129.60)"}]
+    assert report.thesis.empty and report.views["finetune"].empty and not report.compares_arms
+    assert [title for title, _, _ in sections(report)] == ["Leaderboard", "Literature view",
+                                                          "Failed, stopped and missing cells"]
