@@ -15,7 +15,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("ARNQ_TEST_ARMS", "1")  # registers the fault-injection arm `diverge`
 
 
 def tiny_vit() -> torch.nn.Module:

@@ -54,17 +54,17 @@ class PlainConfig(ArmConfig):
 
 
 @dataclass(frozen=True)
-class ARNQConfig(NoiseConfig, ArmConfig):
+class ARNQConfig(ArmConfig, NoiseConfig):
     """ARNQ's adaptive random noise (knobs in `NoiseConfig`)."""
 
 
 @dataclass(frozen=True)
-class QuantTuneConfig(OutlierLossConfig, ArmConfig):
+class QuantTuneConfig(ArmConfig, OutlierLossConfig):
     """QuantTune's outlier-driven loss (docs/arms.md)."""
 
 
 @dataclass(frozen=True)
-class ARNQQuantTuneConfig(NoiseConfig, OutlierLossConfig, ArmConfig):
+class ARNQQuantTuneConfig(ArmConfig, NoiseConfig, OutlierLossConfig):
     """ARNQ noise and the QuantTune loss at once (noise knobs as in `arnq`, loss knobs as in `quanttune`)."""
 
     def __post_init__(self) -> None:
