@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from arnq.models.registry import ModelSpec, resolve_spec
+from arnq.models.rng import isolated_rng
 from arnq.models.weights import (
     hf_from_pretrained,
     hf_location,
@@ -15,7 +16,6 @@ from arnq.models.weights import (
     timm_weights_file,
     weights_unavailable,
 )
-from arnq.train import set_seed
 
 
 def build_model(
@@ -25,15 +25,16 @@ def build_model(
 
     `weights` replaces the spec's pretrained source: a timm weights file for timm models,
     a local HF model folder for text models. Models trained from scratch take their
-    trained weights through `load_model(weights=...)` instead.
+    trained weights through `load_model(weights=...)` instead. The caller's global RNG
+    state is left as it was.
     """
     spec = resolve_spec(spec)
-    set_seed(seed, deterministic=False)
-    if spec.source == "scratch":
-        return _build_scratch(spec).eval()
-    if spec.source == "timm":
-        return _build_timm(spec, weights).eval()
-    return _build_bert(spec, weights).eval()
+    with isolated_rng(seed):
+        if spec.source == "scratch":
+            return _build_scratch(spec).eval()
+        if spec.source == "timm":
+            return _build_timm(spec, weights).eval()
+        return _build_bert(spec, weights).eval()
 
 
 def _build_scratch(spec: ModelSpec) -> nn.Module:

@@ -20,6 +20,7 @@ from arnq.data import DataConfig, TaskData, load_data, seeded_indices, take
 from arnq.models.build import build_model, load_tokenizer
 from arnq.models.collate import make_collate
 from arnq.models.registry import MODELS, ModelSpec
+from arnq.models.rng import isolated_rng
 from arnq.models.weights import WeightsUnavailableError, package_version
 from arnq.train import evaluate, make_loader, thread_limit, train_classifier
 
@@ -106,7 +107,10 @@ def train_fp(
     device: str = "cpu",
     num_threads: int | None = None,
 ) -> dict[str, Any]:
-    """Run the spec's FP recipe on `model` in place; returns timing, test accuracy and history."""
+    """Run the spec's FP recipe on `model` in place; returns timing, test accuracy and history.
+
+    The caller's global RNG state and torch determinism flags are left as they were.
+    """
     if spec.recipe is None:
         raise ValueError(f"model '{spec.name}' has no FP recipe; it uses pretrained weights as they are")
     cfg = dataclasses.replace(spec.recipe, seed=seed)
@@ -122,11 +126,12 @@ def train_fp(
     )
     test_loader = make_loader(data.test, collate, 128, shuffle=False, length_bucketing=text)
     start = time.perf_counter()
-    result = train_classifier(
-        model, train_loader, cfg, device=device, augment=spec.augment, num_threads=num_threads
-    )
-    train_seconds = time.perf_counter() - start
-    accuracy = evaluate(model, test_loader, device, num_threads)
+    with isolated_rng():
+        result = train_classifier(
+            model, train_loader, cfg, device=device, augment=spec.augment, num_threads=num_threads
+        )
+        train_seconds = time.perf_counter() - start
+        accuracy = evaluate(model, test_loader, device, num_threads)
     return {
         "train_seconds": round(train_seconds, 2),
         "test_accuracy": accuracy,

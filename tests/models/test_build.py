@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from arnq.batch import forward_logits
 from arnq.models import MODELS, ImageCollate, TextCollate, build_model, make_collate, package_folder
+from tests.models.conftest import assert_same_global_state, global_state
 
 
 def test_minilm_rt_builds_from_packaged_weights_offline(empty_hf_cache):
@@ -52,3 +57,17 @@ def test_image_collate_and_vit_mnist_architecture():
     assert sum(isinstance(m, Mlp) for m in model.modules()) == 4
     with torch.inference_mode():
         assert forward_logits(model, images).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name", ["vit_mnist", "minilm_rt"])
+def test_build_model_leaves_global_state_untouched(name, empty_hf_cache):
+    torch.manual_seed(1234)
+    random.seed(1234)
+    np.random.seed(1234)
+    before = global_state()
+    model = build_model(name, seed=0)
+    assert_same_global_state(before, global_state())
+    # the build is still seeded: the same seed gives the same initial weights
+    again = build_model(name, seed=0)
+    for (key, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key

@@ -18,8 +18,11 @@ from arnq.models import (
     build_model,
     fp_cache_spec,
     load_model,
+    make_collate,
+    train_fp,
 )
 from arnq.train import TrainConfig
+from tests.models.conftest import assert_same_global_state, global_state
 
 
 def test_load_model_with_trained_weights_skips_training(tmp_path):
@@ -109,6 +112,23 @@ def test_fp_cache_spec_is_pinned(name):
     assert set(key) == {"format", "model", "weights", "weights_package", "data", "seed", "versions"}
     stable = {k: v for k, v in key.items() if k not in ("versions", "weights_package")}
     assert hashlib.sha256(canonical_json(stable).encode()).hexdigest() == FP_CACHE_SPEC_SHA256[name]
+
+
+def test_train_fp_leaves_global_state_untouched():
+    data = load_data(DataConfig("mnist5k", calib_size=8))
+    model = build_model(TINY_VIT, seed=0)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)  # train_classifier switches it on
+    try:
+        torch.manual_seed(99)
+        before = global_state()
+        info = train_fp(TINY_VIT, model, data, make_collate(TINY_VIT), seed=0)
+        assert_same_global_state(before, global_state())
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    assert info["steps"] == 8 and 0.0 <= info["test_accuracy"] <= 1.0
+    assert not torch.equal(model.state_dict()["head.weight"], initial["head.weight"])
 
 
 # ---------------------------------------------------------------------------------------------
