@@ -170,7 +170,7 @@ def _initial_model(
     return model, _FpWeights(checkpoint=checkpoint)
 
 
-def _task_data(spec: ModelSpec, seed: int, calib_size: int, data_root: str | None) -> TaskData:
+def _load_task_data(spec: ModelSpec, seed: int, calib_size: int, data_root: str | None) -> TaskData:
     """The spec's dataset with its eval transform, checked against the model's number of outputs."""
     transform = spec.preprocess.transform() if spec.preprocess is not None else None
     data = load_data(DataConfig(spec.dataset, seed=seed, calib_size=calib_size, root=data_root), transform)
@@ -240,7 +240,7 @@ def load_model(
         # weights first: a missing checkpoint fails in seconds, before a slow dataset scan
         tokenizer = load_tokenizer(spec, weights) if spec.modality == "text" else None
         model, fp = _initial_model(spec, seed, weights)
-        data = _task_data(spec, seed, calib_size, data_root)
+        data = _load_task_data(spec, seed, calib_size, data_root)
         collate = make_collate(spec, tokenizer)
         if spec.recipe is not None and fp.checkpoint is None:
             fp = _cached_fp_weights(

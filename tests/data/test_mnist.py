@@ -14,7 +14,6 @@ def _stack(ds: torch.utils.data.Dataset) -> torch.Tensor:
     return torch.stack([ds[i][0] for i in range(len(ds))])
 
 
-
 def test_mnist5k_splits() -> None:
     td = load_data(DataConfig("mnist5k"))
     assert isinstance(td, TaskData)

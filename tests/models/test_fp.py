@@ -118,7 +118,10 @@ def test_train_fp_leaves_global_state_untouched():
     data = load_data(DataConfig("mnist5k", calib_size=8))
     model = build_model(TINY_VIT, seed=0)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    flags = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     torch.use_deterministic_algorithms(False)  # train_classifier switches it on
     try:
         torch.manual_seed(99)

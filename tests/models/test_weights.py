@@ -76,4 +76,3 @@ def test_hf_weights_folder_for_bert(empty_hf_cache, tmp_path):
     assert labels.tolist() == [2, 0]
     with pytest.raises(WeightsUnavailableError, match="no config.json"):
         build_model("bert_base_mnli", weights=tmp_path)
-

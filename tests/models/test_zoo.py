@@ -44,7 +44,6 @@ def test_registry_lists_every_model():
     )
 
 
-
 @pytest.mark.parametrize(
     ("family", "resize", "crop_pct", "mean", "std"),
     [
@@ -91,4 +90,3 @@ def test_preprocess_mean_std_match_timm_cfgs():
         assert (pre.mean, pre.std, pre.interpolation) == (tuple(cfg.mean), tuple(cfg.std), cfg.interpolation)
         if not name.startswith("deit"):  # DeiT: 0.875 (resize 256) as in the DeiT paper; timm lists 0.9
             assert pre.crop_pct == cfg.crop_pct
-
