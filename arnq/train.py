@@ -5,7 +5,8 @@ and label smoothing over `(inputs, labels)` batches from `make_loader`. Two hook
 later methods extend it without copying it: `loss_fn` adds a loss term computed from
 the model, batch and logits, and `step_callback` runs before every optimisation step
 (e.g. to anneal injected noise). Shuffling is seeded per epoch, so a run is
-reproducible from `TrainConfig.seed`.
+reproducible from `TrainConfig.seed`; the global RNGs are seeded for the run only
+(`seeded`), so the caller's RNG states and determinism flags are as it left them.
 """
 
 from __future__ import annotations
