@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -131,10 +132,14 @@ def test_code_fingerprint_of_single_modules_and_bad_names(tmp_path, monkeypatch)
         code_fingerprint()
 
 
-def test_code_fingerprint_is_the_same_in_another_process():
+def test_code_fingerprint_is_the_same_in_another_process_and_another_location(tmp_path):
+    """Installed elsewhere (a copy, as a regular install would place it), the same code has the same fingerprint."""
+    repo = Path(__file__).resolve().parent.parent
+    for package in ("arnq", "harness"):
+        shutil.copytree(repo / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     script = "from arnq.cache import code_fingerprint; print(code_fingerprint('arnq', 'harness.pipeline'))"
-    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(Path(__file__).parent.parent)})
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path,
+                           env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(tmp_path)})
     assert other.stdout.strip() == code_fingerprint("arnq", "harness.pipeline")
 
 
