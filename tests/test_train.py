@@ -180,6 +180,19 @@ def test_seeded_block_draws_as_after_set_seed_and_restores_on_error(caller_state
     assert _process_state() == before
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_seeded_restores_cuda_rng_states(caller_state):
+    torch.cuda.init()
+    torch.cuda.manual_seed_all(21)
+    before = torch.cuda.get_rng_state_all()
+    with seeded(9):
+        inside = torch.rand(3, device="cuda")
+    assert all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(), before, strict=True))
+    torch.cuda.manual_seed_all(9)
+    assert torch.equal(torch.rand(3, device="cuda"), inside)  # the block drew from the seeded CUDA stream
+
+
 def test_hooks_loss_fn_step_callback_and_max_steps():
     steps: list[tuple[int, int]] = []
     calls = {"loss": 0}
