@@ -96,13 +96,13 @@ def test_code_fingerprint_follows_code_not_docstrings_or_comments(tmp_path, monk
     monkeypatch.syspath_prepend(str(tmp_path))
     base = _fingerprint("fingerprint_probe")
     assert len(base) == 16 and int(base, 16) >= 0
-    assert code_fingerprint("fingerprint_probe") == base  # memoized
 
     (pkg / "ops.py").write_text(PROBE_OPS.replace("Twice x.", "x doubled,\n    nothing else.")
                                 .replace("# doubled", "# times two").replace("Probe module.", "Ops."))
     assert _fingerprint("fingerprint_probe") == base
 
     (pkg / "ops.py").write_text(PROBE_OPS.replace("2 * x", "3 * x"))
+    assert code_fingerprint("fingerprint_probe") == base  # memoized: what this process imported
     changed = _fingerprint("fingerprint_probe")
     assert changed != base
     assert content_key({**SPEC, "code": changed}) != content_key({**SPEC, "code": base})
