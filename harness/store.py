@@ -4,7 +4,8 @@ A line is written with one `write` call of the whole row and flushed to disk bef
 next, so a killed driver leaves at most a torn last line: `read_rows` skips it and the
 next append cuts it off.
 A trial may appear more than once (a failed trial retried by `--resume`); the last row
-of a trial id wins. Rows are never rewritten in place.
+of a trial id wins. Rows are never rewritten in place. Rows record the code they come
+from (`provenance`: the commit, whether tracked files differed from it, library versions).
 """
 
 from __future__ import annotations
