@@ -6,14 +6,18 @@ a hit re-hashes the files, so a truncated, corrupted or missing file (or a spec 
 does not match) is detected, the entry is removed and rebuilt. Builds hold a file
 lock per key and write into a temporary sibling directory that is renamed into
 place, so concurrent processes build an artifact once and never see half of one.
-Tensors are stored with safetensors, never pickle.
+Tensors are stored with safetensors, never pickle. Specs name the code that builds an
+entry (`code_fingerprint`) and the library versions, so other code never gets its entry.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
@@ -97,14 +101,74 @@ def _version(dist: str) -> str | None:
 
 
 def library_versions() -> dict[str, str | None]:
-    """Versions of python and the libraries whose changes can change a built artifact."""
+    """Versions of python and the libraries whose changes can change a built artifact.
+
+    The project's own code is keyed by `code_fingerprint`, not by its package version.
+    """
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": _version("timm"),
         "transformers": _version("transformers"),
-        "arnq-bench": _version("arnq-bench"),
     }
+
+
+@functools.cache
+def code_fingerprint(*modules: str) -> str:
+    """Short hash of the code of the named modules or packages (every ``.py`` under a package).
+
+    Hashes each file's AST without docstrings, so comments, docstrings and formatting do
+    not change it but any code change, added, removed or renamed file does. Cache keys
+    hold it so an entry built by other code is not served: fine-tunes and trial results
+    key ``code_fingerprint("arnq", "harness.pipeline")``, FP checkpoints that of FP
+    training (``"arnq.models", "arnq.data", "arnq.train", "arnq.batch"``). Memoized per process (the source does not change under a running one);
+    a dotted name imports its parent packages to find it.
+    """
+    if not modules:
+        raise ValueError("code_fingerprint needs at least one module name, e.g. code_fingerprint('arnq')")
+    digest = hashlib.sha256()
+    for name in sorted(set(modules)):
+        digest.update(f"module {name}\n".encode())
+        for rel, path in _source_files(name):
+            digest.update(f"file {rel}\n".encode())
+            digest.update(_ast_digest(path.read_bytes(), str(path)))
+    return digest.hexdigest()[:16]
+
+
+def _source_files(name: str) -> list[tuple[str, Path]]:
+    """(relative path, path) of every source file of module or package `name`, sorted."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"code_fingerprint: cannot locate module {name!r} ({exc})") from exc
+    if spec is None:
+        raise ValueError(f"code_fingerprint: no module named {name!r}; give an importable module or package name")
+    if spec.submodule_search_locations:  # a package, possibly a namespace package spread over directories
+        files = [
+            (path.relative_to(base).as_posix(), path)
+            for base in map(Path, spec.submodule_search_locations)
+            for path in base.rglob("*.py")
+        ]
+        return sorted(files)
+    if spec.origin is None or not spec.origin.endswith(".py"):
+        raise ValueError(f"code_fingerprint: module {name!r} has no Python source (origin {spec.origin!r})")
+    return [(Path(spec.origin).name, Path(spec.origin))]
+
+
+class _DropDocstrings(ast.NodeTransformer):
+    """Removes statements that are a bare string (docstrings): they do not change what code does."""
+
+    def visit_Expr(self, node: ast.Expr) -> ast.Expr | None:
+        if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return None
+        return node
+
+
+@functools.cache
+def _ast_digest(source: bytes, filename: str) -> bytes:
+    """sha256 of the docstring-free AST of `source` (memoized: fingerprints of overlapping modules parse once)."""
+    tree = _DropDocstrings().visit(ast.parse(source, filename=filename))
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).digest()
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -5,7 +5,8 @@ and label smoothing over `(inputs, labels)` batches from `make_loader`. Two hook
 later methods extend it without copying it: `loss_fn` adds a loss term computed from
 the model, batch and logits, and `step_callback` runs before every optimisation step
 (e.g. to anneal injected noise). Shuffling is seeded per epoch, so a run is
-reproducible from `TrainConfig.seed`.
+reproducible from `TrainConfig.seed`; the global RNGs are seeded for the run only
+(`seeded`), so the caller's RNG states and determinism flags are as it left them.
 """
 
 from __future__ import annotations
@@ -115,7 +116,10 @@ class RandomAffine:
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
-    """Seed python, numpy and torch RNGs; with `deterministic`, ask torch for deterministic kernels."""
+    """Seed python, numpy and torch RNGs process-wide, for entry points (library code uses `seeded`).
+
+    With `deterministic`, also ask torch for deterministic kernels.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -123,6 +127,33 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, deterministic: bool = True) -> Iterator[None]:
+    """Run the block as after `set_seed(seed, deterministic)`, then restore the caller's RNG states and flags.
+
+    Restored: python, numpy and torch CPU RNGs, CUDA RNGs (re-seeded as the caller's torch
+    seed where CUDA started inside the block), deterministic-algorithm and cuDNN flags.
+    """
+    py_state, np_state, cpu_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cpu_seed = torch.initial_seed()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        set_seed(seed, deterministic)
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:  # undo the (possibly lazy) CUDA seeding of torch.manual_seed: the caller's seed, as before
+            torch.cuda.manual_seed_all(cpu_seed)
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
 @contextlib.contextmanager
@@ -328,8 +359,7 @@ def train_classifier(
     that `resume=` accepts to continue an interrupted run to the same result.
     Padding tokens are marked (token_mask_context) so quantizers and losses skip them.
     """
-    with thread_limit(num_threads):
-        set_seed(cfg.seed)
+    with thread_limit(num_threads), seeded(cfg.seed):
         model.to(device)
         steps_per_epoch = len(train_loader)
         if steps_per_epoch == 0:

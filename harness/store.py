@@ -4,7 +4,8 @@ A line is written with one `write` call of the whole row and flushed to disk bef
 next, so a killed driver leaves at most a torn last line: `read_rows` skips it and the
 next append cuts it off.
 A trial may appear more than once (a failed trial retried by `--resume`); the last row
-of a trial id wins. Rows are never rewritten in place.
+of a trial id wins. Rows are never rewritten in place. Rows record the code they come
+from (`provenance`: the commit, whether tracked files differed from it, library versions).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -95,28 +97,65 @@ def set_aside(run_dir: Path) -> Path | None:
     return aside
 
 
-def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    for row in rows:
-        append_row(path, row)
+def repo_root() -> Path:
+    """The checkout this package runs from (where the git functions look by default)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def _git(repo: Path | str | None, *args: str) -> str | None:
+    """stdout of `git args` in `repo` if `repo` is the top level of a git checkout, else None."""
+    repo = Path(repo).resolve() if repo is not None else repo_root()
+
+    def run(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        if Path(run("rev-parse", "--show-toplevel")).resolve() != repo:
+            return None  # e.g. an installed copy inside another checkout: that checkout's state is not ours
+        return run(*args)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def git_commit(repo: Path | str | None = None) -> str | None:
+    """The commit checked out at `repo` (default: this package's checkout), or None if it is not a checkout."""
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def git_dirty(repo: Path | str | None = None) -> bool | None:
+    """Whether tracked files at `repo` differ from its commit (untracked files ignored); None if not a checkout."""
+    status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    return None if status is None else bool(status)
 
 
 @lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the code that produced a row (with '+dirty' for local changes), or None."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + ("+dirty" if dirty else "")
+def _provenance_of_this_checkout() -> tuple[str | None, bool | None]:
+    return git_commit(), git_dirty()
+
+
+def row_provenance() -> dict[str, Any]:
+    """`git_commit` and `git_dirty` of the code a row comes from, read once per process (the code it imported)."""
+    commit, dirty = _provenance_of_this_checkout()
+    return {"git_commit": commit, "git_dirty": dirty}
+
+
+def row_commit(row: Mapping[str, Any]) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of a row; older rows marked a dirty tree with '+dirty' on the commit instead."""
+    commit = row.get("git_commit")
+    if isinstance(commit, str) and commit.endswith("+dirty"):
+        return commit.removesuffix("+dirty"), True
+    return commit, row.get("git_dirty")
+
+
+def utc_timestamp(when: datetime | None = None) -> str:
+    """ISO 8601 UTC time to the second (now by default), e.g. for a row's `started_at` / `ended_at`."""
+    return (when or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
 def provenance() -> dict[str, Any]:
     """What every row of a run records about the code and libraries that produced it."""
     from arnq.cache import library_versions
 
-    return {"git_commit": git_commit(), "versions": json.dumps(library_versions(), sort_keys=True),
+    return {**row_provenance(), "versions": json.dumps(library_versions(), sort_keys=True),
             "python": platform.python_version()}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import torch
 from arnq.cache import (
     META_FILE,
     cache_root,
+    code_fingerprint,
     content_key,
     entry_path,
     get_or_build,
@@ -61,8 +67,80 @@ def test_content_key_canonical_and_sensitive():
 
 def test_library_versions_lists_libraries():
     versions = library_versions()
-    assert set(versions) == {"python", "torch", "timm", "transformers", "arnq-bench"}
+    assert set(versions) == {"python", "torch", "timm", "transformers"}  # the project itself: code_fingerprint
     assert versions["torch"] == torch.__version__
+
+
+PROBE_OPS = '''
+"""Probe module."""
+
+
+def scale(x):
+    """Twice x."""
+    return 2 * x  # doubled
+'''
+
+
+def _fingerprint(*modules: str) -> str:
+    """A fresh fingerprint: the per-process memo cleared and the import system told about new files."""
+    code_fingerprint.cache_clear()
+    importlib.invalidate_caches()
+    return code_fingerprint(*modules)
+
+
+def test_code_fingerprint_follows_code_not_docstrings_or_comments(tmp_path, monkeypatch):
+    pkg = tmp_path / "fingerprint_probe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "ops.py").write_text(PROBE_OPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = _fingerprint("fingerprint_probe")
+    assert len(base) == 16 and int(base, 16) >= 0
+
+    (pkg / "ops.py").write_text(PROBE_OPS.replace("Twice x.", "x doubled,\n    nothing else.")
+                                .replace("# doubled", "# times two").replace("Probe module.", "Ops."))
+    assert _fingerprint("fingerprint_probe") == base
+
+    (pkg / "ops.py").write_text(PROBE_OPS.replace("2 * x", "3 * x"))
+    assert code_fingerprint("fingerprint_probe") == base  # memoized: what this process imported
+    changed = _fingerprint("fingerprint_probe")
+    assert changed != base
+    assert content_key({**SPEC, "code": changed}) != content_key({**SPEC, "code": base})
+
+    (pkg / "ops.py").write_text(PROBE_OPS)
+    assert _fingerprint("fingerprint_probe") == base
+    (pkg / "extra.py").write_text("")
+    assert _fingerprint("fingerprint_probe") != base  # a new (even empty) file
+    (pkg / "extra.py").unlink()
+    (pkg / "sub").mkdir()
+    (pkg / "sub" / "ops.py").write_text(PROBE_OPS)
+    assert _fingerprint("fingerprint_probe") != base  # files in subfolders count, by their relative path
+
+
+def test_code_fingerprint_of_single_modules_and_bad_names(tmp_path, monkeypatch):
+    (tmp_path / "fingerprint_probe_module.py").write_text(PROBE_OPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    single = _fingerprint("fingerprint_probe_module")
+    (tmp_path / "fingerprint_probe_module.py").write_text(PROBE_OPS.replace("return", "y = x\n    return"))
+    assert _fingerprint("fingerprint_probe_module") != single
+    train = code_fingerprint("arnq.train")
+    assert train != code_fingerprint("arnq")
+    assert code_fingerprint("arnq.train", "arnq.batch") == code_fingerprint("arnq.batch", "arnq.train")
+    with pytest.raises(ValueError, match="no module named 'arnq.nonexistent'"):
+        code_fingerprint("arnq.nonexistent")
+    with pytest.raises(ValueError, match="at least one module"):
+        code_fingerprint()
+
+
+def test_code_fingerprint_is_the_same_in_another_process_and_another_location(tmp_path):
+    """Installed elsewhere (a copy, as a regular install would place it), the same code has the same fingerprint."""
+    repo = Path(__file__).resolve().parent.parent
+    for package in ("arnq", "harness"):
+        shutil.copytree(repo / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    script = "from arnq.cache import code_fingerprint; print(code_fingerprint('arnq', 'harness.pipeline'))"
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path,
+                           env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(tmp_path)})
+    assert other.stdout.strip() == code_fingerprint("arnq", "harness.pipeline")
 
 
 def test_build_once_then_hit(tmp_path):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,6 +18,7 @@ from arnq.train import (
     evaluate,
     lr_schedule,
     make_loader,
+    seeded,
     set_seed,
     text_length,
     thread_limit,
@@ -101,6 +105,92 @@ def test_same_seed_bit_identical_and_other_seed_differs():
         for pa, pc in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
     )
     assert ra["history"][-1]["train_loss"] == rb["history"][-1]["train_loss"]
+
+
+#: sha256 of the weights `_reference_run` trained when train_classifier still seeded the process globally
+REFERENCE_WEIGHTS_SHA256 = "a529dfa9045535e4bdb20537cb664f479b2c165679921ae0656105788565b395"
+
+
+def _process_state() -> dict:
+    """Everything process-wide a library call could leave changed: RNGs, determinism flags, threads, env."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state().tolist(),
+        "torch_seed": torch.initial_seed(),
+        "python": random.getstate(),
+        "numpy": (*numpy_state[:1], numpy_state[1].tolist(), *numpy_state[2:]),
+        "flags": (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                  torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
+        "threads": torch.get_num_threads(),
+        "env": dict(os.environ),
+    }
+
+
+@pytest.fixture
+def caller_state():
+    """A caller with its own seeds and non-default cuDNN flags, put back as found after the test."""
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    yield
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2:]
+
+
+def _weights_sha256(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_train_classifier_trains_as_before_and_leaves_the_callers_state_alone(caller_state):
+    torch.manual_seed(123)
+    model = mlp()  # dropout: training draws from the global torch RNG, so the seeding order shows in the weights
+    train = make_loader(blobs(256, seed=1), stack_collate, 32, shuffle=True, seed=5)
+    before = _process_state()
+    train_classifier(model, train, TrainConfig(epochs=2, lr=1e-2, batch_size=32, seed=5), num_threads=1)
+    assert _process_state() == before
+    assert _weights_sha256(model) == REFERENCE_WEIGHTS_SHA256
+
+
+def test_seeded_block_draws_as_after_set_seed_and_restores_on_error(caller_state):
+    set_seed(9)
+    expected = (random.random(), float(np.random.rand()), torch.rand(3))
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    torch.manual_seed(13)
+    before = _process_state()
+    with pytest.raises(RuntimeError, match="inside"), seeded(9):
+        assert (random.random(), float(np.random.rand())) == expected[:2]
+        assert torch.equal(torch.rand(3), expected[2])
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+        raise RuntimeError("inside")
+    assert _process_state() == before
+    with seeded(9, deterministic=False):
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+        assert torch.equal(torch.rand(3), expected[2])
+    assert _process_state() == before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_seeded_restores_cuda_rng_states(caller_state):
+    torch.cuda.init()
+    torch.cuda.manual_seed_all(21)
+    before = torch.cuda.get_rng_state_all()
+    with seeded(9):
+        inside = torch.rand(3, device="cuda")
+    assert all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all(), before, strict=True))
+    torch.cuda.manual_seed_all(9)
+    assert torch.equal(torch.rand(3, device="cuda"), inside)  # the block drew from the seeded CUDA stream
 
 
 def test_hooks_loss_fn_step_callback_and_max_steps():

@@ -2,10 +2,23 @@
 
 import json
 import os
+import subprocess
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from harness.store import StoreError, append_row, finished_ids, git_commit, provenance, read_rows
+from harness.store import (
+    StoreError,
+    append_row,
+    finished_ids,
+    git_commit,
+    git_dirty,
+    provenance,
+    read_rows,
+    row_commit,
+    row_provenance,
+    utc_timestamp,
+)
 
 
 def test_rows_round_trip_and_last_row_of_a_trial_wins(tmp_path):
@@ -71,8 +84,50 @@ def test_a_full_disk_raises_a_clear_error(tmp_path, monkeypatch):
     assert read_rows(path)[0]["trial_id"] == "a"
 
 
-def test_provenance_names_the_commit_and_the_libraries():
+def test_provenance_names_the_commit_its_state_and_the_libraries():
     info = provenance()
     assert set(json.loads(info["versions"])) >= {"torch", "timm", "transformers"}
-    commit = git_commit()
-    assert commit is None or len(commit.split("+")[0]) == 40
+    assert info["git_commit"] == git_commit() and info["git_dirty"] == git_dirty()
+    assert row_provenance() == {"git_commit": info["git_commit"], "git_dirty": info["git_dirty"]}
+    assert info["git_commit"] is None or len(info["git_commit"]) == 40  # a clean hash: dirtiness is its own field
+
+
+def _git(repo, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false",
+                           *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_state_of_a_checkout_clean_then_dirty(tmp_path):
+    assert git_commit(tmp_path) is None and git_dirty(tmp_path) is None  # not a checkout
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "code.py")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    assert git_commit(tmp_path) == head and git_dirty(tmp_path) is False
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert git_dirty(tmp_path) is False  # untracked files do not make the tree dirty
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == head and git_dirty(tmp_path) is True
+    _git(tmp_path, "add", "code.py")
+    assert git_dirty(tmp_path) is True  # staged but not committed
+    (tmp_path / "sub").mkdir()
+    assert git_commit(tmp_path / "sub") is None  # only the top level of a checkout, never an enclosing one
+
+
+def test_row_commit_reads_old_and_new_rows():
+    commit = "0ad042514f2cb3694d54a8f2a11aacdbea782ae1"
+    assert row_commit({"git_commit": commit + "+dirty"}) == (commit, True)  # rows written before git_dirty
+    assert row_commit({"git_commit": commit}) == (commit, None)
+    assert row_commit({"git_commit": commit, "git_dirty": False}) == (commit, False)
+    assert row_commit({"git_commit": None, "git_dirty": None}) == (None, None)
+    assert row_commit({}) == (None, None)
+
+
+def test_utc_timestamp_is_iso_8601_utc_to_the_second():
+    when = datetime(2026, 3, 1, 14, 5, 9, 999_000, tzinfo=timezone(timedelta(hours=2)))
+    assert utc_timestamp(when) == "2026-03-01T12:05:09+00:00"
+    now = utc_timestamp()
+    parsed = datetime.fromisoformat(now)
+    assert parsed.utcoffset() == timedelta(0) and parsed.microsecond == 0
+    assert abs((datetime.now(timezone.utc) - parsed).total_seconds()) < 5
