@@ -29,7 +29,7 @@ from arnq.cache import load_state, save_state
 from arnq.data import seeded_indices, take
 from arnq.models import LoadedModel
 from arnq.ptq import PTQConfig, quantize_
-from arnq.train import TrainConfig, evaluate, make_loader, train_classifier
+from arnq.train import TrainConfig, evaluate, make_loader, seeded, train_classifier
 
 EVAL_BATCH = 128
 CALIB_BATCH = 64
@@ -154,6 +154,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+@seeded()  # restores the caller's RNG states and flags: data loaders and evaluation draw from them
 def finetune(
     loaded: LoadedModel,
     arm: ArmConfig,

@@ -130,8 +130,9 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def seeded(seed: int, deterministic: bool = True) -> Iterator[None]:
-    """Run the block as after `set_seed(seed, deterministic)`, then restore the caller's RNG states and flags.
+def seeded(seed: int | None = None, deterministic: bool = True) -> Iterator[None]:
+    """Run the block as after `set_seed(seed, deterministic)` (None: unseeded), then restore the caller's RNG
+    states and flags.
 
     Restored: python, numpy and torch CPU RNGs, CUDA RNGs (re-seeded as the caller's torch
     seed where CUDA started inside the block), deterministic-algorithm and cuDNN flags.
@@ -142,7 +143,8 @@ def seeded(seed: int, deterministic: bool = True) -> Iterator[None]:
     flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     try:
-        set_seed(seed, deterministic)
+        if seed is not None:
+            set_seed(seed, deterministic)
         yield
     finally:
         random.setstate(py_state)

@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from arnq.arms import ArmConfig, PlainConfig, arm_config_from_dict, arm_handler
-from arnq.cache import content_key, get_or_build, library_versions, load_state, save_state
+from arnq.cache import code_fingerprint, content_key, get_or_build, library_versions, load_state, save_state
 from arnq.finetune import CALIB_BATCH, EVAL_BATCH, FinetuneConfig, finetune, make_splits, quantized_accuracy
 from arnq.models import MODELS, LoadedModel, load_model
 from arnq.ptq import PTQConfig, ptq_config_from_dict
 from arnq.train import evaluate, make_loader
+from harness.store import row_provenance, utc_timestamp
 
 log = logging.getLogger(__name__)
 
 FINETUNE_KIND = "finetunes"
+#: the code behind a fine-tune and a trial result: its fingerprint is part of both cache keys
+PIPELINE_CODE = ("arnq", "harness.pipeline")
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -62,6 +65,7 @@ class TrialSpec:
         spec: dict[str, Any] = {
             "model": self.model, "fp_seed": self.fp_seed, "arm": self.arm.arm, "arm_params": self.arm.params(),
             "seed": self.seed, "finetune": self.finetune.to_dict(), "versions": library_versions(),
+            "code": code_fingerprint(*PIPELINE_CODE),
         }
         target = arm_handler(self.arm).target_key(self.arm, self.ptq)
         if target:
@@ -166,15 +170,20 @@ def run_trial(
 ) -> dict[str, Any]:
     """Fine-tune (or reuse), quantize with the cell's PTQ method and bits, and return its result row.
 
-    The result is cached content-addressed too (`trials`), so re-running a finished space
-    costs a cache lookup per trial; `trial_cached` says which rows came from there.
+    The result is cached content-addressed too (`trials`, keyed by the code that computes
+    it), so re-running a finished space costs a cache lookup per trial; `trial_cached` says
+    which rows came from there and `computed_at` when their numbers were computed. Every row
+    records when this run of the trial started and ended, the commit and whether the tree
+    was dirty.
     """
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), utc_timestamp()
     built: list[bool] = []
 
     def build(out: Path) -> None:
         built.append(True)
-        (out / "row.json").write_text(json.dumps(_compute_trial(spec, report, device, cache_root, checkpoint_root)))
+        row = _compute_trial(spec, report, device, cache_root, checkpoint_root)
+        row |= {"computed_at": utc_timestamp(), "code": code_fingerprint(*PIPELINE_CODE)}
+        (out / "row.json").write_text(json.dumps(row))
 
     entry = get_or_build(TRIAL_KIND, trial_cache_spec(spec, device), build, root=cache_root)
     row = json.loads((entry / "row.json").read_text())
@@ -182,7 +191,7 @@ def run_trial(
     if not built:
         row["wall_s"] = round(time.perf_counter() - start, 2)
     row["config"] = json.dumps(spec.resolved(), sort_keys=True, default=str)
-    return row
+    return row | row_provenance() | {"started_at": started_at, "ended_at": utc_timestamp()}
 
 
 def _compute_trial(spec: TrialSpec, report: Report | None, device: str, cache_root: Path | None,

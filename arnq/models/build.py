@@ -8,7 +8,6 @@ from typing import Any
 from torch import nn
 
 from arnq.models.registry import ModelSpec, resolve_spec
-from arnq.models.rng import isolated_rng
 from arnq.models.weights import (
     hf_from_pretrained,
     hf_location,
@@ -16,6 +15,7 @@ from arnq.models.weights import (
     timm_weights_file,
     weights_unavailable,
 )
+from arnq.train import seeded
 
 
 def build_model(
@@ -29,7 +29,7 @@ def build_model(
     state is left as it was.
     """
     spec = resolve_spec(spec)
-    with isolated_rng(seed):
+    with seeded(seed, deterministic=False):
         if spec.source == "scratch":
             return _build_scratch(spec).eval()
         if spec.source == "timm":

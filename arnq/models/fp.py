@@ -15,21 +15,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from arnq.cache import get_or_build, library_versions, load_state, read_meta, save_state
+from arnq.cache import code_fingerprint, get_or_build, library_versions, load_state, read_meta, save_state
 from arnq.data import DataConfig, TaskData, load_data, seeded_indices, take
 from arnq.models.build import build_model, load_tokenizer
 from arnq.models.collate import make_collate
 from arnq.models.registry import MODELS, ModelSpec
-from arnq.models.rng import isolated_rng
 from arnq.models.weights import WeightsUnavailableError, package_version
-from arnq.train import evaluate, make_loader, thread_limit, train_classifier
+from arnq.train import evaluate, make_loader, seeded, thread_limit, train_classifier
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "model.safetensors"
 TRAIN_INFO_FILE = "train.json"
 CACHE_KIND = "fp_models"
-CACHE_FORMAT = 1  # bump when the checkpoint layout or training code changes meaningfully
+CACHE_FORMAT = 1  # bump when the checkpoint layout changes (code changes reach the key through FP_CODE)
+#: the modules FP training runs: their code fingerprint is part of the FP cache key
+FP_CODE = ("arnq.models", "arnq.data", "arnq.train", "arnq.batch", "arnq.quant.quantizer")
 
 
 @dataclass
@@ -86,6 +87,7 @@ def fp_cache_spec(
         },
         "seed": seed,
         "versions": library_versions(),
+        "code": code_fingerprint(*FP_CODE),
     }
 
 
@@ -126,7 +128,7 @@ def train_fp(
     )
     test_loader = make_loader(data.test, collate, 128, shuffle=False, length_bucketing=text)
     start = time.perf_counter()
-    with isolated_rng():
+    with seeded():
         result = train_classifier(
             model, train_loader, cfg, device=device, augment=spec.augment, num_threads=num_threads
         )

@@ -23,6 +23,7 @@ from arnq.ptq.common import Batch, materialize
 from arnq.quant import QuantConfig, convert, detect_family
 from arnq.quant.api import ACT_FP_BITS, FAMILIES
 from arnq.registry import Registry, config_from_dict
+from arnq.train import seeded
 
 BITS_RE = re.compile(r"^W(\d+)A(\d+)$")
 
@@ -153,9 +154,10 @@ class PTQMethod:
         family = detect_family(model)
         self.check_family(family)
         self.check_config(cfg)
-        batches = materialize(calib_batches, device) if self.holds_batches else calib_batches
-        model.eval()
-        self._quantize(model, cfg, Calibration(family, batches, device))
+        with seeded():  # data loaders draw from the global RNG: the caller's state is restored
+            batches = materialize(calib_batches, device) if self.holds_batches else calib_batches
+            model.eval()
+            self._quantize(model, cfg, Calibration(family, batches, device))
         return convert(model)
 
     def _quantize(self, model: nn.Module, cfg: PTQConfig, calib: Calibration) -> None:

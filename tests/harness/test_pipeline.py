@@ -106,3 +106,33 @@ def test_arnq_shares_a_fine_tune_between_targets_with_the_same_quantizers():
     weight_only = arm_config("arnq", target="W")
     assert len({pipeline.get_key(pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(m, "W4A4"), arm=weight_only,
                                                     finetune=FT)) for m in ("minmax", "omse")}) == 1
+
+
+def test_changing_the_code_behind_a_stage_changes_its_cache_keys(tmp_path, monkeypatch):
+    """Fine-tune, trial and FP-checkpoint keys hold a fingerprint of their code: a code edit is a new entry,
+    a docstring edit is not."""
+    from arnq.cache import code_fingerprint
+    from arnq.data import DataConfig, load_data
+    from arnq.models import MODELS, fp
+    from harness.pipeline import trial_cache_spec
+
+    module = tmp_path / "stage_code_probe.py"
+    module.write_text('def f():\n    """Doc."""\n    return 1\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(pipeline, "PIPELINE_CODE", (*pipeline.PIPELINE_CODE, "stage_code_probe"))
+    monkeypatch.setattr(fp, "FP_CODE", (*fp.FP_CODE, "stage_code_probe"))
+    spec = pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config("minmax", "W4A4"), arm=arm_config("arnq"), finetune=FT)
+    vit = MODELS.get("vit_mnist")
+    data = load_data(DataConfig(vit.dataset, seed=0))
+
+    def keys():
+        code_fingerprint.cache_clear()
+        return (pipeline.get_key(spec), json.dumps(trial_cache_spec(spec, "cpu"), sort_keys=True),
+                json.dumps(fp.fp_cache_spec(vit, seed=0, data=data), sort_keys=True))
+
+    before = keys()
+    module.write_text('def f():\n    """Another doc."""\n    return 1\n')
+    assert keys() == before
+    module.write_text('def f():\n    """Doc."""\n    return 2\n')
+    after = keys()
+    assert all(a != b for a, b in zip(after, before, strict=True))

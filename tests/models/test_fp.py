@@ -97,8 +97,9 @@ def test_fp_checkpoint_cached_verified_and_rebuilt(monkeypatch, tmp_path):
         assert torch.equal(v, weights[k]), k  # deterministic retraining gives the same weights
 
 
-# canonical JSON of the cache key without library versions (and the weights package version); a change
-# invalidates every cached FP checkpoint of the model, so bump CACHE_FORMAT deliberately and re-pin
+# canonical JSON of the cache key without library versions, the weights package version and the code
+# fingerprint; a change invalidates every cached FP checkpoint of the model, so bump CACHE_FORMAT deliberately
+# and re-pin
 FP_CACHE_SPEC_SHA256 = {
     "vit_mnist": "ebacb448f53d458ad8a0939ad8a1abe27294d369e629861460b26d6e2d468004",
     "minilm_rt": "0428b92def1eb58c1f6f169739b23cde3cd3580d341e180d198bf6f3c2d34a7a",
@@ -109,8 +110,8 @@ FP_CACHE_SPEC_SHA256 = {
 def test_fp_cache_spec_is_pinned(name):
     spec = MODELS.get(name)
     key = fp_cache_spec(spec, seed=0, data=load_data(DataConfig(spec.dataset, seed=0)))
-    assert set(key) == {"format", "model", "weights", "weights_package", "data", "seed", "versions"}
-    stable = {k: v for k, v in key.items() if k not in ("versions", "weights_package")}
+    assert set(key) == {"format", "model", "weights", "weights_package", "data", "seed", "versions", "code"}
+    stable = {k: v for k, v in key.items() if k not in ("versions", "weights_package", "code")}
     assert hashlib.sha256(canonical_json(stable).encode()).hexdigest() == FP_CACHE_SPEC_SHA256[name]
 
 
