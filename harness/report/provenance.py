@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.store import row_commit
+
 STATUS_ORDER = ("failed", "stopped")  # then any other status, then missing
 
 
@@ -30,6 +32,12 @@ def machine_description() -> str:
     if torch.cuda.is_available():
         text += f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     return text
+
+
+def _commits(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows' distinct commits, '+dirty' where the tree had uncommitted changes (old rows carry it in the hash)."""
+    stamps = (f"{commit}{'+dirty' if dirty else ''}" for commit, dirty in map(row_commit, rows) if commit)
+    return ", ".join(dict.fromkeys(stamps))
 
 
 def _utc(when: datetime) -> str:
@@ -53,7 +61,7 @@ def provenance(
     return {
         "space": name,
         "space_hash": (space or {}).get("source_hash") or distinct(rows, "space_hash") or "unknown",
-        "git_commit": distinct(rows, "git_commit") or "unknown",
+        "git_commit": _commits(rows) or "unknown",
         "versions": _versions(rows) or "unknown",
         "rows": f"{len(rows)} trials ({counts}); grid cells without a row: {int((issues['status'] == 'missing').sum())}",
         "newest_row": _utc(rows_written) if rows_written else "unknown",
