@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -198,8 +198,6 @@ def prepare(model: nn.Module, cfg: QuantConfig, family: str | None = None) -> nn
             _set_child(model, name, QuantConv2d(module, weight_q, act_q(in_bits, "linear_in")))
         elif _is_gelu(module) and "gelu_out" in points and acts:
             _set_child(model, name, QuantAct(module, FakeQuantizer(cfg.act_spec(cfg.a_bits), "gelu_out")))
-    model.arnq_qconfig = cfg
-    model.arnq_family = family
     return model
 
 
@@ -310,7 +308,3 @@ def point_summary(model: nn.Module) -> dict[str, int]:
     for _, q in quantizers(model):
         counts[q.point] = counts.get(q.point, 0) + 1
     return counts
-
-
-def with_bits(cfg: QuantConfig, w_bits: int, a_bits: int) -> QuantConfig:
-    return replace(cfg, w_bits=w_bits, a_bits=a_bits)
