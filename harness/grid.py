@@ -73,9 +73,8 @@ def schedule(specs: Sequence[TrialSpec]) -> list[TrialSpec]:
 
     The fine-tune producers of different FP models are interleaved (round-robin, in the
     order the models first appear): the first trials of a fresh sweep build the FP
-    checkpoints, and two trials of one model started side by side leave a slot idle while
-    one waits on the other's build (quickstart, fresh cache: 28 vit_mnist trials were
-    queued while a slot waited about 10 minutes for the minilm_rt checkpoint).
+    checkpoints side by side, instead of two trials of one model started together leaving
+    a slot idle while one waits on the other's build (docs/api.md#typed-trials).
     """
     by_model: dict[tuple[str, int], list[TrialSpec]] = {}
     rest, seen = [], set()

@@ -64,8 +64,8 @@ def trial_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """The TrialSpec dict of a Tune trial config.
 
     The grid holds each spec as a JSON string, not a dict: Tune's grid-search generator
-    deep-copies the whole grid for every trial it creates, cheap for strings (bench/README.md,
-    benchmark 6)."""
+    deep-copies the whole grid for every trial it creates, cheap for strings (cost: bench/README.md,
+    section 6)."""
     trial = config["trial"]
     return json.loads(trial) if isinstance(trial, str) else dict(trial)
 

@@ -5,7 +5,7 @@ config's type, that installs itself on a model for the duration of fine-tuning a
 the training loop its hooks (`loss_fn`, `step_callback`). The target of a fine-tune is
 the PTQ config it prepares the model for; `Arm.target_key` says which parts of it the
 fine-tune depends on (ARNQ sizes its noise from the target's quantizers), which decides
-what a sweep can share between cells.
+what a sweep can share between cells. Definitions of every arm: docs/arms.md.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ class PlainConfig(ArmConfig):
 
 @dataclass(frozen=True)
 class ARNQConfig(ArmConfig, NoiseConfig):
-    """ARNQ's adaptive random noise (knobs in `NoiseConfig`)."""
+    """ARNQ's adaptive random noise (knobs in `NoiseConfig`; docs/arms.md#arnq-noise)."""
 
 
 @dataclass(frozen=True)
 class QuantTuneConfig(ArmConfig, OutlierLossConfig):
-    """QuantTune's outlier-driven loss (docs/arms.md)."""
+    """QuantTune's outlier-driven loss (docs/arms.md#quanttune-outlier-loss)."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """ARNQ adaptive random noise: pseudo-quantization noise sized by the target PTQ step.
 
 During training forward passes each targeted tensor X becomes
-`X + alpha(t) * gamma_l * Delta_X * eps` (docs/arms.md), where
+`X + alpha(t) * gamma_l * Delta_X * eps` (docs/arms.md#arnq-noise), where
 Delta_X is the step the target PTQ method's uniform quantizer would assign (its
 `quant_scheme`: weights per output channel at the target bits and symmetry;
 activations from the range its observer computes over the last `refresh` training
@@ -46,10 +46,10 @@ STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
 class NoiseConfig:
     """Every ARNQ knob a sweep can vary.
 
-    Defaults are the recipe `results/ARNQ.md` selects: the real rounding error on weights
-    and Linear inputs (`dist="bernoulli"` at rate `bernoulli_p=1.0`, ramped in by the
-    linear schedule over the first 20 % of steps), the step from the target's quantizer.
-    `dist="uniform"` is the thesis's uniform noise of one step (docs/arms.md).
+    Defaults: the real rounding error on weights and Linear inputs (`dist="bernoulli"` at
+    rate `bernoulli_p=1.0`, ramped in by the linear schedule over the first `warmup_frac`
+    of the steps), the step from the target's quantizer (why this recipe: results/ARNQ.md).
+    `dist="uniform"` is random noise of one step. Every knob: docs/arms.md#arnq-noise.
     """
 
     target: str = "WA"
@@ -63,7 +63,7 @@ class NoiseConfig:
     gamma_k: float = 4.0  # sigma multiple in the outlier ratio max|A| / (k sigma) behind gamma
     refresh: int = 10  # steps between Delta/gamma updates
     delta_observer: str | None = None  # None: the target quantizer's activation observer
-    bernoulli_p: float = 1.0  # mask rate at alpha = gamma = 1 for dist="bernoulli" (QuantNoise used 0.05-0.2)
+    bernoulli_p: float = 1.0  # mask rate at alpha = gamma = 1 for dist="bernoulli" (QuantNoise's rates: 0.05-0.2)
     modules: tuple[str, ...] = ()  # fnmatch patterns of module names to perturb; () = all body layers
     gamma_max: float = 4.0  # clip of the normalised gamma, so no layer gets runaway noise
     w_delta: str = "channel"  # weight Delta: "channel" (symmetric, as PTQ) or "tensor" (asymmetric min-max, DiffQ)

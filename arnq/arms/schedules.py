@@ -1,8 +1,9 @@
 """Noise schedules alpha(t): pure functions of the training step, like nanoGPT's `get_lr`.
 
 Every schedule has the same signature, `fn(step, total, *, alpha_max, warmup_frac, n_steps)`,
-ignores the parameters it does not use, rises monotonically and ends at `alpha_max`
-at `step == total`; steps beyond `total` stay at the end value.
+ignores the parameters it does not use, is non-decreasing in `step` (noise is ramped in or
+held, never faded out) and reaches `alpha_max` by `step == total`; steps beyond `total` stay
+at the end value. Curves: docs/arms.md#schedules-schedule.
 """
 
 from __future__ import annotations

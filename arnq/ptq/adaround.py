@@ -1,23 +1,17 @@
 """AdaRound: learn whether each weight rounds up or down (weight-only).
 
 Nagel et al., "Up or Down? Adaptive Rounding for Post-Training Quantization" (ICML 2020);
-the layer-wise recipe as in BRECQ's public code (`quant/adaptive_rounding.py`,
-`quant/layer_recon.py`) and AIMET.
+the layer-wise recipe as in BRECQ's public code and AIMET.
 
-Per Linear: the grid is the round-to-nearest one (per output row, symmetric, min-max);
+Per Linear, on the round-to-nearest grid (per output row, symmetric, min-max):
 W~ = s * clip(floor(W/s) + h(V), qmin, qmax) with the rectified sigmoid
 h(V) = clip(sigmoid(V) (zeta - gamma) + gamma, 0, 1), zeta 1.1, gamma -0.1, V initialised so
 h(V) equals the fractional part. Loss = sum_out (x W^T - x W~^T)^2 (mean over rows)
-+ lambda sum(1 - |2h - 1|^beta), beta annealed 20 -> 2 after a 20 % warm-up without the
-rounding term, lambda 0.01, Adam. After optimisation rounding is hard (h >= 0.5
-rounds up). Blocks are processed in order; each layer's input rows come from the model
-whose earlier blocks are already rounded, the target is the FP weight on those rows.
-
-Deviation, stated: the paper runs 10k iterations on 1,024 images per layer (GPU);
-the default here is 1,000 iterations on batches of 256 rows (`iters`, `batch_rows`),
-which keeps a 36-Linear MiniLM within minutes on a CPU core, with Adam's lr raised from
-1e-3 to 1e-2 so V can travel as far in a tenth of the steps (at lr 1e-3 and 1,000 steps
-the rounding barely leaves round-to-nearest).
++ lam * sum(1 - |2h - 1|^beta), beta annealed 20 -> 2 after a warm-up (`warmup` of `iters`)
+without the rounding term; Adam. After optimisation the rounding is hard (h >= 0.5 rounds up).
+Blocks are processed in order, each layer on the input rows of the model whose earlier blocks
+are already rounded. The defaults (`iters`, `lr`) are a CPU budget, not the paper's:
+docs/ptq.md#adaround.
 """
 
 from __future__ import annotations

@@ -1,26 +1,16 @@
 """AWQ: activation-aware weight quantization (weight-only, per-group, with clip search).
 
 Lin et al., "AWQ: Activation-aware Weight Quantization for LLM Compression and
-Acceleration" (MLSys 2024); official code mit-han-lab/llm-awq (`awq/quantize/auto_scale.py`,
-`auto_clip.py`, `quantizer.py`, `pre_quant.py`).
+Acceleration" (MLSys 2024); official code mit-han-lab/llm-awq.
 
-For each set of Linears that read the same input (qkv/fc1 after a LayerNorm, or a single
-Linear): s_X = mean |x| per input channel over the calibration rows; for ratio in
-{0, 1/20, ..., 19/20}, s = s_X^ratio / sqrt(max * min) and the candidate weight is
-Q(W diag(s)) diag(s)^-1; the ratio with the least output MSE wins. Then per (output row,
-group) the clip max|w| * (1 - i/20), i < 10, with the least error of the group's partial
-outputs. Groups of `group_size` input columns with asymmetric zero points (the code's
-default q_config: zero_point=True, q_group_size=128); a layer whose inputs `group_size`
-does not divide is quantized per row.
-
-Deviations, stated: the scale is scored on the output of the Linears themselves, not the
-whole attention / MLP module the code inspects (which would need the block's forward
-re-run per candidate); the scale stays inside the weight quantizer (it quantizes
-W diag(s) and divides s back out) instead of being folded into the previous LayerNorm /
-Linear: for weight-only deployment this is the same function, and it is exact on
-post-LN BERT and after GELU, where folding is not. Rows are subsampled (`n_rows` for the
-scale search, `n_clip_rows` tokens for the clip search as the code's n_sample_token=512).
-The code skips the clip search for q/k projections; here every Linear gets it.
+For each set of Linears that read the same input: a per-input-channel scale
+s = s_X^ratio / sqrt(max(s) min(s)), s_X = mean |x|, with the ratio on a grid of `n_grid` that
+gives the least output MSE of Q(W diag(s)) diag(s)^-1; then per (output row, group) the clip
+max|w| (1 - i / n_grid), i < max_shrink * n_grid, with the least error of the group's partial
+outputs. Groups of `group_size` input columns with asymmetric zero points (per row where
+`group_size` does not divide the layer's inputs). The scale stays inside the weight quantizer
+(it quantizes W diag(s) and divides s back out), the same function as folding 1/s into the
+previous op for weight-only deployment. Deviations from the paper's code: docs/ptq.md#awq.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Weights: per-output-channel symmetric min-max. Activations: per-tensor asymmetric
 static ranges from the named observer (or per-token dynamic). Calibration: 1,000
-train examples by default, as in FQ-ViT (10 batches of 100 images).
+train examples by default, as in FQ-ViT (10 batches of 100 images). The observers and
+their deviations from FQ-ViT: docs/ptq.md#calibrators.
 """
 
 from __future__ import annotations

@@ -1,24 +1,18 @@
 """FQ-ViT: Power-of-Two Factor for LayerNorm inputs and Log-Int-Softmax attention.
 
 Lin et al., "FQ-ViT: Post-Training Quantization for Fully Quantized Vision Transformer"
-(IJCAI 2022); official code megvii-research/FQ-ViT (`models/ptq/observer/ptf.py`,
-`models/ptq/quantizer/log2.py`, `config.py`, `models/vit_quant.py`).
+(IJCAI 2022); official code megvii-research/FQ-ViT.
 
-- PTF: the LayerNorm input (the residual stream, whose channels differ by orders of
-  magnitude) gets a quantization point with one shared step and zero point and a per-channel
-  power-of-two factor: s1 = (max - min) / (2^b - 1) / 8 over all channels, zero point from the
-  8 s1 range, and each channel's step s1 2^a, a in {0, 1, 2, 3}, picked by least L2 error on
-  the last calibration batch (as `ptf.py`). `ptf: false` quantizes the LayerNorm inputs per
-  tensor with min-max instead: the paper's MinMax baseline, which quantizes them too. The LayerNorm keeps its parameters (state_dict keys
-  unchanged): `QuantLayerNorm` shares them, as QuantLinear does.
-- LIS: the softmax output on a log2 grid, q = clip(round(-log2 x), 0, 2^b - 1), at `attn_bits`
-  (4, the README's 8/8/4 row; `lis: false` keeps the uniform min-max softmax of the 8/8/8 row).
-  The integer softmax (I-BERT's i-exp) is an integer-arithmetic implementation of the same
-  function, not simulated here.
-- Every other activation per-tensor min-max, weights per-channel min-max (the code's
-  defaults with `--quant-method minmax`). Calibration: 1,000 images (10 x 100).
-On BERT the LayerNorm inputs are the post-LN sums (sub-layer output + residual), the same
-kind of tensor, so the method applies unchanged.
+- PTF: every LayerNorm input (the residual stream) gets a quantization point with one shared
+  step and zero point and a per-channel power-of-two factor 2^a, a in {0, 1, 2, 3}, picked by
+  least L2 error on the last calibration batch. `ptf=False` quantizes the LayerNorm inputs per
+  tensor with min-max instead (the paper's MinMax baseline). The LayerNorm keeps its
+  parameters (state_dict keys unchanged).
+- LIS: the softmax output on a log2 grid, q = clip(round(-log2 x), 0, 2^b - 1), at
+  min(`attn_bits`, a_bits) bits (default 4); `lis=False` keeps the uniform min-max softmax.
+- Every other activation per-tensor min-max, weights per-channel min-max.
+
+The formulas, defaults and deviations from the paper's code: docs/ptq.md#fq_vit.
 """
 
 from __future__ import annotations

@@ -1,24 +1,19 @@
 """GPTQ: weight-only PTQ by column-wise quantization with Hessian error feedback.
 
 Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
-Transformers" (ICLR 2023); official code IST-DASLab/gptq (`gptq.py`, `quant.py`, `opt.py`).
+Transformers" (ICLR 2023); official code IST-DASLab/gptq.
 
-Per Linear of the transformer blocks: H = 2/N sum x x^T over the calibration rows
-(padding tokens dropped), dead input columns get zero weight, H += percdamp * mean(diag H),
-then the upper Cholesky factor of H^-1 drives column-by-column rounding with the error
-fed back to the not-yet-quantized columns, in lazy blocks of `blocksize` columns. Blocks
-are processed in order and each block's inputs come from the model whose earlier blocks
-are already quantized, as `opt.py` does.
+Per Linear of the transformer blocks: H = 2/N sum x x^T over the calibration rows (padding
+tokens dropped), damped by `percdamp` * mean(diag H); the upper Cholesky factor of H^-1 drives
+column-by-column rounding with the error fed back to the not-yet-quantized columns, in lazy
+blocks of `blocksize` columns. Blocks are processed in order, each on the inputs of the model
+whose earlier blocks are already quantized. Grid: symmetric per output row, or per (row, group
+of `group_size` input columns); `act_order` quantizes columns by decreasing diag H (groups then
+fixed up front, so a group stays a contiguous run of columns).
 
-Grid: symmetric per output row (the project's weight layout), or per (row, group of
-`group_size` input columns) with each group's scale taken when GPTQ reaches the group,
-as the code does. With `act_order` and groups together the groups are fixed on the
-original weight up front (the code's `static_groups`), so a group stays a contiguous run
-of input columns and the model keeps its layout.
-
-The GPTQ weights are written in place and the weight quantizer holds GPTQ's scales, so
-fake quantization maps them to themselves. With a_bits < 16 the activations get the
-project's min-max static calibration on top (after GPTQ).
+The GPTQ weights are written in place and the weight quantizer holds GPTQ's scales, so fake
+quantization maps them to themselves. With a_bits < 16 the activations get min-max static
+calibration on top. Details: docs/ptq.md#gptq.
 """
 
 from __future__ import annotations

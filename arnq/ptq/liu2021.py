@@ -1,34 +1,21 @@
 """Liu et al. 2021: post-training quantization for vision transformers (weights and activations).
 
 Liu, Wang, Han, Zhang, Ma, Gao, "Post-Training Quantization for Vision Transformer"
-(NeurIPS 2021, arXiv 2106.14156). No official code on GitHub; the recipe follows the paper.
+(NeurIPS 2021, arXiv 2106.14156). No official code; the recipe follows the paper.
 
-Per Linear of the transformer blocks, blocks in order, each block's inputs from the model
+Per Linear of the transformer blocks, blocks in order, each block on the inputs of the model
 whose earlier blocks are already quantized:
-- **Similarity-aware search.** The weight step (per output row, symmetric, the project's
-  weight layout) and the input step (per tensor, the min-max zero point kept) are scaled
-  by factors on a linear grid [alpha, beta] x the min-max step (alpha 0.5, beta 1.2,
-  100 candidates), alternately (`rounds`), each time keeping the candidate whose layer
-  output has the highest Pearson correlation with the FP layer's output.
-- **Ranking-aware attention.** The q and k steps of each attention (the matmul inputs of
-  Q K^T) are searched the same way with objective Pearson(A, A^) - gamma * L_rank, where A
-  is the FP attention map and L_rank = mean over sampled key pairs (i, j) of each query
-  row of max(theta - (A^_i - A^_j) sign(A_i - A_j), 0): it penalises quantization that
-  flips the order of attention scores. The map comes from replaying the attention module
-  on its captured calls, so ViT, Swin (window bias and mask) and BERT (padding mask) use
-  their own attention code.
-- **Bias correction.** After a layer's steps are fixed its bias absorbs the mean output
-  error over the calibration rows: b <- b - E[W^ Q(x) - W x].
-- **Mixed precision** (`mp_avg_bits`). Sensitivity of each Linear is the nuclear norm of
-  its FP output features (rows sampled from the calibration set); bits per layer from
-  w_bits +- `mp_span` minimise sum_i sigma_i 4^(-b_i) (quantization noise power scales
-  as 4^-b) under the size budget sum_i n_i b_i <= mp_avg_bits sum_i n_i, by greedy
-  marginal gain per added bit (the paper's Pareto search over the same objective terms).
+- similarity-aware search: weight (per output row, symmetric) and input (per tensor) steps
+  scaled on a linear grid [alpha, beta] x the min-max step, alternately, by the Pearson
+  correlation of the layer output with the FP output;
+- ranking-aware attention: the q and k steps by Pearson(A, A^) - gamma * L_rank, a hinge
+  penalty on flipped attention-score order;
+- bias correction: b <- b - E[W^ Q(x) - W x];
+- optional mixed-precision weights (`mp_avg_bits`): bits per Linear from nuclear-norm
+  sensitivities under a size budget.
 
-The other points (v, softmax output, the patch embedding and head) keep the min-max
-steps. Deviation, stated: the search runs on `search_rows` sampled rows per layer (the
-paper uses the whole calibration set) and the attention search on `ranking_batches`
-calibration batches, which keeps MiniLM within a few minutes on a CPU.
+The other points (v, softmax output, the patch embedding and head) keep the min-max steps.
+Formulas and deviations: docs/ptq.md#liu2021.
 """
 
 from __future__ import annotations

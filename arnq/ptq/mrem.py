@@ -4,33 +4,17 @@ Bai, Hou, Shang, Jiang, King, Lyu, "Towards Efficient Post-training Quantization
 Pre-trained Language Models" (NeurIPS 2022, arXiv 2109.15082). No public code; the
 recipe follows the paper.
 
-The transformer's blocks are split into `n_modules` contiguous modules (BERT-base: 4
-modules of 3 layers in the paper; ViT blocks and Swin stages alike here). Every point
-starts from min-max calibration; then each module minimises the MSE between its
-quantized output and the FP module's output on the calibration set (padding tokens
-excluded), training the module's weights (Adam, `lr`) and its quantization steps
-(LSQ-style: straight-through gradient to a per-step log gain, `lr_step`). The module's
-input is teacher-forced: lambda_t * f_{n-1} + (1 - lambda_t) * f^_{n-1}, with f the FP
-output of the previous module, f^ its quantized output and lambda_t = max(1 - t / T0, 0)
-(`teacher_steps` = T0).
+The transformer's blocks are split into `n_modules` contiguous modules. Every point starts
+from min-max calibration; then each module minimises the MSE between its quantized output and
+the FP module's output on the calibration set (padding tokens excluded), training the module's
+weights (Adam, `lr`) and its quantization steps (LSQ-style log gains, `lr_step`). The module's
+input is teacher-forced: lambda_t * f_{n-1} + (1 - lambda_t) * f^_{n-1}, with f the FP output of
+the previous module, f^ its quantized output and lambda_t = max(1 - t / T0, 0)
+(`teacher_steps` = T0). Sequential (`parallel=False`): modules in order, each on the output of
+the already reconstructed ones. Parallel (`parallel=True`, MREM-P): one process per module,
+all training at once, module n fed module n-1's live quantized output through a queue.
 
-- Sequential (`parallel: false`): modules in order; f^_{n-1} comes from the model whose
-  earlier modules are already reconstructed.
-- Parallel (`parallel: true`, MREM-P): one process per module, all training at once;
-  module n receives module n-1's live quantized output of each step through a queue, so
-  early on it leans on the FP input (teacher forcing) while its predecessor is still
-  poorly reconstructed. The paper puts each module on its own GPU; the processes here use
-  the model's device and split the CPU threads.
-
-Deviations, stated: the loss is on module outputs only (the paper also matches
-intermediate attention/FFN outputs); the defaults (`iters` 200 steps of `batch_size` 16
-examples per module, `teacher_steps` 100) are sized for a CPU run, far fewer steps than
-the paper's GPU epochs; and at that budget the weights are not trained by default
-(`lr: 0`), only the steps. Measured on minilm_rt W4A4 (min-max 64.3 from the same start):
-steps only, lr_step 1e-3 -> 68.0, 3e-3 -> 70.7; adding weight updates at lr 2e-6 -> 64.4,
-1e-5 -> 59.7 (also 60.9 with batches of 64): a few hundred straight-through weight steps
-on 1,024 sentences overfit the module outputs. Set `lr` (e.g. 1e-5) with a GPU-sized
-`iters` for the paper's full recipe.
+The defaults are a CPU budget, with the weights frozen (`lr=0`): docs/ptq.md#mrem.
 """
 
 from __future__ import annotations
@@ -301,7 +285,7 @@ class MREMConfig(PTQConfig):
     iters: int = 200
     teacher_steps: int = 100  # T0 of lambda_t = max(1 - t/T0, 0); 0 = no teacher forcing
     batch_size: int = 16  # examples per step (calibration batches are cut to this size)
-    lr: float = 0.0  # weights' Adam lr; see the module docstring for why the CPU default is 0
+    lr: float = 0.0  # weights' Adam lr; 0: weights frozen, steps only (why: docs/ptq.md#mrem)
     lr_step: float = 3e-3
     parallel: bool = False
     queue_size: int = 4

@@ -4,25 +4,13 @@ Liu et al., "NoisyQuant: Noisy Bias-Enhanced Post-Training Activation Quantizati
 Vision Transformers" (CVPR 2023); official code kriskrisliu/NoisyQuant (`fast_quant.py`).
 
 Every Linear of the blocks computes y = W (Q(x + N) - N) + b, where N is a fixed vector over
-input channels (at deployment W N folds into the bias). Per Linear, as `fast_quant.py`:
-1. activation clip search: clip = max|x| * i / n_clip, i = n_clip..1, signed b-bit code
-   [-2^(b-1), 2^(b-1) - 1] with step clip / (2^(b-1) - 1), least output MSE against the
-   output with the same quantized weight and FP input;
-2. mean search: a scalar shift m = step * i / n_mean, i in [-n_mean, n_mean), least output MSE;
-3. range search: N = m + e * i / n_range, i in [0, 2 n_range), with a fixed per-channel
-   pattern e: `noise: uniform` draws e ~ U(-1, 1) * step (the paper's uniform noisy bias),
-   `noise: gaussian` draws e = (2 z - 1) * step, z ~ N(0, 1) (the official code's sampling,
-   which the paper does not describe; mean -step, that the mean search can offset).
-The noise is drawn from a seeded generator (`seed`), so results repeat.
-
-Deviations, stated: grids of 100 / 40 / 100 candidates scored on `search_rows` sampled rows
-(the code: 1000 / 400 / 2000 candidates on the whole calibration batch), which keeps a
-36-Linear MiniLM within a minute on a CPU; each Linear is searched on FP inputs (the code's
-single forward lets later layers see earlier layers quantized); weights per output channel
-symmetric min-max on the project's narrow code (the code uses the signed full range); the
-attention matmul operands keep the project's min-max points (the official `fast_quant`
-quantizes Linears only, the paper's tables build on PTQ4ViT, which quantizes them).
-Calibration: 256 examples, the README's `--calib_num` (the RepQ-ViT paper lists 1,024).
+input channels (at deployment W N folds into the bias). Per Linear, on FP inputs, three
+searches by least output MSE pick the activation clip (`n_clip` candidates), a scalar mean
+shift (`n_mean`) and the range of N = mean + e * i / n_range along a fixed per-channel pattern e
+(`noise`: "uniform", the paper's U(-1, 1) * step, or "gaussian", the official code's
+(2 N(0, 1) - 1) * step), scored on `search_rows` sampled rows. The noise is drawn from a
+generator seeded by `seed`, so results repeat. The searches and the deviations from the
+paper's code: docs/ptq.md#noisyquant.
 """
 
 from __future__ import annotations

@@ -1,57 +1,16 @@
 """PTQ4ViT: twin-uniform quantization with a Hessian-guided scale search.
 
-Yuan et al., "PTQ4ViT: Post-Training Quantization for Vision Transformers with Twin Uniform Quantization",
-ECCV 2022 (arXiv 2111.12293); official code github.com/hahnyuan/PTQ4ViT (configs/PTQ4ViT.py,
-quant_layers/{linear,matmul,conv}.py, utils/quant_calib.py HessianQuantCalibrator, utils/net_wrap.py).
+Yuan et al., "PTQ4ViT: Post-Training Quantization for Vision Transformers with Twin Uniform
+Quantization" (ECCV 2022); official code hahnyuan/PTQ4ViT.
 
-Recipe (official defaults):
-- Every Linear: the weight step Δ_W and the input step Δ_X are searched alternately, 3 rounds of
-  (Δ_W, then Δ_X), over Δ = (α + i(β − α)/n)·Δ_minmax, α = 0.01, β = 1.2, n = 100, keeping the candidate
-  with the least Hessian-guided output error mean((∂L/∂O ⊙ (O − Ô))²) of the layer output O.
-- Both attention matmuls, with head-wise steps for q, k and v (one step per head: a group of head_dim
-  channels of the q/k/v projection outputs): q@kᵀ searches Δ_q then Δ_k, probs@v the softmax split then
-  Δ_v, 3 rounds each, scored on the matmul output.
-- Post-softmax probabilities and the fc2 input (post-GELU) use twin-uniform quantizers
-  (arnq/quant/twin_uniform.py); `twin_softmax=False` / `twin_gelu=False` are the paper's ablations.
-- Parallel calibration: every layer is searched on FP inputs (all other layers in FP), from caches of FP
-  inputs, outputs and output gradients built by one forward/backward pass per calibration micro-batch.
-- 32 calibration examples.
-
-Layout, as the official code: weights and activations use the signed b-bit code [−2^(b−1), 2^(b−1) − 1]·Δ
-with Δ_minmax = max|·|/(2^(b−1) − 0.5), stored on the project's FakeQuantizer as the asymmetric code with
-zero point 2^(b−1). Weights: one step per Linear, the fused qkv one per q/k/v third (`w_granularity=
-"channel"`: per output channel). Activations: per tensor. The patch-embedding conv has per-output-channel
-weight steps and an FP input (the image), as the official `ChannelwiseBatchingQuantConv2d` with a_bit=32.
-The patch embedding and the head (BERT: pooler and classifier) are quantized at the body bits, as in the
-paper and its README ("including the first projection layer and the last prediction layer");
-`edge_bits=8` gives the project's usual 8-bit edges. ViT, DeiT and Swin are the paper's families; BERT
-works with the same points (q/k/v = query/key/value outputs; the post-GELU input is output.dense's).
-
-Deviations, and why:
-1. ∂L/∂O. The official HessianQuantCalibrator back-propagates KL(softmax(FP logits) ‖ softmax(logits))
-   while every layer runs in FP (parallel mode), where that loss and its gradient are zero: its gradients
-   are only the floating-point differences between its batch-32 reference pass and its batch-4 passes.
-   The paper's metric is the squared-gradient (diagonal Fisher) approximation
-   of the loss Hessian; here ∂L/∂O is the gradient of the cross-entropy to a label drawn from the FP
-   model's own prediction (`hessian_loss="fisher"`), whose outer product has the Hessian of that KL at
-   the FP point (the Fisher) as its expectation. `"labels"` uses the calibration labels (empirical Fisher,
-   the paper's "task loss"); `metric="l2"` drops the gradient weighting (plain output MSE).
-2. CPU cost. The official code scores every candidate on every token of the 32 images. Here a Linear's
-   candidates are scored on at most `search_rows` rows and an attention's on `attn_instances` images /
-   windows / sentences × `attn_query_rows` query rows, drawn with probability proportional to their
-   squared gradient and reweighted, an unbiased estimate of the full-data metric (rows with no gradient,
-   such as every non-CLS token after the last attention, contribute nothing and are never drawn).
-   Min-max initial steps use every row. `None` scores every row, as the official code does. Candidates
-   are evaluated in batches (an extra leading dimension) rather than one by one.
-3. The twin softmax quantizer puts each value in one range (see twin_uniform.py), not the official sum
-   of both ranges' outputs; its split search multiplies by the current quantized v (the official SoS
-   matmul uses FP v there, its other matmul searches use the current quantized other operand).
-4. Candidates are i = 0..n (101) as in the paper's formula; the official loops score only i < n.
-5. Padding tokens (BERT) enter neither the min-max steps nor the metric.
-
-Cost, one CPU thread, 32 examples: vit_mnist about 1 s; MiniLM-L6 (BERT) about 40 s, nine tenths of it the
-GEMMs of the Linear searches, proportional to search_rows × (n_grid + 1) × rounds. The README finds 20
-grid intervals enough (`n_grid=20`: five times faster).
+Every Linear's weight and input steps, and the head-wise q/k/v steps of both attention matmuls,
+are searched alternately (`rounds`) on the grid (alpha + i (beta - alpha) / n_grid) x the min-max
+step, i = 0..n_grid, by the gradient-weighted output error (`metric`), each layer on FP inputs
+from one capture pass over the calibration set. Softmax and GELU outputs get twin-uniform
+quantizers (arnq/quant/twin_uniform.py). Weights and activations use the signed code
+[-2^(b-1), 2^(b-1) - 1] * step; the patch embedding and head are quantized at the body bits
+(`edge_bits="body"`, as the paper). Recipe, layout and deviations from the paper's code:
+docs/ptq.md#ptq4vit.
 """
 
 from __future__ import annotations

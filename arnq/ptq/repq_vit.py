@@ -1,30 +1,16 @@
 """RepQ-ViT: scale reparameterisation of post-LayerNorm activations, log-sqrt2 softmax.
 
 Li et al., "RepQ-ViT: Scale Reparameterization for Post-Training Quantization of Vision
-Transformers" (ICCV 2023); official code zkkli/RepQ-ViT (`classification/test_quant.py`,
-`quant/quantizer.py`, `quant/quant_model.py`).
+Transformers" (ICCV 2023); official code zkkli/RepQ-ViT.
 
-1. Post-LayerNorm activations (inputs of qkv, fc1 and Swin's patch-merging reduction) are
-   calibrated per channel (asymmetric; each channel's range is the 0.999 / 0.9999 / 0.99999
-   quantile pair with the least L2 error, RepQ's UniformQuantizer search): steps s_c, zero
-   points z_c.
-2. Reparameterised to one per-tensor quantizer: s~ = mean(s_c), z~ = mean(z_c),
-   r = s / s~, b = min_c / r - min~ (min = -z s). Pre-LN timm models: LayerNorm
-   gamma <- gamma / r, beta <- beta / r - b; the next Linear W[:, c] <- W[:, c] r_c,
-   bias <- bias + W b (exact with quantization off, tested). The input quantizer then uses
-   (s~, z~) and the weight quantizers are calibrated again on the new weights.
-3. Post-softmax: log-sqrt2 quantizer (arnq.quant.log_quant), its delta picked by L2.
-4. Every other activation: per-tensor asymmetric with the same quantile-pair L2 pick (the
-   `percentile` observer with pct 'auto'); weights per output channel asymmetric with the
-   per-channel quantile-pair pick.
-
-Deviations, stated: the per-channel statistics of step 1 are taken on the FP model's
-activations in one pass (the code initialises each quantizer during a forward in which
-earlier layers already quantize); on post-LN BERT the LayerNorm output is also the
-residual stream, so instead of folding into the LayerNorm the affine x / r - b is applied
-at the Linear's input point (the function is unchanged with quantization off, tested),
-which keeps RepQ-ViT usable on the text models (the paper is ViT-only).
-Calibration: 32 images, as the paper.
+Post-LayerNorm activations (inputs of qkv, fc1 and Swin's patch-merging reduction) are
+calibrated per channel (each channel's quantile pair among 0.999 / 0.9999 / 0.99999 with the
+least L2 error), then reparameterised to one per-tensor quantizer whose per-channel factors
+are folded into the LayerNorm and the next Linear (pre-LN models) or applied at the Linear's
+input point (post-LN BERT); the function is unchanged with quantization off. The softmax output
+gets a log-sqrt2 quantizer; every other activation per tensor and the weights per channel,
+asymmetric, with the same quantile-pair pick. The steps, and the deviations from the paper's
+code: docs/ptq.md#repq_vit.
 """
 
 from __future__ import annotations

@@ -1,24 +1,16 @@
 """SmoothQuant: migrate activation outliers into the weights with a per-channel scale.
 
 Xiao et al., "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large
-Language Models" (ICML 2023); official code mit-han-lab/smoothquant (`smooth.py`,
-`fake_quant.py`, `calibration.py`).
+Language Models" (ICML 2023); official code mit-han-lab/smoothquant.
 
-For each LayerNorm and the Linears reading it: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha),
-with max|X_j| the channel's absolute maximum over the calibration rows (padding dropped)
-and max|W_j| over the input column j of all those Linears (`smooth_ln_fcs`); s is clamped
-at 1e-5 as the code does. Pre-LN timm ViT/DeiT/Swin: exact folding, LayerNorm weight and
-bias divided by s and the Linears' input columns multiplied by s. Post-LN BERT: the
-LayerNorm output is also the residual stream, so folding would change the residual;
-there the Linears' inputs are divided by s explicitly at their input quantization point
-and their weight columns multiplied by s (the function is unchanged with quantization
-off, tested). Then weights per output channel symmetric, activations static per-tensor
-min-max (the paper's O3 setting, the one that needs smoothing most) or per-token
-dynamic (`a_granularity: token`, O1).
-
-Calibration: the code's act scales use 512 samples; the default here is 512 examples.
-SmoothQuant moves difficulty from activations to weights, so it needs quantized
-activations (a_bits < 16).
+For each LayerNorm and the Linears reading it: s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)
+(clamped at 1e-5), X_j over the calibration rows (padding dropped), W_j over input column j
+of all those Linears. Pre-LN timm models fold 1/s into the LayerNorm exactly; on post-LN BERT,
+whose LayerNorm output is also the residual stream, the Linears' inputs are divided by s at
+their input quantization point. The Linears' weight columns are multiplied by s, so the
+function is unchanged with quantization off. Then weights per output channel symmetric,
+activations static per tensor (O3) or per token (`a_granularity="token"`, O1). Needs quantized
+activations (a_bits < 16). Details: docs/ptq.md#smoothquant.
 """
 
 from __future__ import annotations

@@ -78,8 +78,7 @@ def fake_quantize(
     """Quantize-dequantize `x`; `scale`/`zero_point` broadcast against `x`.
 
     Without autograd (evaluation, calibration) the same ops run in place on one
-    buffer, several times faster than both the out-of-place chain and torch's own
-    CPU fake-quant kernel, with bit-identical results.
+    buffer (no intermediate tensors), with bit-identical results.
     """
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
         return fake_quantize_reference(x, scale, zero_point, qmin, qmax)

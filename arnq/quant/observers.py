@@ -123,7 +123,7 @@ class _ReservoirObserver(Observer):
 
 
 def _kth(values: torch.Tensor, q: float) -> torch.Tensor:
-    """The k-th smallest value for k = round(q * n); extreme quantiles use a partial top-k (much faster)."""
+    """The k-th smallest value for k = round(q * n); extreme quantiles use a partial top-k (no full sort)."""
     n = values.numel()
     k = min(max(int(round(q * n)), 1), n)
     tail = min(k, n - k + 1)
@@ -174,8 +174,8 @@ class PercentileObserver(_ReservoirObserver):
 class OMSEObserver(_ReservoirObserver):
     """Shrink the min-max range by (1 - 0.01 i), i = 0..89, keep the least-L2 one (FQ-ViT OMSE).
 
-    FQ-ViT scores the candidates on the last calibration batch; here they are scored on
-    a sample of every calibration batch (at most 2^20 values), a lower-variance estimate.
+    Candidates are scored on a deterministic sample of every calibration batch (at most
+    2^20 values); FQ-ViT scores them on the last batch (docs/ptq.md#calibrators).
     """
 
     STEPS = 90

@@ -1,32 +1,20 @@
 """Twin-uniform quantizers of PTQ4ViT for the two skewed activations of a transformer.
 
-PTQ4ViT (Yuan et al., "PTQ4ViT: Post-Training Quantization for Vision Transformers with Twin Uniform
-Quantization", ECCV 2022; code github.com/hahnyuan/PTQ4ViT). A b-bit twin-uniform code spends one bit on
-choosing between two uniform ranges of 2^(b-1) levels each:
+A b-bit twin-uniform code spends one bit on choosing between two uniform ranges of 2^(b-1)
+levels each (Yuan et al., PTQ4ViT, ECCV 2022):
 
-- post-softmax (attention probabilities, in [0, 1]): R1 = [0, L·Δ1] with a small searched step Δ1 and
-  R2 = [0, 1] with the fixed step Δ2 = 1/L, L = 2^(b-1) - 1, and Δ2/Δ1 = 2^m for m in 0..19 (the official
-  `SoSPTQSLBatchingQuantMatMul`: split = 2^-m, Δ1 = split/L). The many tiny probabilities get a fine grid
-  and the few large ones, which matter most, are still represented up to 1.
-- post-GELU (the fc2 input): a negative range with the fixed step 0.16997/2^(b-1), whose 2^(b-1) levels
-  reach GELU's minimum (about -0.17), and a positive range [0, (2^(b-1) - 1)·Δ+] with a searched step
-  (the official `PostGeluPTQSLBatchingQuantLinear`; Δ+ is searched on a linear grid there, not constrained
-  to a power-of-two multiple of the negative step).
+- post-softmax (values in [0, 1]): R1 = [0, L·Δ1] with a small searched step Δ1 and R2 = [0, 1]
+  with the fixed step 1/L, L = 2^(b-1) - 1, Δ1 = 2^-m / L for m in 0..19. Each value is quantized
+  in exactly one range: R1 when it rounds inside R1, otherwise R2.
+- post-GELU (the fc2 input): a negative range with the fixed step 0.16997/2^(b-1), whose 2^(b-1)
+  levels reach GELU's minimum (about -0.17), and a positive range [0, (2^(b-1) - 1)·Δ+] with a
+  searched step Δ+.
 
-Deviation from the official code, on purpose: its softmax quantizer returns the SUM of both ranges'
-outputs (x_high + x_low), so a value above the split also carries the split itself and a value below it
-carries round(split·L)/L; only splits below 1/(2L) make that harmless. Here each value is quantized in
-exactly one range, as the paper describes: R1 when it rounds inside R1, otherwise R2.
-
-How the two compare with uniform codes in MSE (Gaussian inputs, tests/quant/test_twin_uniform.py): twin
-beats the signed uniform quantizer PTQ4ViT replaces with it for both kinds, and the best unsigned uniform
-code on softmax outputs; on GELU outputs an asymmetric uniform code with the best range is better in MSE
-(its 2^b levels all cover the positive tail), so the twin GELU quantizer's value is relative to PTQ4ViT's
-signed uniform layout.
-
-The quantizers are FakeQuantizer subclasses: `scale` holds the searched step (Δ1 or Δ+), `zero_point` is 0,
-and they calibrate on their own under `arnq.quant.calibrate` by choosing the least-MSE step on a sample of
-the observed values. PTQ4ViT itself sets the step with its Hessian-guided search (arnq/ptq/ptq4vit.py).
+The quantizers are FakeQuantizer subclasses: `scale` holds the searched step (Δ1 or Δ+),
+`zero_point` is 0, and under `arnq.quant.calibrate` they pick the least-MSE step on a sample of
+the observed values. PTQ4ViT itself sets the step with its Hessian-guided search
+(arnq/ptq/ptq4vit.py). Deviation from the official code and a comparison with uniform codes:
+docs/ptq.md#ptq4vit.
 """
 
 from __future__ import annotations
