@@ -71,9 +71,6 @@ class ARNQQuantTuneConfig(ArmConfig, NoiseConfig, OutlierLossConfig):
         NoiseConfig.__post_init__(self)
         OutlierLossConfig.__post_init__(self)
 
-    def noise(self) -> NoiseConfig:
-        return NoiseConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(NoiseConfig)})
-
     def outlier(self) -> OutlierLossConfig:
         return OutlierLossConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(OutlierLossConfig)})
 
@@ -180,10 +177,6 @@ class Arm:
                 "params": fields, "description": self.description}
 
 
-def _add_noise(runtime: ArmRuntime, model: nn.Module, cfg: NoiseConfig, target: PTQConfig, seed: int | None) -> None:
-    runtime.injector = NoiseInjector(model, cfg, target.quant_scheme(), seed=seed)
-
-
 def _add_outlier_loss(runtime: ArmRuntime, model: nn.Module, cfg: OutlierLossConfig) -> None:
     sites = find_sites(model, cfg.sites)
     acts = runtime._stack.enter_context(capture(model, sites))
@@ -242,18 +235,20 @@ class Plain(Arm):
 
 @register_arm
 class ARNQ(Arm):
+    """Noise arms: the config's `noise()` says what is injected, sized by the target's quantizers."""
+
     name = "arnq"
     config_cls = ARNQConfig
     description = "adaptive random noise sized by the target PTQ method's quantizers"
     uses_target = True
 
-    def install(self, model: nn.Module, cfg: ARNQConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: Any, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
         runtime = ArmRuntime()
-        _add_noise(runtime, model, cfg, target, seed)
+        runtime.injector = NoiseInjector(model, cfg.noise(), target.quant_scheme(), seed=seed)
         return runtime
 
-    def target_key(self, cfg: ARNQConfig, target: PTQConfig) -> dict[str, Any]:
-        return target_key(cfg, target.quant_scheme())
+    def target_key(self, cfg: Any, target: PTQConfig) -> dict[str, Any]:
+        return target_key(cfg.noise(), target.quant_scheme())
 
 
 @register_arm
@@ -269,21 +264,16 @@ class QuantTune(Arm):
 
 
 @register_arm
-class ARNQQuantTune(Arm):
+class ARNQQuantTune(ARNQ):
     name = "arnq_quanttune"
     config_cls = ARNQQuantTuneConfig
     description = "ARNQ noise plus the QuantTune loss"
-    uses_target = True
 
     def install(self, model: nn.Module, cfg: ARNQQuantTuneConfig, target: PTQConfig,
                 seed: int | None = None) -> ArmRuntime:
-        runtime = ArmRuntime()
-        _add_noise(runtime, model, cfg.noise(), target, seed)
+        runtime = super().install(model, cfg, target, seed)
         _add_outlier_loss(runtime, model, cfg.outlier())
         return runtime
-
-    def target_key(self, cfg: ARNQQuantTuneConfig, target: PTQConfig) -> dict[str, Any]:
-        return target_key(cfg.noise(), target.quant_scheme())
 
 
 @register_arm
@@ -308,19 +298,10 @@ class KURE(Arm):
 
 
 @register_arm
-class DiffQ(Arm):
+class DiffQ(ARNQ):
     name = "diffq"
     config_cls = DiffQConfig
     description = "ablation: DiffQ-style uniform weight noise of one min-max bin, no adaptivity"
-    uses_target = True
-
-    def install(self, model: nn.Module, cfg: DiffQConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
-        runtime = ArmRuntime()
-        _add_noise(runtime, model, cfg.noise(), target, seed)
-        return runtime
-
-    def target_key(self, cfg: DiffQConfig, target: PTQConfig) -> dict[str, Any]:
-        return {"w_bits": target.w_bits}  # weight noise of one per-tensor min-max bin: the method plays no part
 
 
 

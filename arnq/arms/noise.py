@@ -21,7 +21,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -88,6 +88,10 @@ class NoiseConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def noise(self) -> NoiseConfig:
+        """The noise knobs alone (a config that adds other knobs, e.g. the QuantTune loss's, drops them)."""
+        return NoiseConfig(**{f.name: getattr(self, f.name) for f in fields(NoiseConfig)})
 
     def alpha(self, step: int, total: int) -> float:
         return schedule_value(
@@ -307,7 +311,9 @@ def target_key(cfg: NoiseConfig, scheme: QuantConfig) -> dict[str, Any]:
     """The parts of the target's quantizers this noise depends on (what a fine-tune cache key needs)."""
     key: dict[str, Any] = {}
     if cfg.target in ("W", "WA"):
-        key |= {"w_bits": scheme.w_bits, "w_symmetric": scheme.w_symmetric}
+        key |= {"w_bits": scheme.w_bits}
+        if cfg.w_delta == "channel":  # a per-tensor Delta is asymmetric min-max whatever the target
+            key |= {"w_symmetric": scheme.w_symmetric}
     if cfg.target in ("A", "WA"):
         key |= {"a_bits": scheme.a_bits, "a_symmetric": scheme.a_symmetric}
         if cfg.delta_observer is None:

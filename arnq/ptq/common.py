@@ -67,13 +67,20 @@ def fold_rows(model: nn.Module, names: Iterable[str], batches: Sequence[Batch], 
     was_training = model.training
     model.eval()
     try:
+        run_hooked(model, batches, handles)
+    finally:
+        model.train(was_training)
+    return acc
+
+
+def run_hooked(model: nn.Module, batches: Sequence[Batch], handles: Iterable[Any]) -> None:
+    """Run every batch through `model` (padding marked), then remove the hook `handles`, also on error."""
+    try:
         for inputs, _ in batches:
             run_model(model, inputs)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
-    return acc
 
 
 def collect(model: nn.Module, names: Iterable[str], batches: Sequence[Batch], what: str = "input") -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from torch import nn
 
 from arnq.batch import token_mask
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, rows, run_model
+from arnq.ptq.common import Batch, rows, run_hooked
 from arnq.quant import calibrate, convert, prepare
 from arnq.quant.api import _register_hf_attention, quantization_disabled
 from arnq.quant.quantizer import FakeQuantizer
@@ -113,12 +113,7 @@ def capture_modules(model: nn.Module, modules: Sequence[Sequence[str]], batches:
                 outs[i].append(_hidden(out).detach())
 
             handles.append(model.get_submodule(units[-1]).register_forward_hook(post))
-    try:
-        for inputs, _ in batches:
-            run_model(model, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_hooked(model, batches, handles)
     return list(zip(calls, outs, strict=True))
 
 
