@@ -3,12 +3,16 @@
 import pytest
 import torch
 
-from arnq.arms.noise import NoiseConfig, NoiseInjector, diffq_config, noise_variance
+from arnq.arms import DiffQConfig
+from arnq.arms.noise import NoiseConfig, NoiseInjector, noise_variance, target_key
+from arnq.quant import QuantConfig
+from arnq.quant.fake_quant import calc_qparams
+from arnq.quant.quantizer import FakeQuantizer
 from tests.conftest import image_batch, tiny_bert, tiny_vit
 
 
-def _injector(cfg, model=None, w_bits=4, a_bits=4, seed=0):
-    return NoiseInjector(model or tiny_vit(), cfg, w_bits=w_bits, a_bits=a_bits, calibrator="minmax", seed=seed)
+def _injector(cfg, model=None, w_bits=4, a_bits=4, seed=0, **scheme):
+    return NoiseInjector(model or tiny_vit(), cfg, QuantConfig(w_bits=w_bits, a_bits=a_bits, **scheme), seed=seed)
 
 
 def _point_of(inj, quantizer):
@@ -58,7 +62,7 @@ def test_weight_noise_uses_per_channel_symmetric_step():
 
 
 def test_diffq_ablation_uses_one_minmax_bin_per_tensor():
-    inj = _injector(diffq_config(), w_bits=3)
+    inj = _injector(DiffQConfig().noise(), w_bits=3)
     inj.model.train()
     inj.on_step(0, 10)
     layer = inj.model.blocks[0].mlp.fc2
@@ -138,7 +142,8 @@ def test_sensitivity_adaptivity_uses_gradients():
 def test_bert_padding_is_excluded_and_modules_filter():
     from tests.conftest import text_batch
 
-    inj = NoiseInjector(tiny_bert(), NoiseConfig(target="A", modules=("*.layer.*[0-9].output.dense",)), w_bits=4, a_bits=4)
+    inj = NoiseInjector(tiny_bert(), NoiseConfig(target="A", modules=("*.layer.*[0-9].output.dense",)),
+                        QuantConfig(w_bits=4, a_bits=4))
     assert len(inj.points) == 2  # the FFN output Linear of each of the 2 layers (not attention.output.dense)
     inj.model.train()
     inj.on_step(0, 10)
@@ -192,3 +197,32 @@ def test_default_recipe_is_the_fake_quant_forward_once_warmed_up():
     assert torch.equal(q(x), x)  # alpha 0: the warm-up starts from the clean forward
     inj.on_step(5, 10)
     torch.testing.assert_close(q(x), fake_quantize(x, point.delta, point.zero_point, 0, 15))
+
+
+def test_per_token_target_rounds_each_token_on_its_own_step():
+    """A per-token target: at alpha = gamma = 1 the rounding noise is exactly the per-token fake-quantized tensor."""
+    inj = _injector(NoiseConfig(target="A", dist="rounding", schedule="constant"), a_granularity="token")
+    inj.model.train()
+    inj.on_step(0, 10)
+    q = inj.model.blocks[0].mlp.fc1.input_quantizer
+    point = _point_of(inj, q)
+    assert point.per_token and (point.alpha, point.gamma) == (1.0, 1.0)
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(8, 50, 64, generator=gen) * torch.logspace(-1, 1, 50).unsqueeze(-1)  # token ranges 0.1x..10x
+    out = q(x)
+    per_token = FakeQuantizer(QuantConfig(a_bits=4, a_granularity="token").act_spec(4), "linear_in")
+    per_token.quantizing = True
+    torch.testing.assert_close(out, per_token(x))
+    per_tensor = FakeQuantizer(QuantConfig(a_bits=4).act_spec(4), "linear_in")
+    per_tensor.set_qparams(*calc_qparams(x.min(), x.max(), 4, False))
+    per_tensor.quantizing = True
+    assert not torch.allclose(out, per_tensor(x), atol=1e-3)  # one shared step would round differently
+
+
+def test_target_key_names_what_the_noise_depends_on():
+    tensor, token = QuantConfig(w_bits=4, a_bits=4), QuantConfig(w_bits=4, a_bits=4, a_granularity="token")
+    assert target_key(NoiseConfig(target="A"), tensor) != target_key(NoiseConfig(target="A"), token)
+    assert target_key(NoiseConfig(target="W"), tensor) == target_key(NoiseConfig(target="W"), token) \
+        == {"w_bits": 4, "w_symmetric": True}
+    fixed = NoiseConfig(target="A", delta_observer="minmax")  # its own observer: the target's does not matter
+    assert target_key(fixed, tensor) == target_key(fixed, token)

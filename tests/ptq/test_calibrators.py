@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arnq.batch import forward_logits
-from arnq.ptq import PTQ_METHODS, parse_bits, quantize
+from arnq.ptq import PTQ_METHODS, MinMaxConfig, parse_bits, ptq_config, quantize_
 from arnq.quant import point_summary, sqnr_db
 
 SQNR_FLOOR_DB = {"W8A8": 15.0, "W6A6": 8.0, "W4A4": -5.0}
@@ -30,9 +30,7 @@ def test_method_sqnr_rises_with_bits(family_case, method):
         reference = forward_logits(model, evaluation)
     sqnrs = {}
     for bits in ("W4A4", "W6A6", "W8A8"):
-        w_bits, a_bits = parse_bits(bits)
-        q = quantize(copy.deepcopy(model), method, w_bits=w_bits, a_bits=a_bits, calib_batches=calib,
-                     params=PTQ_METHODS.get(method).smoke_params)
+        q = quantize_(copy.deepcopy(model), ptq_config(method, bits, **PTQ_METHODS.get(method).smoke_params), calib)
         with torch.no_grad():
             sqnrs[bits] = sqnr_db(reference, forward_logits(q, evaluation))
         floor = SQNR_FLOOR_DB["W6A6" if bits == "W8A8" and method in SATURATING else bits]
@@ -44,17 +42,17 @@ def test_method_sqnr_rises_with_bits(family_case, method):
 def test_weight_only_bits_quantize_only_weights():
     from tests.conftest import image_batch, tiny_vit
 
-    q = quantize(tiny_vit(), "minmax", w_bits=4, a_bits=16, calib_batches=[(image_batch(), torch.zeros(8))])
+    q = quantize_(tiny_vit(), MinMaxConfig(w_bits=4, a_bits=16), [(image_batch(), torch.zeros(8))])
     assert set(point_summary(q)) == {"weight"}
 
 
 def test_unknown_params_and_methods_name_the_fix():
     with pytest.raises(ValueError, match="valid: .*sigma"):
-        PTQ_METHODS.get("ema").config({"sigmaa": 0.1})
+        ptq_config("ema", sigmaa=0.1)
     with pytest.raises(ValueError, match="Did you mean 'percentile'"):
         PTQ_METHODS.get("percentil")
     with pytest.raises(ValueError, match="pct"):
-        PTQ_METHODS.get("percentile").config({"pct": 2.0})
+        ptq_config("percentile", pct=2.0)
 
 
 @pytest.mark.parametrize("text, expected", [("W8A8", (8, 8)), ("w4a16", (4, 16)), ("W2A4", (2, 4))])

@@ -5,7 +5,7 @@ import copy
 import torch
 
 from arnq.batch import forward_logits
-from arnq.ptq import quantize
+from arnq.ptq import FQViTConfig, quantize_
 from arnq.ptq.fq_vit import PTFQuantizer, QuantLayerNorm
 from arnq.quant import quantization_disabled
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
@@ -40,7 +40,7 @@ def test_fq_vit_points_and_fp_equivalence(family_case):
     family, build, make_inputs = family_case
     model = build()
     calib = [(make_inputs(seed=10 + i), torch.zeros(8)) for i in range(2)]
-    q = quantize(copy.deepcopy(model), "fq_vit", w_bits=8, a_bits=8, calib_batches=calib)
+    q = quantize_(copy.deepcopy(model), FQViTConfig(w_bits=8, a_bits=8), calib)
     norms = [m for m in q.modules() if isinstance(m, QuantLayerNorm)]
     assert norms and all(isinstance(m.input_quantizer, PTFQuantizer) for m in norms)
     probs = [m for m in q.modules() if isinstance(m, LogQuantizer)]
@@ -63,7 +63,7 @@ def test_ptf_lowers_the_error_of_a_model_with_outlier_channels():
     x = image_batch(n=16, seed=30)
     with torch.no_grad():
         reference = forward_logits(model, x)
-        err = {ptf: float((forward_logits(quantize(copy.deepcopy(model), "fq_vit", w_bits=8, a_bits=6,
-                                                   calib_batches=calib, params={"ptf": ptf, "lis": False}), x)
+        err = {ptf: float((forward_logits(quantize_(copy.deepcopy(model),
+                                                    FQViTConfig(w_bits=8, a_bits=6, ptf=ptf, lis=False), calib), x)
                           - reference).pow(2).mean()) for ptf in (True, False)}
     assert err[True] < 0.5 * err[False], err

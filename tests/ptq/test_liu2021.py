@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arnq.batch import forward_logits
-from arnq.ptq import quantize
+from arnq.ptq import Liu2021Config, MinMaxConfig, quantize_
 from arnq.ptq.liu2021 import allocate_bits, correct_bias, pearson, ranking_loss, search_linear
 from arnq.quant.modules import QuantLinear
 from arnq.quant.quantizer import FakeQuantizer, QuantSpec
@@ -98,8 +98,8 @@ def test_mixed_precision_gives_sensitive_layers_more_bits_within_the_budget():
 def test_mixed_precision_model_respects_the_size_budget():
     model = tiny_vit()
     calib = [(image_batch(seed=10 + i), torch.zeros(8)) for i in range(2)]
-    q = quantize(copy.deepcopy(model), "liu2021", w_bits=6, a_bits=8, calib_batches=calib,
-                 params={"candidates": 5, "attention_candidates": 3, "rounds": 1, "mp_avg_bits": 5.5})
+    cfg = Liu2021Config(w_bits=6, a_bits=8, candidates=5, attention_candidates=3, rounds=1, mp_avg_bits=5.5)
+    q = quantize_(copy.deepcopy(model), cfg, calib)
     bits = q.arnq_weight_bits
     sizes = {n: q.get_submodule(n).weight.numel() for n in bits}
     assert set(bits.values()) <= set(range(4, 9)) and len(set(bits.values())) > 1
@@ -113,9 +113,9 @@ def test_mixed_precision_model_respects_the_size_budget():
 def test_ranking_search_moves_the_q_and_k_steps():
     model = tiny_vit()
     calib = [(image_batch(seed=10 + i), torch.zeros(8)) for i in range(2)]
-    base = quantize(copy.deepcopy(model), "minmax", w_bits=4, a_bits=4, calib_batches=calib)
-    q = quantize(copy.deepcopy(model), "liu2021", w_bits=4, a_bits=4, calib_batches=calib,
-                 params={"candidates": 5, "attention_candidates": 8, "rounds": 1})
+    base = quantize_(copy.deepcopy(model), MinMaxConfig(w_bits=4, a_bits=4), calib)
+    q = quantize_(copy.deepcopy(model), Liu2021Config(w_bits=4, a_bits=4, candidates=5, attention_candidates=8, rounds=1),
+                  calib)
     parts = lambda m: m.get_submodule("blocks.0.attn.qkv").output_quantizer.parts  # noqa: E731
     moved = [float(parts(q)[i].scale) != pytest.approx(float(parts(base)[i].scale)) for i in (0, 1)]
     assert any(moved)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from arnq.batch import forward_logits
-from arnq.ptq import quantize
+from arnq.ptq import MinMaxConfig, quantize_
 from arnq.ptq.mrem import LearnedSteps, ModuleData, MREMConfig, run_parallel, split_modules, teacher_weight
 from arnq.quant import sqnr_db
 from arnq.quant.quantizer import FakeQuantizer, QuantSpec
@@ -57,9 +57,9 @@ def test_reconstruction_beats_min_max_at_w4a4(family):
     x = make_inputs(seed=30)
     with torch.no_grad():
         reference = forward_logits(model, x)
-    base = quantize(copy.deepcopy(model), "minmax", w_bits=4, a_bits=4, calib_batches=calib)
-    q = quantize(copy.deepcopy(model), "mrem", w_bits=4, a_bits=4, calib_batches=calib,
-                 params={"iters": 120, "teacher_steps": 40, "n_modules": 2, "lr": 1e-3, "lr_step": 1e-2})
+    base = quantize_(copy.deepcopy(model), MinMaxConfig(w_bits=4, a_bits=4), calib)
+    cfg = MREMConfig(w_bits=4, a_bits=4, iters=120, teacher_steps=40, n_modules=2, lr=1e-3, lr_step=1e-2)
+    q = quantize_(copy.deepcopy(model), cfg, calib)
     first, last = zip(*q.arnq_mrem_losses, strict=True)
     assert all(b < 0.8 * a for a, b in zip(first, last, strict=True)), q.arnq_mrem_losses
     with torch.no_grad():
@@ -73,10 +73,10 @@ def test_parallel_modules_train_in_their_own_processes():
     x = text_batch(seed=30)
     with torch.no_grad():
         reference = forward_logits(model, x)
-    base = quantize(copy.deepcopy(model), "minmax", w_bits=4, a_bits=4, calib_batches=calib)
-    q = quantize(copy.deepcopy(model), "mrem", w_bits=4, a_bits=4, calib_batches=calib,
-                 params={"iters": 120, "teacher_steps": 60, "n_modules": 2, "lr": 1e-3, "lr_step": 1e-2,
-                         "parallel": True})
+    base = quantize_(copy.deepcopy(model), MinMaxConfig(w_bits=4, a_bits=4), calib)
+    cfg = MREMConfig(w_bits=4, a_bits=4, iters=120, teacher_steps=60, n_modules=2, lr=1e-3, lr_step=1e-2,
+                     parallel=True)
+    q = quantize_(copy.deepcopy(model), cfg, calib)
     assert len(q.arnq_mrem_losses) == 2
     changed = q.bert.encoder.layer[1].output.dense.weight
     assert not torch.equal(changed, model.bert.encoder.layer[1].output.dense.weight)  # loaded back from the worker

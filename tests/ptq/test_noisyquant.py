@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arnq.ptq import PTQ_METHODS
+from arnq.ptq import ptq_config
 from arnq.ptq.noisyquant import NoisyInput, noise_pattern, noisy_search, signed_quantize
 
 
@@ -70,4 +70,4 @@ def test_noise_flags_differ_and_are_seeded():
     assert u.abs().max() <= 1 and not torch.allclose(u, g)
     torch.testing.assert_close(u, noise_pattern(64, "uniform", torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="uniform .*gaussian"):
-        PTQ_METHODS.get("noisyquant").config({"noise": "laplace"})
+        ptq_config("noisyquant", noise="laplace")

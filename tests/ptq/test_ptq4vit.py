@@ -8,7 +8,7 @@ from torch import nn
 
 import arnq.ptq.ptq4vit  # noqa: F401  (registers the method)
 from arnq.batch import forward_logits
-from arnq.ptq import PTQ_METHODS, quantize
+from arnq.ptq import PTQ4ViTConfig, ptq_config, quantize_
 from arnq.ptq.ptq4vit import _importance, _LinearSite
 from arnq.quant import point_summary, quantization_disabled, quantizers, sqnr_db
 from arnq.quant.api import QuantConfig
@@ -107,7 +107,7 @@ def test_layout_on_vit_and_exact_fp_restore():
     model, inputs = tiny_vit(), image_batch(seed=20)
     with torch.no_grad():
         reference = forward_logits(model, inputs)
-    q = quantize(copy.deepcopy(model), "ptq4vit", w_bits=4, a_bits=4, calib_batches=_calib(image_batch))
+    q = quantize_(copy.deepcopy(model), PTQ4ViTConfig(w_bits=4, a_bits=4), _calib(image_batch))
     assert point_summary(q) == {"weight": 10, "linear_in": 9, "attn_q": 2, "attn_k": 2, "attn_v": 2, "attn_probs": 2}
     assert all(isinstance(m, FakeQuantizer) and m.quantizing for _, m in quantizers(q))
     for name, module in q.named_modules():
@@ -129,7 +129,7 @@ def test_layout_on_vit_and_exact_fp_restore():
 
 def _qkv_head_steps(model: nn.Module) -> list[torch.Tensor]:
     """The (4,) per-head steps of q, k and v in block 0, checking each is constant over its 16 channels."""
-    q = quantize(model, "ptq4vit", w_bits=8, a_bits=8, calib_batches=_calib(image_batch))
+    q = quantize_(model, PTQ4ViTConfig(w_bits=8, a_bits=8), _calib(image_batch))
     steps = []
     for part in q.blocks[0].attn.qkv.output_quantizer.parts:
         assert part.spec.granularity == "channel" and part.spec.axis == -1
@@ -154,8 +154,8 @@ def test_headwise_steps_follow_the_range_of_each_head():
 def test_bert_points_and_padding_left_out():
     labels = torch.zeros(8, dtype=torch.long)
     calib = [(text_batch(seed=10, pad_first=6), labels), (text_batch(seed=11), labels)]
-    exact = {"search_rows": None, "attn_instances": None, "attn_query_rows": None}
-    q = quantize(tiny_bert(), "ptq4vit", w_bits=6, a_bits=6, calib_batches=calib, params=exact)
+    exact = PTQ4ViTConfig(w_bits=6, a_bits=6, search_rows=None, attn_instances=None, attn_query_rows=None)
+    q = quantize_(tiny_bert(), exact, calib)
     for name, module in q.named_modules():
         if isinstance(module, QuantLinear):
             post_gelu = name.endswith("output.dense") and "attention" not in name
@@ -164,26 +164,25 @@ def test_bert_points_and_padding_left_out():
     # padding tokens carry large fake activations: the steps must not see them
     padded = copy.deepcopy(calib)
     padded[0][0]["input_ids"][0, -6:] = 119
-    q_padded = quantize(tiny_bert(), "ptq4vit", w_bits=6, a_bits=6, calib_batches=padded, params=exact)
+    q_padded = quantize_(tiny_bert(), exact, padded)
     steps = {n: m.scale for n, m in quantizers(q)}
     for name, module in quantizers(q_padded):
         torch.testing.assert_close(module.scale, steps[name], rtol=1e-5, atol=0, msg=name)
     # the same tokens counted as real do move the steps
     unmasked = copy.deepcopy(padded)
     unmasked[0][0]["attention_mask"][:] = 1
-    q_unmasked = quantize(tiny_bert(), "ptq4vit", w_bits=6, a_bits=6, calib_batches=unmasked, params=exact)
+    q_unmasked = quantize_(tiny_bert(), exact, unmasked)
     moved = [n for n, m in quantizers(q_unmasked) if not torch.allclose(m.scale, steps[n], rtol=1e-3)]
     assert len(moved) > 10, moved
 
 
 def test_weight_only_bits_quantize_only_weights():
-    q = quantize(tiny_vit(), "ptq4vit", w_bits=4, a_bits=16, calib_batches=_calib(image_batch))
+    q = quantize_(tiny_vit(), PTQ4ViTConfig(w_bits=4, a_bits=16), _calib(image_batch))
     assert set(point_summary(q)) == {"weight"}
 
 
 def test_edge_bits_option_keeps_the_project_edges():
-    q = quantize(tiny_vit(), "ptq4vit", w_bits=4, a_bits=4, calib_batches=_calib(image_batch),
-                 params={"edge_bits": 8})
+    q = quantize_(tiny_vit(), PTQ4ViTConfig(w_bits=4, a_bits=4, edge_bits=8), _calib(image_batch))
     assert q.head.weight_quantizer.spec.bits == 8 and q.head.input_quantizer.spec.bits == 8
     assert q.patch_embed.proj.weight_quantizer.spec.bits == 8
     assert q.blocks[0].mlp.fc1.weight_quantizer.spec.bits == 4
@@ -196,4 +195,4 @@ def test_edge_bits_option_keeps_the_project_edges():
 ])
 def test_config_errors_name_the_field(params, field):
     with pytest.raises(ValueError, match=field):
-        PTQ_METHODS.get("ptq4vit").config(params)
+        ptq_config("ptq4vit", **params)

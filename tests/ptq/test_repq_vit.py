@@ -5,7 +5,7 @@ import copy
 import torch
 
 from arnq.batch import forward_logits
-from arnq.ptq import quantize
+from arnq.ptq import RepQViTConfig, ptq_config, quantize_
 from arnq.ptq.common import ScaledInput, collect, materialize, norm_groups
 from arnq.ptq.repq_vit import channel_qparams, reparameterisation
 from arnq.quant import detect_family, quantization_disabled
@@ -20,7 +20,7 @@ def test_repq_vit_leaves_the_fp_function_unchanged(family_case):
     x = make_inputs(seed=30)
     with torch.no_grad():
         reference = forward_logits(model, x)
-        q = quantize(copy.deepcopy(model), "repq_vit", w_bits=4, a_bits=4, calib_batches=calib)
+        q = quantize_(copy.deepcopy(model), RepQViTConfig(w_bits=4, a_bits=4), calib)
         with quantization_disabled(q):
             torch.testing.assert_close(forward_logits(q, x), reference, atol=1e-5, rtol=1e-5)
     assert any(isinstance(m, LogQuantizer) for m in q.modules())
@@ -61,7 +61,7 @@ def test_repq_beats_min_max_at_w4a4_on_post_ln_outliers():
     x = image_batch(n=16, seed=30)
     with torch.no_grad():
         reference = forward_logits(model, x)
-        err = {m: float((forward_logits(quantize(copy.deepcopy(model), m, w_bits=4, a_bits=4, calib_batches=calib),
+        err = {m: float((forward_logits(quantize_(copy.deepcopy(model), ptq_config(m, "W4A4"), calib),
                                          x) - reference).pow(2).mean()) for m in ("minmax", "repq_vit")}
     assert err["repq_vit"] < 0.5 * err["minmax"], err
     assert collect(model, ["blocks.0.attn.qkv"], calib)["blocks.0.attn.qkv"].shape[1] == 64

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arnq.batch import forward_logits
-from arnq.ptq import PTQ_METHODS, quantize
+from arnq.ptq import SmoothQuantConfig, ptq_config, quantize_
 from arnq.ptq.common import ScaledInput, collect, materialize, norm_groups
 from arnq.ptq.smoothquant import smoothing_scale
 from arnq.quant import detect_family, quantization_disabled
@@ -28,7 +28,7 @@ def test_smoothquant_leaves_the_fp_function_unchanged(family_case):
     x = make_inputs(seed=30)
     with torch.no_grad():
         reference = forward_logits(model, x)
-        q = quantize(copy.deepcopy(model), "smoothquant", w_bits=8, a_bits=8, calib_batches=calib)
+        q = quantize_(copy.deepcopy(model), SmoothQuantConfig(w_bits=8, a_bits=8), calib)
         with quantization_disabled(q):
             torch.testing.assert_close(forward_logits(q, x), reference, atol=1e-5, rtol=1e-5)
     explicit = [m for m in q.modules() if isinstance(m, ScaledInput)]
@@ -42,7 +42,7 @@ def test_smoothing_flattens_the_outlier_channels():
     batches = materialize([(image_batch(seed=i), torch.zeros(8)) for i in range(2)])
     name = "blocks.0.mlp.fc1"
     before = collect(model, [name], batches)[name].abs().amax(dim=0)
-    q = quantize(copy.deepcopy(model), "smoothquant", w_bits=8, a_bits=8, calib_batches=batches)
+    q = quantize_(copy.deepcopy(model), SmoothQuantConfig(w_bits=8, a_bits=8), batches)
     with torch.no_grad(), quantization_disabled(q):
         after = collect(q, [name], batches)[name].abs().amax(dim=0)
     ratio = lambda m: float(m.max() / m.mean())  # noqa: E731
@@ -70,12 +70,10 @@ def test_smoothing_lowers_the_error_of_a_layer_with_an_outlier_channel(bits):
 
 
 def test_smoothquant_refuses_weight_only_and_bad_alpha():
-    from tests.conftest import image_batch, tiny_vit
-
-    with pytest.raises(ValueError, match="needs quantized activations"):
-        quantize(tiny_vit(), "smoothquant", w_bits=4, a_bits=16, calib_batches=[(image_batch(), torch.zeros(8))])
+    with pytest.raises(ValueError, match="needs quantized activations"):  # when the config is built, before any work
+        ptq_config("smoothquant", "W4A16")
     with pytest.raises(ValueError, match="alpha"):
-        PTQ_METHODS.get("smoothquant").config({"alpha": 1.5})
+        ptq_config("smoothquant", alpha=1.5)
 
 
 def test_norm_groups_of_bert_are_explicit():

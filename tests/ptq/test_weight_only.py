@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arnq.batch import forward_logits
-from arnq.ptq import PTQ_METHODS, quantize
+from arnq.ptq import PTQ_METHODS, GPTQConfig, ptq_config, quantize_
 from arnq.ptq.gptq import GroupWeightQuantizer, gptq_quantize_weight, rtn_weight
 from arnq.quant import point_summary, quantization_disabled
 from arnq.quant.modules import QuantLinear
@@ -72,8 +72,7 @@ def test_gptq_beats_round_to_nearest(bits, group_size, act_order):
 
 
 def test_gptq_model_weights_are_fixed_points_of_their_quantizers():
-    model = quantize(tiny_vit(), "gptq", w_bits=4, a_bits=16, calib_batches=[(image_batch(), torch.zeros(8))],
-                     params={"group_size": 16})
+    model = quantize_(tiny_vit(), GPTQConfig(w_bits=4, a_bits=16, group_size=16), [(image_batch(), torch.zeros(8))])
     linears = [m for n, m in model.named_modules() if isinstance(m, QuantLinear) and "blocks" in n]
     assert linears and all(isinstance(m.weight_quantizer, GroupWeightQuantizer) for m in linears)
     for m in linears:
@@ -82,7 +81,7 @@ def test_gptq_model_weights_are_fixed_points_of_their_quantizers():
 
 @pytest.mark.parametrize("method", WEIGHT_ONLY)
 def test_weight_only_bits_quantize_only_weights(method):
-    model = quantize(tiny_bert(), method, w_bits=4, a_bits=16, calib_batches=[(text_batch(pad_first=4), torch.zeros(8))])
+    model = quantize_(tiny_bert(), ptq_config(method, "W4A16"), [(text_batch(pad_first=4), torch.zeros(8))])
     assert set(point_summary(model)) == {"weight"}
     assert PTQ_METHODS.get(method).quantizes == "W"
 
@@ -100,7 +99,7 @@ def test_weight_only_beats_min_max_on_tiny_models(method):
         with torch.no_grad():
             reference = forward_logits(model, evaluation)
             ours, rtn = (
-                float(((forward_logits(quantize(copy.deepcopy(model), name, w_bits=3, a_bits=16, calib_batches=calib),
+                float(((forward_logits(quantize_(copy.deepcopy(model), ptq_config(name, "W3A16"), calib),
                                        evaluation) - reference) ** 2).mean())
                 for name in (method, "minmax")
             )
@@ -110,7 +109,7 @@ def test_weight_only_beats_min_max_on_tiny_models(method):
 def test_gptq_leaves_model_fp_when_quantization_disabled_only_in_weights_it_changed():
     """Quantization off: the GPTQ model differs from FP only through its (rounded) weights, not its structure."""
     model = tiny_vit()
-    q = quantize(copy.deepcopy(model), "gptq", w_bits=8, a_bits=16, calib_batches=[(image_batch(), torch.zeros(8))])
+    q = quantize_(copy.deepcopy(model), GPTQConfig(w_bits=8, a_bits=16), [(image_batch(), torch.zeros(8))])
     with torch.no_grad(), quantization_disabled(q):
         diff = (q(image_batch(seed=3)) - model(image_batch(seed=3))).abs().max()
     assert diff < 0.05
@@ -124,4 +123,4 @@ def test_gptq_leaves_model_fp_when_quantization_disabled_only_in_weights_it_chan
 )
 def test_bad_params_name_the_fix(method, params, message):
     with pytest.raises(ValueError, match=message):
-        PTQ_METHODS.get(method).config(params)
+        ptq_config(method, **params)
