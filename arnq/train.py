@@ -369,95 +369,47 @@ def train_classifier(
         total = cfg.epochs * steps_per_epoch
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        warmup = int(round(cfg.warmup_frac * total))
         optimizer = torch.optim.AdamW(
             param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias), lr=cfg.lr, betas=cfg.betas
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_schedule(min(s, total), total, warmup)
-        )
+        warmup = int(round(cfg.warmup_frac * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_schedule(min(s, total), total, warmup))
+        run = _Run(model, cfg, optimizer, scheduler, device, total, augment, loss_fn, step_callback)
         history: list[dict] = []
-        step, first_epoch = 0, 0
+        first_epoch = 0
         if resume is not None:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
             torch.set_rng_state(resume["rng"])
-            step, first_epoch, history = resume["step"], resume["epoch"], list(resume["history"])
+            run.step, first_epoch, history = resume["step"], resume["epoch"], list(resume["history"])
         start = time.perf_counter()
         stopped_early = False
         for epoch in range(first_epoch, cfg.epochs):
-            if step >= total:
+            if run.step >= total:
                 break
             model.train()
             _set_loader_epoch(train_loader, epoch)
             if epoch_callback is not None:
                 epoch_callback(epoch)
-            epoch_start = time.perf_counter()
-            loss_sum = extra_sum = 0.0
-            correct = seen = 0
-            for inputs, labels in train_loader:
-                if step >= total:
-                    break
-                if step_callback is not None:
-                    step_callback(step, total)
-                inputs, labels = move_to(inputs, device), labels.to(device)
-                if augment is not None:
-                    inputs = augment(inputs)
-                with token_mask_context(token_mask(inputs)):
-                    logits = forward_logits(model, inputs)
-                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-                if loss_fn is not None:
-                    extra = loss_fn(model, inputs, labels, logits)
-                    extra_sum += float(extra.detach()) * len(labels)
-                    loss = loss + extra
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite training loss {float(loss.detach())} at step {step}; lower lr"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                loss_sum += float(loss.detach()) * len(labels)
-                correct += int((logits.detach().argmax(-1) == labels).sum())
-                seen += len(labels)
-            record = {
-                "epoch": epoch,
-                "step": step,
-                "train_loss": loss_sum / max(seen, 1),
-                "train_accuracy": correct / max(seen, 1),
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - epoch_start,
-            }
-            if loss_fn is not None:
-                record["extra_loss"] = extra_sum / max(seen, 1)
+            record = _train_epoch(run, train_loader, epoch)
             if eval_loader is not None and cfg.eval_every_epoch:
                 record["eval_accuracy"] = evaluate(model, eval_loader, device)
             history.append(record)
-            log.info(
-                "epoch %d/%d: loss %.4f, train acc %.3f, %.1f s", epoch + 1, cfg.epochs, record["train_loss"],
-                record["train_accuracy"], record["seconds"],
-            )
+            log.info("epoch %d/%d: loss %.4f, train acc %.3f, %.1f s", epoch + 1, cfg.epochs, record["train_loss"],
+                     record["train_accuracy"], record["seconds"])
             stop = on_epoch_end is not None and on_epoch_end(epoch, record)
             if on_checkpoint is not None:
                 on_checkpoint({
-                    "epoch": epoch + 1, "step": step, "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1, "step": run.step, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
                 })
             if stop:
                 stopped_early = True
                 break
         result = {
-            "steps": step,
-            "total_steps": total,
-            "epochs": len(history),
-            "history": history,
+            "steps": run.step, "total_steps": total, "epochs": len(history), "history": history,
             "train_loss": history[-1]["train_loss"] if history else float("nan"),
-            "seconds": time.perf_counter() - start,
-            "stopped_early": stopped_early,
+            "seconds": time.perf_counter() - start, "stopped_early": stopped_early,
         }
         if eval_loader is not None:
             if history and "eval_accuracy" in history[-1]:
@@ -466,6 +418,72 @@ def train_classifier(
                 result["eval_accuracy"] = evaluate(model, eval_loader, device)
         model.eval()
         return result
+
+
+@dataclass
+class _Run:
+    """One training run's model, optimisation state, step counter and hooks."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device | str
+    total: int
+    augment: Callable[[Any], Any] | None
+    loss_fn: LossHook | None
+    step_callback: StepHook | None
+    step: int = 0
+
+
+def _train_epoch(run: _Run, loader: Any, epoch: int) -> dict:
+    """One pass over `loader` (stopping at `run.total` steps); returns the epoch's record."""
+    epoch_start = time.perf_counter()
+    loss_sum = extra_sum = 0.0
+    correct = seen = 0
+    for inputs, labels in loader:
+        if run.step >= run.total:
+            break
+        if run.step_callback is not None:
+            run.step_callback(run.step, run.total)
+        inputs, labels = move_to(inputs, run.device), labels.to(run.device)
+        if run.augment is not None:
+            inputs = run.augment(inputs)
+        loss, extra, logits = _train_step(run, inputs, labels)
+        extra_sum += extra * len(labels)
+        loss_sum += float(loss.detach()) * len(labels)
+        correct += int((logits.detach().argmax(-1) == labels).sum())
+        seen += len(labels)
+    record = {
+        "epoch": epoch, "step": run.step, "train_loss": loss_sum / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1), "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - epoch_start,
+    }
+    if run.loss_fn is not None:
+        record["extra_loss"] = extra_sum / max(seen, 1)
+    return record
+
+
+def _train_step(run: _Run, inputs: Any, labels: torch.Tensor) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """One optimisation step; returns (total loss, the hook's extra loss, logits)."""
+    with token_mask_context(token_mask(inputs)):
+        logits = forward_logits(run.model, inputs)
+    loss = F.cross_entropy(logits, labels, label_smoothing=run.cfg.label_smoothing)
+    extra = 0.0
+    if run.loss_fn is not None:
+        extra_loss = run.loss_fn(run.model, inputs, labels, logits)
+        extra = float(extra_loss.detach())
+        loss = loss + extra_loss
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss {float(loss.detach())} at step {run.step}; lower lr")
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.grad_clip is not None:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+    return loss, extra, logits
 
 
 def evaluate(
