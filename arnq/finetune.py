@@ -29,7 +29,8 @@ from arnq.cache import load_state, save_state
 from arnq.data import seeded_indices, take
 from arnq.models import LoadedModel
 from arnq.ptq import PTQConfig, quantize_
-from arnq.train import TrainConfig, evaluate, make_loader, seeded, train_classifier
+from arnq.scoped import seeded
+from arnq.train import TrainConfig, evaluate, make_loader, train_classifier
 
 EVAL_BATCH = 128
 CALIB_BATCH = 64

@@ -12,16 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from arnq.scoped import seeded, set_seed, thread_limit
 from arnq.train import (
     SeededBatchSampler,
     TrainConfig,
     evaluate,
     lr_schedule,
     make_loader,
-    seeded,
-    set_seed,
     text_length,
-    thread_limit,
     train_classifier,
 )
 

@@ -15,7 +15,7 @@ from arnq.models.weights import (
     timm_weights_file,
     weights_unavailable,
 )
-from arnq.train import seeded
+from arnq.scoped import seeded
 
 
 def build_model(

@@ -21,7 +21,8 @@ from arnq.models.build import build_model, load_tokenizer
 from arnq.models.collate import make_collate
 from arnq.models.registry import MODELS, ModelSpec
 from arnq.models.weights import WeightsUnavailableError, package_version
-from arnq.train import evaluate, make_loader, seeded, thread_limit, train_classifier
+from arnq.scoped import seeded, thread_limit
+from arnq.train import evaluate, make_loader, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ TRAIN_INFO_FILE = "train.json"
 CACHE_KIND = "fp_models"
 CACHE_FORMAT = 1  # bump when the checkpoint layout changes (code changes reach the key through FP_CODE)
 #: the modules FP training runs: their code fingerprint is part of the FP cache key
-FP_CODE = ("arnq.models", "arnq.data", "arnq.train", "arnq.batch", "arnq.quant.quantizer")
+FP_CODE = ("arnq.models", "arnq.data", "arnq.train", "arnq.scoped", "arnq.batch", "arnq.quant.quantizer")
 
 
 @dataclass

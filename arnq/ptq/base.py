@@ -23,7 +23,7 @@ from arnq.ptq.common import Batch, materialize
 from arnq.quant import QuantConfig, convert, detect_family
 from arnq.quant.api import ACT_FP_BITS, FAMILIES
 from arnq.registry import Registry, config_from_dict
-from arnq.train import seeded
+from arnq.scoped import seeded
 
 BITS_RE = re.compile(r"^W(\d+)A(\d+)$")
 
