@@ -117,3 +117,47 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class HandlerRegistry(Registry[T]):
+    """Handlers, each owning a frozen config class: a name finds the handler, and so does a config's type.
+
+    `register_handler` (a class decorator) registers an instance under `cls.name` and writes
+    the name on its config class as `name_field`, so a config serialises with its handler's
+    name (`to_dict`) and comes back through `config_from_dict`.
+    """
+
+    def __init__(self, kind: str, name_field: str) -> None:
+        super().__init__(kind)
+        self.name_field = name_field
+        self._by_config: dict[type, T] = {}
+
+    def register_handler(self, cls: type[T]) -> type[T]:
+        config_cls = cls.config_cls
+        if config_cls in self._by_config:
+            raise ValueError(f"{self.kind} '{cls.name}' needs a config class of its own (got {config_cls.__name__})")
+        handler = cls()
+        self.register(cls.name, handler)
+        setattr(config_cls, self.name_field, cls.name)
+        self._by_config[config_cls] = handler
+        return cls
+
+    def handler(self, cfg: Any) -> T:
+        """The registered handler of a config's type."""
+        try:
+            return self._by_config[type(cfg)]
+        except KeyError:
+            raise TypeError(f"{type(cfg).__name__} is not a registered {self.kind} config; register its "
+                            f"{self.kind} with its register decorator") from None
+
+    def config(self, name: str, **params: Any) -> Any:
+        """The config of the handler registered as `name` from its knobs; unknown keys raise with the valid ones."""
+        return config_from_dict(self.get(name).config_cls, params)
+
+    def config_from_dict(self, data: Mapping[str, Any]) -> Any:
+        """Inverse of a config's `to_dict`: the config of the handler named by data[name_field]."""
+        data = dict(data)
+        name = data.pop(self.name_field, None)
+        if name is None:
+            raise ValueError(f"a {self.kind} config needs its '{self.name_field}' (one of {', '.join(self.names())})")
+        return self.config(name, **data)

@@ -93,17 +93,10 @@ def ray_local(ray_home):
     """A local Ray instance started with no metadata probe and no usage stats, shut down at the end."""
     import ray
 
-    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_USAGE_STATS_ENABLED")}
-    os.environ["HOME"] = str(ray_home)  # inherited by the processes ray.init spawns
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    try:
+    from harness.sweep import scoped_env
+
+    with scoped_env(HOME=str(ray_home), RAY_USAGE_STATS_ENABLED="0"):  # inherited by the processes ray.init spawns
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     yield ray
     ray.shutdown()
 

@@ -79,5 +79,5 @@ def test_bad_arm_params_fail_before_training():
         arm_config("arnq", alpha_maxx=1.0)
     with pytest.raises(ValueError, match="Did you mean 'arnq'"):
         arm_config("arnk")
-    with pytest.raises(TypeError, match="not a registered arm config"):
+    with pytest.raises(TypeError, match="not a registered fine-tuning arm config"):
         finetune(_loaded(), {"arm": "arnq"}, FT, TARGET)

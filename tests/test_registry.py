@@ -30,3 +30,35 @@ def test_miss_suggests_and_lists_choices():
         reg.get("vit_mnst")
     assert "Did you mean 'vit_mnist'?" in str(err.value) and "minilm_rt" in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+def test_a_handler_registry_finds_handlers_by_name_and_by_config_type():
+    import dataclasses
+
+    from arnq.registry import HandlerRegistry
+
+    @dataclasses.dataclass(frozen=True)
+    class ToyConfig:
+        k: int = 1
+
+        def to_dict(self):
+            return {"toy": self.toy, **dataclasses.asdict(self)}
+
+    registry = HandlerRegistry("toy method", name_field="toy")
+
+    @registry.register_handler
+    class Toy:
+        name = "t1"
+        config_cls = ToyConfig
+
+    cfg = registry.config("t1", k=3)
+    assert isinstance(registry.handler(cfg), Toy) and cfg.toy == "t1"
+    assert registry.config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown parameter"):
+        registry.config("t1", kk=3)
+    with pytest.raises(ValueError, match="needs its 'toy'"):
+        registry.config_from_dict({"k": 3})
+    with pytest.raises(TypeError, match="not a registered toy method config"):
+        registry.handler(object())
+    with pytest.raises(ValueError, match="config class of its own"):
+        registry.register_handler(type("Toy2", (), {"name": "t2", "config_cls": ToyConfig}))

@@ -25,7 +25,7 @@ from arnq.arms.schedules import SCHEDULES, describe_schedules
 from arnq.arms.sites import capture, find_sites
 from arnq.batch import token_mask
 from arnq.ptq import PTQConfig
-from arnq.registry import Registry, config_from_dict
+from arnq.registry import HandlerRegistry
 
 
 class ArmConfig:
@@ -189,41 +189,27 @@ def _add_outlier_loss(runtime: ArmRuntime, model: nn.Module, cfg: OutlierLossCon
     runtime.losses.append(term)
 
 
-ARMS: Registry[Arm] = Registry("fine-tuning arm")
-_HANDLERS: dict[type[ArmConfig], Arm] = {}
+ARMS: HandlerRegistry[Arm] = HandlerRegistry("fine-tuning arm", name_field="arm")
 
 
 def register_arm(cls: type[Arm]) -> type[Arm]:
     """Class decorator: register an arm under `cls.name`, its handler keyed by its config type."""
-    if cls.config_cls in _HANDLERS:
-        raise ValueError(f"arm '{cls.name}' needs a config class of its own (got {cls.config_cls.__name__})")
-    ARMS.register(cls.name, cls())
-    cls.config_cls.arm = cls.name
-    _HANDLERS[cls.config_cls] = ARMS.get(cls.name)
-    return cls
+    return ARMS.register_handler(cls)
 
 
 def arm_handler(cfg: ArmConfig) -> Arm:
     """The registered handler of an arm config's type."""
-    try:
-        return _HANDLERS[type(cfg)]
-    except KeyError:
-        raise TypeError(f"{type(cfg).__name__} is not a registered arm config; register its arm with "
-                        "@register_arm") from None
+    return ARMS.handler(cfg)
 
 
 def arm_config(name: str, **params: Any) -> ArmConfig:
     """The config of a registered arm from its name and knobs; unknown keys raise with the valid ones."""
-    return config_from_dict(ARMS.get(name).config_cls, params)
+    return ARMS.config(name, **params)
 
 
 def arm_config_from_dict(data: Mapping[str, Any]) -> ArmConfig:
     """Inverse of `ArmConfig.to_dict`: the config of the arm named by data['arm']."""
-    data = dict(data)
-    name = data.pop("arm", None)
-    if name is None:
-        raise ValueError(f"an arm config needs its 'arm' (one of {', '.join(ARMS.names())})")
-    return arm_config(name, **data)
+    return ARMS.config_from_dict(data)
 
 
 @register_arm

@@ -22,7 +22,7 @@ from torch import nn
 from arnq.ptq.common import Batch, materialize
 from arnq.quant import QuantConfig, convert, detect_family
 from arnq.quant.api import ACT_FP_BITS, FAMILIES
-from arnq.registry import Registry, config_from_dict
+from arnq.registry import HandlerRegistry
 from arnq.scoped import seeded
 
 BITS_RE = re.compile(r"^W(\d+)A(\d+)$")
@@ -176,28 +176,19 @@ class PTQMethod:
         }
 
 
-PTQ_METHODS: Registry[PTQMethod] = Registry("PTQ method")
-_HANDLERS: dict[type[PTQConfig], PTQMethod] = {}
+PTQ_METHODS: HandlerRegistry[PTQMethod] = HandlerRegistry("PTQ method", name_field="method")
 
 
 def register_ptq(cls: type[PTQMethod]) -> type[PTQMethod]:
     """Class decorator: register a PTQ method under `cls.name`, its handler keyed by its config type."""
-    config_cls = cls.config_cls
-    if config_cls in _HANDLERS or config_cls is PTQConfig:
-        raise ValueError(f"PTQ method '{cls.name}' needs a config class of its own (got {config_cls.__name__})")
-    PTQ_METHODS.register(cls.name, cls())
-    config_cls.method = cls.name
-    _HANDLERS[config_cls] = PTQ_METHODS.get(cls.name)
-    return cls
+    if cls.config_cls is PTQConfig:
+        raise ValueError(f"PTQ method '{cls.name}' needs a config class of its own (a PTQConfig subclass)")
+    return PTQ_METHODS.register_handler(cls)
 
 
 def handler_for(cfg: PTQConfig) -> PTQMethod:
     """The registered handler of a config's type."""
-    try:
-        return _HANDLERS[type(cfg)]
-    except KeyError:
-        raise TypeError(f"{type(cfg).__name__} is not a registered PTQ config; register its method with "
-                        "@register_ptq") from None
+    return PTQ_METHODS.handler(cfg)
 
 
 def quantize_(
@@ -213,18 +204,13 @@ def quantize_(
 
 def ptq_config(method: str, bits: str | None = None, **params: Any) -> PTQConfig:
     """The config of a registered method from its name, `bits` ('W4A4') and knobs; unknown keys raise."""
-    config_cls = PTQ_METHODS.get(method).config_cls
     if bits is not None:
         if "w_bits" in params or "a_bits" in params:
             raise ValueError(f"give the bits once: bits={bits!r} or w_bits/a_bits, not both")
         params["w_bits"], params["a_bits"] = parse_bits(bits)
-    return config_from_dict(config_cls, params)
+    return PTQ_METHODS.config(method, **params)
 
 
 def ptq_config_from_dict(data: Mapping[str, Any]) -> PTQConfig:
     """Inverse of `PTQConfig.to_dict`: the config named by data['method']."""
-    data = dict(data)
-    method = data.pop("method", None)
-    if method is None:
-        raise ValueError(f"a PTQ config needs its 'method' (one of {', '.join(PTQ_METHODS.names())})")
-    return ptq_config(method, **data)
+    return PTQ_METHODS.config_from_dict(data)
