@@ -269,15 +269,23 @@ def _issues(rows: Sequence[Mapping[str, Any]], axes: Axes, grid: set) -> pd.Data
     return pd.DataFrame(records, columns=["status", "model", "bits", "ptq", "variant", "seed", "detail"])
 
 
+def _arm_knobs(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's resolved arm knobs: its config's arm (rows before typed trials: `arm_config`), else arm_params."""
+    if not row.get("config"):
+        return json.loads(row["arm_params"])
+    config = json.loads(row["config"])
+    return config["arm"] if isinstance(config.get("arm"), dict) else config.get("arm_config", {})
+
+
 def _noise_schedules(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]:
-    """The distinct noise schedules of the ok rows (config.arm_config, else arm_params with the defaults)."""
+    """The distinct noise schedules of the ok rows (the config's resolved arm, else arm_params with the defaults)."""
     from arnq.arms.schedules import DEFAULT_PARAMS
 
     used: dict[tuple, dict[str, None]] = {}
     for row in rows:
         if row["status"] != "ok":
             continue
-        config = json.loads(row["config"]).get("arm_config", {}) if row.get("config") else json.loads(row["arm_params"])
+        config = _arm_knobs(row)
         if "schedule" not in config:
             continue
         params = tuple((k, config.get(k, default)) for k, default in DEFAULT_PARAMS.items())

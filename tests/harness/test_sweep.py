@@ -77,12 +77,12 @@ def test_sweep_end_to_end_with_asha_wandb_provenance_and_reruns(ray_local, vit_m
         if row["status"] == "ok":
             assert row["q_acc"] is not None and row["node_id"]
             config = json.loads(row["config"])
-            assert row["arm"] == "plain" or config["arm_config"]["alpha_max"] == 1.0  # defaults resolved
+            assert row["arm"] == "plain" or config["arm"]["alpha_max"] == 1.0  # defaults resolved
     # one offline W&B run per trial that reported, under the run directory, with the flat config
     runs = sorted((run / "wandb" / "wandb").glob("offline-run-*"))
     assert len(runs) >= len([r for r in rows if r["status"] == "ok"])
     log_bytes = b"".join(p.read_bytes() for run_ in runs for p in run_.glob("*.wandb"))  # offline: a binary log
-    assert b"finetune.lr" in log_bytes and b"vit_mnist-W3A3-minmax-arnq[schedule=linear]-s0" in log_bytes
+    assert b"finetune.lr" in log_bytes and b"vit_mnist-W3A3-minmax-arnq[schedule=cosine]-s0" in log_bytes
     # --resume finds every trial in the store and runs nothing
     again = run_sweep(space, run, resume=True, cache_root=vit_mnist_cache)
     assert [r["trial_id"] for r in again] == [r["trial_id"] for r in rows]

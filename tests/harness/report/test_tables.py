@@ -80,3 +80,17 @@ def test_a_run_of_the_plain_arm_alone_shows_q_acc_and_drop_and_no_arm_comparison
     assert report.thesis.empty and report.views["finetune"].empty and not report.compares_arms
     assert [title for title, _, _ in sections(report)] == ["Leaderboard", "Literature view",
                                                           "Failed, stopped and missing cells"]
+
+
+def test_noise_schedules_read_the_typed_config_of_new_rows():
+    """Rows of typed trials carry the resolved arm in config['arm']; a default schedule is named there only."""
+    from arnq.arms import arm_config
+    from arnq.ptq import ptq_config
+    from harness.pipeline import TrialSpec
+    from harness.report.tables import _noise_schedules
+
+    spec = TrialSpec(model="vit_mnist", ptq=ptq_config("minmax", "W4A4"), arm=arm_config("arnq", warmup_frac=0.3))
+    row = {"status": "ok", "arm": "arnq", "arm_params": json.dumps(spec.arm.changed_params()),
+           "config": json.dumps(spec.to_dict())}
+    assert _noise_schedules([row]) == (("linear", {"alpha_max": 1.0, "warmup_frac": 0.3, "n_steps": 4},
+                                        ("arnq[warmup_frac=0.3]",)),)
