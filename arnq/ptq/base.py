@@ -21,7 +21,7 @@ from torch import nn
 
 from arnq.ptq.common import Batch, materialize
 from arnq.quant import QuantConfig, convert, detect_family
-from arnq.quant.api import ACT_FP_BITS, FAMILIES
+from arnq.quant.api import ACT_FP_BITS, FAMILIES, check_bits
 from arnq.registry import HandlerRegistry
 from arnq.scoped import seeded
 
@@ -38,14 +38,6 @@ def parse_bits(text: str) -> tuple[int, int]:
     w_bits, a_bits = int(match.group(1)), int(match.group(2))
     check_bits(w_bits, a_bits, f"bits {text!r}: ")
     return w_bits, a_bits
-
-
-def check_bits(w_bits: Any, a_bits: Any, where: str = "") -> None:
-    """Raise ValueError unless weights have 2..8 bits and activations 2..8 or 16 (floating point)."""
-    if isinstance(w_bits, bool) or not isinstance(w_bits, int) or not 2 <= w_bits <= 8:
-        raise ValueError(f"{where}weight bits must be 2..8 (got {w_bits!r})")
-    if isinstance(a_bits, bool) or not isinstance(a_bits, int) or not (2 <= a_bits <= 8 or a_bits == ACT_FP_BITS):
-        raise ValueError(f"{where}activation bits must be 2..8, or {ACT_FP_BITS} for weight-only (got {a_bits!r})")
 
 
 def format_bits(w_bits: int, a_bits: int) -> str:

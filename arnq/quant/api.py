@@ -31,6 +31,14 @@ ACT_FP_BITS = 16  # a_bits >= 16 means activations stay in floating point (weigh
 HF_ATTN_IMPL = "arnq_eager"
 
 
+def check_bits(w_bits: Any, a_bits: Any, where: str = "") -> None:
+    """Raise ValueError unless weights have 2..8 bits and activations 2..8 or 16 (floating point)."""
+    if isinstance(w_bits, bool) or not isinstance(w_bits, int) or not 2 <= w_bits <= 8:
+        raise ValueError(f"{where}w_bits={w_bits!r}: weight bits must be 2..8")
+    if isinstance(a_bits, bool) or not isinstance(a_bits, int) or not (2 <= a_bits <= 8 or a_bits == ACT_FP_BITS):
+        raise ValueError(f"{where}a_bits={a_bits!r}: activation bits must be 2..8, or {ACT_FP_BITS} for weight-only")
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """Bit widths, granularities and observers of a fake-quantized model."""
@@ -52,10 +60,7 @@ class QuantConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(self.points))
         object.__setattr__(self, "skip", tuple(self.skip))
-        for name in ("w_bits", "a_bits"):
-            bits = getattr(self, name)
-            if not isinstance(bits, int) or not (2 <= bits <= 8 or bits == ACT_FP_BITS and name == "a_bits"):
-                raise ValueError(f"{name}={bits!r}: use 2..8 bits" + (" or 16 (FP activations)" if name == "a_bits" else ""))
+        check_bits(self.w_bits, self.a_bits, "QuantConfig: ")
         for name in ("probs_bits", "edge_bits"):
             bits = getattr(self, name)
             if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 8):
