@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from arnq.cache import linked_cache
+from harness.pipeline import FINETUNE_KIND, TRIAL_KIND
 from harness.space import parse_space
 from harness.store import StoreError
 from harness.sweep import run_sweep
@@ -120,7 +122,10 @@ def test_a_killed_driver_resumes_without_rerun_loss_or_duplicate(ray_subprocess_
     space.write_text(SPACE_YAML)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "harness.cli", "sweep", str(space), "--out", str(run)]
-    env = ray_subprocess_env
+    # fine-tunes and trial results start empty (the FP checkpoint is shared): with an earlier run's trials in the
+    # cache, every trial would end within seconds and the signal could arrive after the sweep is done
+    cache = linked_cache(tmp_path / "cache", ray_subprocess_env["ARNQ_CACHE"], rebuild=(FINETUNE_KIND, TRIAL_KIND))
+    env = {**ray_subprocess_env, "ARNQ_CACHE": str(cache)}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     rows = run / "rows.jsonl"
