@@ -1,7 +1,8 @@
 """Reference rows of the trial pipeline under every arm and three PTQ targets on a toy task.
 
-`python -m tests.harness.golden_trials` rewrites `golden/trials.json` from the current code:
-run it only when a change is meant to alter fine-tuned or quantized accuracies.
+`python -m tests.harness.golden_trials` rewrites `golden/trials.json` from the current code,
+stamped with this machine's fingerprint (tests.golden_machine): run it only when a change is
+meant to alter fine-tuned or quantized accuracies.
 """
 
 from __future__ import annotations
@@ -32,6 +33,35 @@ def compute(run) -> dict[str, dict[str, float]]:
             for arm, params, ptq, bits in CASES}
 
 
+def compute_cases(cache_root) -> dict[str, dict[str, float]]:
+    """{case: FIELDS} of the trial pipeline on the toy vit_mnist stand-in, caching under `cache_root`."""
+    import harness.pipeline as pipeline
+    from arnq.arms import arm_config
+    from arnq.finetune import FinetuneConfig
+    from arnq.ptq import ptq_config
+    from tests.test_finetune import _loaded
+
+    ft = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, train_subset=128, val_size=32, diagnostics_batches=1,
+                        epoch_q_eval=False)
+    loaded = _loaded()
+    loaded.fp_accuracy = 0.5
+    original = pipeline._loaded
+    pipeline._loaded = lambda model, fp_seed, device, cache_root=None: loaded
+
+    def run(arm, params, ptq, bits):
+        spec = pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(ptq, bits, calib_size=32),
+                                  arm=arm_config(arm, **params), seed=0, finetune=ft)
+        row = pipeline.run_trial(spec, cache_root=cache_root)
+        state, _, hit = pipeline.cached_finetune(spec, loaded, cache_root=cache_root)
+        assert hit, "the trial's fine-tune was not cached"
+        return {**row, "weights_checksum": weights_checksum(state)}
+
+    try:
+        return compute(run)
+    finally:
+        pipeline._loaded = original
+
+
 def weights_checksum(state) -> float:
     """Sum of every floating tensor of a state dict in float64, with alternating signs per tensor."""
     import torch
@@ -41,3 +71,15 @@ def weights_checksum(state) -> float:
         if v.is_floating_point():
             total += (-1) ** i * v.double().sum()
     return float(total)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    from tests.golden_machine import machine_fingerprint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = compute_cases(tmp)
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps({"machine": machine_fingerprint(), "cases": cases}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {GOLDEN}")

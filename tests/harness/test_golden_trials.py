@@ -1,31 +1,26 @@
-"""The trial pipeline under every arm reproduces its stored rows and fine-tuned weights exactly."""
+"""The trial pipeline under every arm reproduces its stored rows and fine-tuned weights.
+
+Exactly on the machine that wrote the reference; elsewhere (tests.golden_machine) within
+float-kernel noise: accuracies within 2 of the 128 test examples, weight checksums within 1e-5.
+"""
 
 import json
 
-import harness.pipeline as pipeline
-from arnq.arms import arm_config
-from arnq.finetune import FinetuneConfig
-from arnq.ptq import ptq_config
-from tests.harness.golden_trials import GOLDEN, compute, weights_checksum
-from tests.test_finetune import _loaded
+import pytest
 
-FT = FinetuneConfig(epochs=1, lr=1e-3, batch_size=32, train_subset=128, val_size=32, diagnostics_batches=1,
-                    epoch_q_eval=False)
+from tests.golden_machine import same_machine
+from tests.harness.golden_trials import GOLDEN, compute_cases
 
 
-def test_rows_and_weights_match_the_reference(monkeypatch, tmp_path):
-    loaded = _loaded()
-    loaded.fp_accuracy = 0.5
-    monkeypatch.setattr(pipeline, "_loaded", lambda model, fp_seed, device, cache_root=None: loaded)
-
-    def run(arm, params, ptq, bits):
-        spec = pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(ptq, bits, calib_size=32),
-                                  arm=arm_config(arm, **params), seed=0, finetune=FT)
-        row = pipeline.run_trial(spec, cache_root=tmp_path)
-        state, _, hit = pipeline.cached_finetune(spec, loaded, cache_root=tmp_path)
-        assert hit
-        return {**row, "weights_checksum": weights_checksum(state)}
-
-    got = compute(run)
+def test_rows_and_weights_match_the_reference(tmp_path):
+    got = compute_cases(tmp_path)
     reference = json.loads(GOLDEN.read_text())
-    assert got == reference, {k: (got[k], reference[k]) for k in got if got[k] != reference[k]}
+    cases = reference["cases"]
+    assert sorted(got) == sorted(cases)
+    if same_machine(reference["machine"]):
+        assert got == cases, {k: (got[k], cases[k]) for k in got if got[k] != cases[k]}
+        return
+    for key, ref in cases.items():
+        for field in ("ft_acc", "q_acc"):
+            assert got[key][field] == pytest.approx(ref[field], abs=2 * 100 / 128 + 1e-9), (key, field)
+        assert got[key]["weights_checksum"] == pytest.approx(ref["weights_checksum"], rel=1e-5), key

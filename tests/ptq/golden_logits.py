@@ -1,7 +1,8 @@
 """Reference quantized logits of every PTQ method on the tiny models, for the bit-identity test.
 
 `python -m tests.ptq.golden_logits` rewrites `golden/logits.safetensors` from the current
-code: run it only when a change is meant to alter quantized outputs, and say so in the commit.
+code, stamped with this machine's fingerprint (tests.golden_machine): run it only when a change
+is meant to alter quantized outputs, and say so in the commit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from arnq.batch import forward_logits
 from tests.conftest import FAMILY_CASES
 
 GOLDEN = Path(__file__).parent / "golden" / "logits.safetensors"
+#: methods that search or optimise: on another machine their last-bit differences grow (tests.golden_machine)
+OPTIMISING = ("adaround", "awq", "gptq", "mrem", "repq_vit")
 
 #: (method, bits, params): every method at a low and a middle bit-width, plus the calibrator variants
 #: whose parameters reach the quantizers (percentile 'auto', per-token activations).
@@ -65,7 +68,10 @@ if __name__ == "__main__":
 
     from arnq.ptq import ptq_config, quantize_
 
+    from tests.golden_machine import machine_fingerprint
+
     GOLDEN.parent.mkdir(exist_ok=True)
     save_file(compute(lambda model, method, bits, params, calib: quantize_(model, ptq_config(method, bits, **params),
-                                                                          calib)), str(GOLDEN))
+                                                                          calib)), str(GOLDEN),
+              metadata={"machine": machine_fingerprint()})
     print(f"wrote {GOLDEN}")
