@@ -82,11 +82,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RandomAffine:
-    """Batched random rotation / scale / shift of image tensors (B, C, H, W), border-padded, on any device."""
+    """Batched random rotation / scale / shift (and optional horizontal flip) of image tensors (B, C, H, W).
+
+    Border-padded, on any device; `hflip` mirrors each image left-right with probability 1/2.
+    """
 
     degrees: float = 10.0
     translate: float = 0.1
     scale: tuple[float, float] = (0.9, 1.1)
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.degrees <= 180:
@@ -106,8 +110,14 @@ class RandomAffine:
         zoom = lo + torch.rand(n, device=device) * (hi - lo)
         shift = (torch.rand(n, 2, device=device) * 2 - 1) * (2 * self.translate)  # grid coords span 2
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        # output x sampled from input x' = mirror * (cos x - sin y) + shift: mirror -1 flips left-right
+        mirror = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0) if self.hflip else 1.0
         theta = torch.stack(
-            [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+            [
+                torch.stack([mirror * cos, -mirror * sin, shift[:, 0]], 1),
+                torch.stack([sin, cos, shift[:, 1]], 1),
+            ],
+            1,
         ).to(images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

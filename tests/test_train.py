@@ -15,6 +15,7 @@ from torch import nn
 
 from arnq.scoped import seeded, set_seed, thread_limit
 from arnq.train import (
+    RandomAffine,
     SeededBatchSampler,
     TrainConfig,
     evaluate,
@@ -349,6 +350,28 @@ def test_dict_inputs_use_forward_logits():
         eval_loader=make_loader(blobs(256, seed=2), collate, 64, shuffle=False),
     )
     assert result["eval_accuracy"] > 0.95
+
+
+def test_random_affine_identity_and_horizontal_flip():
+    images = torch.rand(64, 1, 28, 28)
+    identity = RandomAffine(degrees=0.0, translate=0.0, scale=(1.0, 1.0))
+    torch.testing.assert_close(identity(images), images, rtol=0, atol=1e-5)  # bilinear at the pixel centres
+    flipped = RandomAffine(degrees=0.0, translate=0.0, scale=(1.0, 1.0), hflip=True)(images)
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(flipped, images)]
+    mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(flipped, images)]
+    assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+
+
+def test_random_affine_without_flip_draws_as_before():
+    """hflip=False draws angle, zoom and shift only: augmented models trained before it existed are unchanged."""
+    torch.manual_seed(0)
+    RandomAffine()(torch.rand(8, 1, 28, 28))
+    after_call = torch.get_rng_state()
+    torch.manual_seed(0)
+    torch.rand(8, 1, 28, 28), torch.rand(8), torch.rand(8), torch.rand(8, 2)
+    assert torch.equal(after_call, torch.get_rng_state())
+    with pytest.raises(ValueError, match="translate"):
+        RandomAffine(translate=1.5)
 
 
 if __name__ == "__main__":

@@ -83,8 +83,18 @@ class ModelSpec:
             "max_length": self.max_length,
             "recipe": dataclasses.asdict(self.recipe) if self.recipe else None,
             "fp_train_subset": self.fp_train_subset,
-            "augment": dataclasses.asdict(self.augment) if self.augment else None,
+            "augment": _augment_dict(self.augment),
         }
+
+
+def _augment_dict(augment: RandomAffine | None) -> dict[str, Any] | None:
+    """The augmentation's fields; `hflip` (added later) only when on, so keys of models without it stay as they were."""
+    if augment is None:
+        return None
+    fields = dataclasses.asdict(augment)
+    if not fields["hflip"]:
+        del fields["hflip"]
+    return fields
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
