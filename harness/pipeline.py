@@ -23,6 +23,7 @@ from arnq.arms import ArmConfig, PlainConfig, arm_config_from_dict, arm_handler
 from arnq.cache import code_fingerprint, content_key, get_or_build, library_versions, load_state, save_state
 from arnq.finetune import CALIB_BATCH, EVAL_BATCH, FinetuneConfig, finetune, make_splits, quantized_accuracy
 from arnq.models import MODELS, LoadedModel, load_model
+from arnq.models.shipped import shipped_checkpoint
 from arnq.ptq import PTQConfig, ptq_config_from_dict
 from arnq.train import evaluate, make_loader
 from harness.store import row_provenance, utc_timestamp
@@ -67,6 +68,9 @@ class TrialSpec:
             "seed": self.seed, "finetune": self.finetune.to_dict(), "versions": library_versions(),
             "code": code_fingerprint(*PIPELINE_CODE),
         }
+        shipped = shipped_checkpoint(MODELS.get(self.model), self.fp_seed)
+        if shipped is not None:  # the FP weights are a shipped file, not a function of the code
+            spec["fp_weights"] = shipped.sha256
         target = arm_handler(self.arm).target_key(self.arm, self.ptq)
         if target:
             spec["target"] = target

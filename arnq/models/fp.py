@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from arnq.data import DataConfig, TaskData, load_data, seeded_indices, take
 from arnq.models.build import build_model, load_tokenizer
 from arnq.models.collate import make_collate
 from arnq.models.registry import MODELS, ModelSpec
+from arnq.models.shipped import shipped_checkpoint
 from arnq.models.weights import WeightsUnavailableError, package_version
 from arnq.scoped import seeded, thread_limit
 from arnq.train import evaluate, make_loader, train_classifier
@@ -109,10 +111,13 @@ def train_fp(
     seed: int,
     device: str = "cpu",
     num_threads: int | None = None,
+    on_epoch_end: Callable[[int, dict], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the spec's FP recipe on `model` in place; returns timing, test accuracy and history.
 
-    The caller's global RNG state and torch determinism flags are left as they were.
+    `on_epoch_end(epoch, record)` sees each epoch (e.g. to snapshot the weights; it must not
+    draw from the RNGs). The caller's global RNG state and torch determinism flags are left
+    as they were.
     """
     if spec.recipe is None:
         raise ValueError(f"model '{spec.name}' has no FP recipe; it uses pretrained weights as they are")
@@ -131,7 +136,13 @@ def train_fp(
     start = time.perf_counter()
     with seeded():
         result = train_classifier(
-            model, train_loader, cfg, device=device, augment=spec.augment, num_threads=num_threads
+            model,
+            train_loader,
+            cfg,
+            device=device,
+            augment=spec.augment,
+            num_threads=num_threads,
+            on_epoch_end=on_epoch_end,
         )
         train_seconds = time.perf_counter() - start
         accuracy = evaluate(model, test_loader, device, num_threads)
@@ -157,12 +168,19 @@ class _FpWeights:
 
 
 def _initial_model(
-    spec: ModelSpec, seed: int, weights: str | os.PathLike | None
+    spec: ModelSpec, seed: int, weights: str | os.PathLike | None, shipped: bool = True
 ) -> tuple[nn.Module, _FpWeights]:
-    """The built model; a model trained from scratch given `weights` gets that trained state dict."""
-    if spec.source != "scratch" or weights is None:
+    """The built model; a model trained from scratch gets `weights` or its shipped checkpoint when given."""
+    if spec.source != "scratch":
         return build_model(spec, seed=seed, weights=weights), _FpWeights()
     model = build_model(spec, seed=seed)
+    if weights is None:
+        ship = shipped_checkpoint(spec, seed) if shipped else None
+        if ship is None:
+            return model, _FpWeights()
+        model.load_state_dict(ship.load())
+        log.info("FP model %s (seed %d) from the shipped checkpoint %s", spec.name, seed, ship.path.name)
+        return model, _FpWeights(ship.path, ship.train_seconds, ship.test_accuracy, None)
     checkpoint = Path(weights).expanduser()
     if not checkpoint.is_file():
         raise WeightsUnavailableError(
@@ -196,6 +214,7 @@ def _cached_fp_weights(
     cache_root: str | os.PathLike | None,
     weights: str | os.PathLike | None,
     num_threads: int | None,
+    on_fp_epoch: Callable[[nn.Module, int, dict], Any] | None = None,
 ) -> _FpWeights:
     """Load the FP-trained weights into `model` from the cache, training and caching them first on a miss."""
     built: list[bool] = []
@@ -203,7 +222,10 @@ def _cached_fp_weights(
     def build(out: Path) -> None:
         built.append(True)
         log.info("training FP model %s (seed %d); cached afterwards", spec.name, seed)
-        info = train_fp(spec, model, data, collate, seed=seed, device=device, num_threads=num_threads)
+        info = train_fp(
+            spec, model, data, collate, seed=seed, device=device, num_threads=num_threads,
+            on_epoch_end=None if on_fp_epoch is None else functools.partial(on_fp_epoch, model),
+        )
         save_state(
             out / CHECKPOINT_FILE, model.state_dict(), metadata={"model": spec.name, "seed": str(seed)}
         )
@@ -230,19 +252,24 @@ def load_model(
     data_root: str | None = None,
     weights: str | os.PathLike | None = None,
     num_threads: int | None = None,
+    shipped: bool = True,
+    on_fp_epoch: Callable[[nn.Module, int, dict], Any] | None = None,
 ) -> LoadedModel:
     """The FP model `name` (eval mode, on `device`), its task data and collate; trains + caches FP weights once.
 
     `seed` seeds the FP training / head init and the calibration draw. `weights`: a
     local timm weights file or HF model folder replacing the pretrained source; for a
-    model trained from scratch, a safetensors state dict of the trained FP model.
+    model trained from scratch, a safetensors state dict of the trained FP model. A model
+    trained from scratch with a shipped checkpoint for `seed` (`arnq.models.shipped`) loads
+    it instead of training, unless `shipped=False`. `on_fp_epoch(model, epoch, record)` sees
+    each epoch of FP training when the FP weights are trained here (not on a cache hit).
     """
     start = time.perf_counter()
     spec = MODELS.get(name)
     with thread_limit(num_threads):
         # weights first: a missing checkpoint fails in seconds, before a slow dataset scan
         tokenizer = load_tokenizer(spec, weights) if spec.modality == "text" else None
-        model, fp = _initial_model(spec, seed, weights)
+        model, fp = _initial_model(spec, seed, weights, shipped)
         data = _load_task_data(spec, seed, calib_size, data_root)
         collate = make_collate(spec, tokenizer)
         if spec.recipe is not None and fp.checkpoint is None:
@@ -256,6 +283,7 @@ def load_model(
                 cache_root=cache_root,
                 weights=weights,
                 num_threads=num_threads,
+                on_fp_epoch=on_fp_epoch,
             )
     model.to(device).eval()
     return LoadedModel(

@@ -20,7 +20,7 @@ def test_unknown_model_did_you_mean():
 def test_describe_models_rows():
     rows = {r["name"]: r for r in describe_models()}
     assert set(rows) == set(MODELS.names())
-    assert {n for n, r in rows.items() if r["embedded"]} == {"vit_mnist", "minilm_rt"}
+    assert {n for n, r in rows.items() if r["embedded"]} == {"vit_mnist", "minilm_rt", "vit_fmnist", "minilm_tweets"}
     assert rows["vit_mnist"]["weights"] == "trained from scratch"
     assert rows["deit_tiny"]["fp_training"] == "none (pretrained)"
     assert rows["minilm_rt"]["fp_training"] == "2 ep, lr 0.0001, bs 32 on 4000 examples"
