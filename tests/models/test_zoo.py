@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision import transforms
 
 from arnq.data import IMAGENET_MEAN, IMAGENET_STD
-from arnq.models import MODELS, PREPROCESS
+from arnq.models import MODELS, PREPROCESS, build_model
 
 CLUSTER_TIMM = {
     "deit_tiny": "deit_tiny_patch16_224.fb_in1k",
@@ -23,7 +23,7 @@ GLUE = ("sst2", "mrpc", "qnli", "rte", "cola", "qqp", "mnli")
 
 
 def test_registry_lists_every_model():
-    expected = {"vit_mnist", "minilm_rt", *CLUSTER_TIMM, *(f"bert_base_{t}" for t in GLUE)}
+    expected = {"vit_mnist", "vit_fmnist", "minilm_rt", "minilm_tweets", *CLUSTER_TIMM, *(f"bert_base_{t}" for t in GLUE)}
     assert set(MODELS.names()) == expected
     for name, tag in CLUSTER_TIMM.items():
         spec = MODELS.get(name)
@@ -42,6 +42,26 @@ def test_registry_lists_every_model():
         32,
         128,
     )
+
+
+def test_vit_fmnist_is_a_small_plain_vit_with_its_recipe():
+    spec = MODELS.get("vit_fmnist")
+    assert (spec.family, spec.dataset, spec.source, spec.num_labels, spec.embedded) == (
+        "vit", "fashion_mnist", "scratch", 10, True)
+    arch = {k: spec.arch[k] for k in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads")}
+    assert arch == {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 128, "depth": 6, "num_heads": 4}
+    assert (spec.arch["class_token"], spec.arch["global_pool"]) == (False, "avg")
+    assert (spec.recipe.epochs, spec.recipe.batch_size, spec.recipe.label_smoothing) == (15, 128, 0.1)
+    assert spec.augment.hflip and spec.augment.degrees == 0.0
+    model = build_model(spec, seed=0)
+    assert 0.7e6 < sum(p.numel() for p in model.parameters()) < 0.9e6
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_minilm_tweets_is_minilm_rt_with_a_three_class_head():
+    rt, tweets = MODELS.get("minilm_rt"), MODELS.get("minilm_tweets")
+    assert (tweets.dataset, tweets.num_labels, tweets.embedded) == ("tweets", 3, True)
+    assert (tweets.source, tweets.weights_id, tweets.max_length) == (rt.source, rt.weights_id, rt.max_length)
 
 
 @pytest.mark.parametrize(
