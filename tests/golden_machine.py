@@ -22,7 +22,7 @@ def machine_fingerprint() -> str:
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         lines = cpuinfo.read_text().splitlines()
-        cpu = "|".join(sorted({l.split(":", 1)[1].strip() for l in lines if l.startswith(("model name", "flags"))}))
+        cpu = "|".join(sorted({line.split(":", 1)[1].strip() for line in lines if line.startswith(("model name", "flags"))}))
     parts = (torch.__version__, torch.backends.cpu.get_cpu_capability(), platform.machine(), cpu or platform.processor())
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 

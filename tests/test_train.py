@@ -357,9 +357,9 @@ def test_random_affine_identity_and_horizontal_flip():
     identity = RandomAffine(degrees=0.0, translate=0.0, scale=(1.0, 1.0))
     torch.testing.assert_close(identity(images), images, rtol=0, atol=1e-5)  # bilinear at the pixel centres
     flipped = RandomAffine(degrees=0.0, translate=0.0, scale=(1.0, 1.0), hflip=True)(images)
-    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(flipped, images)]
-    mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(flipped, images)]
-    assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(flipped, images, strict=True)]
+    mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(flipped, images, strict=True)]
+    assert all(a or b for a, b in zip(same, mirrored, strict=True)) and 10 < sum(mirrored) < 54
 
 
 def test_random_affine_without_flip_draws_as_before():

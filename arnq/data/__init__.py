@@ -57,7 +57,6 @@ from arnq.data.glue import GLUE_TASKS, GlueSpec
 from arnq.data.imagenet import IMAGENET_ENV_VAR, build_imagenet
 from arnq.data.mnist import build_mnist5k, mnist5k_arrays
 from arnq.data.rotten_tomatoes import build_rotten_tomatoes, rotten_tomatoes_frame, rotten_tomatoes_path
-from arnq.data.tweets import build_tweets, tweets_frame, tweets_path
 from arnq.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -68,6 +67,7 @@ from arnq.data.transforms import (
     Preprocess,
     default_imagenet_transform,
 )
+from arnq.data.tweets import build_tweets, tweets_frame, tweets_path
 
 __all__ = [
     "DATASETS",

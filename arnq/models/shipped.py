@@ -9,13 +9,12 @@ accuracy and training record, and the commit, library versions and CPU that prod
 `load_model` uses a shipped checkpoint only when its manifest's spec equals the registered
 spec (so a changed recipe or architecture trains and caches a new checkpoint as before) and
 its sha256 matches (a corrupted file or a Git LFS pointer fails with the fix). Regenerate one
-with ``python -m arnq.models.shipped vit_fmnist`` (trains through the FP cache, then writes
+with ``python -m arnq.models.ship vit_fmnist`` (trains through the FP cache, then writes
 both files).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 
-from arnq.cache import library_versions, load_state, save_state
+from arnq.cache import library_versions, load_state
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +72,14 @@ class ShippedCheckpoint:
         if not self.path.is_file():
             raise ShippedCheckpointError(
                 f"shipped checkpoint {self.path} is missing although its manifest is present; reinstall "
-                f"arnq-bench or regenerate it: python -m arnq.models.shipped {self.manifest['model']}"
+                f"arnq-bench or regenerate it: python -m arnq.models.ship {self.manifest['model']}"
             )
         digest = file_sha256(self.path)
         if digest != self.sha256:
             raise ShippedCheckpointError(
                 f"shipped checkpoint {self.path} has sha256 {digest[:12]}..., its manifest says "
                 f"{self.sha256[:12]}... (a corrupted copy or a Git LFS pointer?); fetch the real file or "
-                f"regenerate it: python -m arnq.models.shipped {self.manifest['model']}"
+                f"regenerate it: python -m arnq.models.ship {self.manifest['model']}"
             )
         return load_state(self.path)
 
@@ -116,8 +115,11 @@ def shipped_checkpoint(spec: Any, seed: int, directory: Path | None = None) -> S
         _warned.add((manifest_path, tuple(changed)))
         log.warning(
             "shipped FP checkpoint %s was trained from another spec (differs in: %s); training %s here instead "
-            "(regenerate the shipped one with: python -m arnq.models.shipped %s)",
-            manifest_path.name, ", ".join(changed) or "format", spec.name, spec.name,
+            "(regenerate the shipped one with: python -m arnq.models.ship %s)",
+            manifest_path.name,
+            ", ".join(changed) or "format",
+            spec.name,
+            spec.name,
         )
         return None
     return ShippedCheckpoint(directory / manifest["file"], manifest)
@@ -125,14 +127,17 @@ def shipped_checkpoint(spec: Any, seed: int, directory: Path | None = None) -> S
 
 def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def write_shipped(spec: Any, seed: int, checkpoint: Path, train_info: dict[str, Any],
-                  directory: Path | None = None) -> Path:
+def write_shipped(
+    spec: Any, seed: int, checkpoint: Path, train_info: dict[str, Any], directory: Path | None = None
+) -> Path:
     """Copy a trained FP `checkpoint` into the package with its manifest; returns the manifest path."""
     directory = CHECKPOINT_DIR if directory is None else directory
     directory.mkdir(parents=True, exist_ok=True)
@@ -157,45 +162,3 @@ def write_shipped(spec: Any, seed: int, checkpoint: Path, train_info: dict[str, 
     path = directory / f"{stem}.json"
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Train a model's FP checkpoint (through the FP cache) and ship it in the package."""
-    from arnq.models.fp import TRAIN_INFO_FILE, load_model
-    from arnq.models.registry import MODELS
-
-    parser = argparse.ArgumentParser(prog="python -m arnq.models.shipped", description=main.__doc__)
-    parser.add_argument("model", help="a registered model trained from scratch, e.g. vit_fmnist")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", default=None, help="cache root (default: $ARNQ_CACHE or ~/.cache/arnq)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument(
-        "--snapshots", default=None, metavar="DIR",
-        help="also save the weights after each epoch as DIR/epochNN.safetensors (when it trains, not on a cache hit)",
-    )
-    args = parser.parse_args(argv)
-    spec = MODELS.get(args.model)
-    if spec.source != "scratch":
-        parser.error(f"model '{spec.name}' is not trained from scratch (source {spec.source}); nothing to ship")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    snapshot = None
-    if args.snapshots:
-        snapshots = Path(args.snapshots)
-        snapshots.mkdir(parents=True, exist_ok=True)
-
-        def snapshot(model: torch.nn.Module, epoch: int, record: dict) -> None:
-            save_state(snapshots / f"epoch{epoch + 1:02d}.safetensors", model.state_dict())
-            log.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
-
-    loaded = load_model(
-        spec.name, seed=args.seed, cache_root=args.cache, num_threads=args.threads, shipped=False,
-        on_fp_epoch=snapshot,
-    )
-    info = json.loads((loaded.checkpoint.parent / TRAIN_INFO_FILE).read_text())
-    path = write_shipped(spec, args.seed, loaded.checkpoint, info)
-    print(f"shipped {spec.name} seed {args.seed}: test accuracy {info['test_accuracy']:.4f} -> {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

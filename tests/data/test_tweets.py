@@ -40,7 +40,7 @@ def test_tweets_cleaning_drops_conflicts_and_repeats(tmp_path: Path) -> None:
         encoding="latin-1",
     )
     frame = tweets_frame(csv)
-    assert sorted(zip(frame["text"], frame["label"])) == [("a tweet", 1), ("great day", 2)]
+    assert sorted(zip(frame["text"], frame["label"], strict=True)) == [("a tweet", 1), ("great day", 2)]
     assert tweets_frame(csv)["is_test"].tolist() == frame["is_test"].tolist()  # the split is a function of the text
 
 

@@ -67,7 +67,6 @@ if __name__ == "__main__":
     from safetensors.torch import save_file
 
     from arnq.ptq import ptq_config, quantize_
-
     from tests.golden_machine import machine_fingerprint
 
     GOLDEN.parent.mkdir(exist_ok=True)
