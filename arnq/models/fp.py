@@ -223,7 +223,13 @@ def _cached_fp_weights(
         built.append(True)
         log.info("training FP model %s (seed %d); cached afterwards", spec.name, seed)
         info = train_fp(
-            spec, model, data, collate, seed=seed, device=device, num_threads=num_threads,
+            spec,
+            model,
+            data,
+            collate,
+            seed=seed,
+            device=device,
+            num_threads=num_threads,
             on_epoch_end=None if on_fp_epoch is None else functools.partial(on_fp_epoch, model),
         )
         save_state(
