@@ -93,6 +93,8 @@ register_model(
             eval_every_epoch=False,
         ),
         augment=RandomAffine(degrees=0.0, translate=0.0, scale=(1.0, 1.0), hflip=True),
+        # results/arms_first (fine-tune, min-max trial) and the shipped manifest (FP build, 2 threads)
+        cost={"train_s_per_1k": 4.5, "ptq_s": 16.0, "fp_build_s": 1500.0},
     )
 )
 
@@ -129,6 +131,8 @@ register_model(
         max_length=64,
         recipe=dataclasses.replace(BERT_RECIPE, epochs=2, lr=1e-4),
         fp_train_subset=6000,
+        # FP build and min-max quantize at 2 threads (results/ptq_methods/minilm_tweets), doubled for one thread
+        cost={"train_s_per_1k": 37.0, "ptq_s": 115.0, "fp_build_s": 270.0},
     )
 )
 
