@@ -77,7 +77,7 @@ def test_an_unknown_space_lists_the_shipped_ones(tmp_path, capsys, monkeypatch, 
         assert main([command, arg]) == 2
         err = capsys.readouterr().err
         assert f"{arg}: no such file and no shipped space of that name. Did you mean 'quickstart'?" in err
-        assert "Shipped spaces: arms_first_fmnist, arms_first_minilm, arms_first_minilm_percentile, arms_first_vit," in err
+        assert "Shipped spaces: arms_first_fmnist, arms_first_minilm, arms_first_minilm_percentile, arms_first_tweets, arms_first_vit," in err
 
 
 @pytest.mark.parametrize(
