@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vit_fmnist: what min-max PTQ costs it by training length, and how its activation outliers
-# grow. Every number in README.md comes from the files this script writes here. About 45 min
-# on 2 CPU cores (25 min of FP training with a snapshot after every epoch, then the grids).
+# grow, and at two other sizes. Every number in README.md comes from the files this script
+# writes here. About 75 min on 2 CPU cores (25 min of FP training with a snapshot after every
+# epoch, the grids, then about 25 min training the other sizes).
 # The PTQ method tables for the shipped model are in results/ptq_methods/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +23,9 @@ for e in 01 02 03 05 08 10 12 15; do
     --ptq minmax --bits W8A8 W6A6 W4A8 W8A4 W4A4 W3A3 --threads 2 --out "$here/epochs/epoch$e"
 done
 $py "$here/outliers.py" "${snaps[@]}" > "$here/epochs/outliers.jsonl"
+
+# Two other sizes with the same recipe (about 25 min of training together), then their PTQ.
+$py "$here/sizes.py" --cache "$work/cache" --sizes 64x6 128x3 --threads 2
 rm -rf "$work"
 
 $py "$here/table.py"
