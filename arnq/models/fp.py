@@ -76,10 +76,9 @@ def fp_cache_spec(
     spec: ModelSpec, *, seed: int, data: TaskData, weights: str | os.PathLike | None = None
 ) -> dict:
     """The content spec that keys the cached FP checkpoint of `spec`."""
-    recipe = dataclasses.replace(spec.recipe, seed=seed) if spec.recipe else None
     return {
         "format": CACHE_FORMAT,
-        "model": spec.to_dict() | {"recipe": dataclasses.asdict(recipe) if recipe else None},
+        "model": spec.to_dict(seed=seed),
         "weights": _weights_fingerprint(weights),
         "weights_package": package_version(spec) if weights is None else None,
         "data": {

@@ -69,8 +69,17 @@ class ModelSpec:
         """'text' for BERT-family models, else 'image'."""
         return "text" if self.family == "bert" else "image"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly description of the spec (used in the cache key and listings)."""
+    def to_dict(self, seed: int | None = None) -> dict[str, Any]:
+        """JSON-friendly description of the spec (cache keys, manifests, listings).
+
+        With `seed`, the recipe's seed is replaced by it: the description of the FP
+        training that `seed` runs.
+        """
+        recipe = (
+            self.recipe
+            if seed is None or self.recipe is None
+            else dataclasses.replace(self.recipe, seed=seed)
+        )
         return {
             "name": self.name,
             "family": self.family,
@@ -81,7 +90,7 @@ class ModelSpec:
             "arch": dict(self.arch),
             "preprocess": dataclasses.asdict(self.preprocess) if self.preprocess else None,
             "max_length": self.max_length,
-            "recipe": dataclasses.asdict(self.recipe) if self.recipe else None,
+            "recipe": dataclasses.asdict(recipe) if recipe else None,
             "fp_train_subset": self.fp_train_subset,
             "augment": _augment_dict(self.augment),
         }

@@ -15,7 +15,6 @@ both files).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -39,9 +38,8 @@ _warned: set[tuple[Path, tuple[str, ...]]] = set()  # mismatching manifests alre
 
 def shipped_spec(spec: Any, seed: int) -> dict[str, Any]:
     """What a shipped checkpoint must have been trained from to stand in for `spec`'s FP training at `seed`."""
-    recipe = dataclasses.replace(spec.recipe, seed=seed) if spec.recipe else None
-    wanted = spec.to_dict() | {"recipe": dataclasses.asdict(recipe) if recipe else None, "seed": seed}
-    return json.loads(json.dumps(wanted))  # as the manifest stores it (tuples become lists)
+    # as the manifest stores it (tuples become lists)
+    return json.loads(json.dumps(spec.to_dict(seed=seed) | {"seed": seed}))
 
 
 class ShippedCheckpointError(RuntimeError):
