@@ -31,11 +31,13 @@ def test_bootstrap_config_stops_the_metadata_probe(ray_home, monkeypatch, tmp_pa
 
 
 def test_ray_processes_run_with_the_neutralised_home(ray_local, ray_home):
+    # this test's own Ray instance only: another one on the machine (a user's sweep) has its own HOME
+    session = f"--session-dir={ray_local._private.worker._global_node.get_session_dir_path()}".encode()
     dashboards = []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            if b"dashboard/dashboard.py" in cmdline:
+            if b"dashboard/dashboard.py" in cmdline and session in cmdline.split(b"\0"):
                 env = dict(e.split("=", 1) for e in (proc / "environ").read_bytes().decode().split("\0") if "=" in e)
                 dashboards.append(env)
         except OSError:
