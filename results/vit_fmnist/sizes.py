@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -55,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "sizes"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.environ["ARNQ_CACHE"] = args.cache  # the quantize job below reads the FP weights from the same cache
     for size in args.sizes:
         try:
             width, depth = (int(v) for v in size.split("x"))
         except ValueError:
             parser.error(f"--sizes {size}: write WIDTHxDEPTH, e.g. 64x6")
         name = variant(width, depth)
-        loaded = load_model(name, seed=0, cache_root=args.cache, num_threads=args.threads, shipped=False)
+        loaded = load_model(name, seed=0, num_threads=args.threads, shipped=False)
         info = json.loads((loaded.checkpoint.parent / TRAIN_INFO_FILE).read_text())
         info["parameters"] = sum(p.numel() for p in loaded.model.parameters())
         del loaded
