@@ -129,6 +129,9 @@ class PTQMethod:
     holds_batches: ClassVar[bool] = True
     #: parameters for a quick run (tests, smoke sweeps) of an iterative method; {} when the defaults are quick
     smoke_params: ClassVar[dict[str, Any]] = {}
+    #: parameters of the method's repeated in-training runs (PTQ-aware ARNQ noise) where its full search
+    #: costs too much to repeat every few steps; {} runs it as configured (docs/arms.md#ptq-aware-noise)
+    shadow_params: ClassVar[dict[str, Any]] = {}
 
     def check_family(self, family: str) -> None:
         if family not in self.families:

@@ -120,6 +120,33 @@ class ScaledInput(FakeQuantizer):
         return super().forward(x)
 
 
+@dataclass(frozen=True)
+class InputMap:
+    """How a reparameterising method changed one Linear: its weight columns are multiplied by `scale`
+    (bias adjusted), and its input quantizer sees x / scale - shift of the original input x, through
+    the folded LayerNorm or a `ScaledInput`. The FP function is unchanged."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor | None = None
+
+
+_INPUT_MAPS = "arnq_input_maps"
+
+
+def record_input_map(model: nn.Module, name: str, scale: torch.Tensor, shift: torch.Tensor | None = None) -> None:
+    """Note on `model` that the Linear `name` was reparameterised by (scale, shift) (see `InputMap`)."""
+    maps = getattr(model, _INPUT_MAPS, None)
+    if maps is None:
+        maps = {}
+        setattr(model, _INPUT_MAPS, maps)
+    maps[name] = InputMap(scale.detach().clone(), None if shift is None else shift.detach().clone())
+
+
+def input_maps(model: nn.Module) -> dict[str, InputMap]:
+    """The reparameterisations recorded on `model` by its PTQ method, by Linear name (empty when none)."""
+    return dict(getattr(model, _INPUT_MAPS, None) or {})
+
+
 def block_linears(model: nn.Module, family: str) -> list[tuple[str, nn.Linear]]:
     """Every Linear of the transformer blocks (patch embedding, pooler and head excluded), in module order."""
     edges = edge_patterns(model, family)

@@ -45,11 +45,14 @@ class NoisyInput(FakeQuantizer):
     def finish_observing(self) -> None:
         self.observing = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.quantizing:
-            return x
+    def quantized_value(self, x: torch.Tensor) -> torch.Tensor:
         n = self.noisy_bias.to(x.dtype)
         return self.quantize(x + n) - n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.noisy:
+            x = self.noise(x)
+        return self.quantized_value(x) if self.quantizing else x
 
 
 def signed_quantize(x: torch.Tensor, step: torch.Tensor, bits: int) -> torch.Tensor:

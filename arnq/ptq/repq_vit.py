@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import ScaledInput, collect, norm_groups, sample_rows
+from arnq.ptq.common import ScaledInput, collect, norm_groups, record_input_map, sample_rows
 from arnq.quant import QuantConfig, calibrate, prepare
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 from arnq.quant.log_quant import replace_probs_quantizers
@@ -38,9 +38,10 @@ def channel_qparams(x: torch.Tensor, bits: int, symmetric: bool = False) -> tupl
     qmin, qmax = quant_range(bits, symmetric)
     best_err = torch.full((x.shape[1],), float("inf"))
     best_scale, best_zp = torch.zeros(x.shape[1]), torch.zeros(x.shape[1])
-    for q in QUANTILES:
-        hi = torch.quantile(x, q, dim=0)
-        lo = torch.quantile(x, 1 - q, dim=0)
+    levels = torch.tensor([*QUANTILES, *(1 - q for q in QUANTILES)], dtype=x.dtype, device=x.device)
+    bounds = torch.quantile(x, levels, dim=0)  # one sort per column for all six quantiles
+    for i in range(len(QUANTILES)):
+        hi, lo = bounds[i], bounds[len(QUANTILES) + i]
         scale, zp = calc_qparams(lo, hi, bits, symmetric)
         err = (fake_quantize(x, scale, zp, qmin, qmax) - x).pow(2).mean(dim=0)
         better = err < best_err
@@ -108,6 +109,7 @@ class RepQViT(PTQMethod):
                     norm.bias.copy_(norm.bias / r - b)
             for name in g.linears:
                 fold_into_linear(model.get_submodule(name), r, b)
+                record_input_map(model, name, r, b)
                 reparam[name] = (target_scale, target_zp)
                 if not g.foldable:
                     explicit[name] = (r, b)

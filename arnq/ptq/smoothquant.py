@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, ScaledInput, fold_rows, norm_groups
+from arnq.ptq.common import Batch, ScaledInput, fold_rows, norm_groups, record_input_map
 from arnq.quant import QuantConfig, calibrate, prepare
 
 
@@ -80,8 +80,9 @@ class SmoothQuant(PTQMethod):
                 linears = [model.get_submodule(n) for n in g.linears]
                 s = smoothing_scale(absmax[g.linears[0]], [m.weight for m in linears], cfg.alpha)
                 scales[g] = s
-                for m in linears:
+                for name, m in zip(g.linears, linears, strict=True):
                     m.weight.mul_(s.to(m.weight.dtype))
+                    record_input_map(model, name, s)
                 if g.foldable:
                     norm = model.get_submodule(g.norm)
                     norm.weight.div_(s.to(norm.weight.dtype))

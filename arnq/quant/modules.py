@@ -34,14 +34,22 @@ class QuantLinear(nn.Linear):
         self.weight_quantizer = weight_quantizer
         self.input_quantizer = input_quantizer
         self.output_quantizer = output_quantizer
+        self.bias_noise: nn.Module | None = None  # training-time perturbation of the bias (ARNQ); never in eval
 
     def quantized_weight(self) -> torch.Tensor:
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias, perturbed in training when a `bias_noise` is installed (after the weight's noise)."""
+        if self.bias_noise is not None and self.training and self.bias is not None:
+            return self.bias_noise(self.bias)
+        return self.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        y = F.linear(x, self.quantized_weight(), self.bias)
+        weight = self.quantized_weight()
+        y = F.linear(x, weight, self.effective_bias())
         if self.output_quantizer is not None:
             y = self.output_quantizer(y)
         return y

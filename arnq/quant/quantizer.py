@@ -140,8 +140,21 @@ class FakeQuantizer(nn.Module):
             scale, zp = scale.reshape(shape), zp.reshape(shape)
         return fake_quantize(x, scale.to(x.dtype), zp.to(x.dtype), self.qmin, self.qmax)
 
+    def quantized_value(self, x: torch.Tensor) -> torch.Tensor:
+        """What quantizing `x` at this point gives, in `x`'s own coordinates (noise aside).
+
+        The same as `quantize` for a plain point; a point that transforms its input around
+        the quantizer (NoisyQuant's noisy bias) undoes the transform.
+        """
+        return self.quantize(x)
+
+    @property
+    def noisy(self) -> bool:
+        """Whether a training-time perturbation is installed and active."""
+        return self.noise is not None and self.training
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.noise is not None and self.training:
+        if self.noisy:
             x = self.noise(x)
         if self.observing:
             self.observe(x)
@@ -159,7 +172,7 @@ class SectionQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         live = [q for q in self.parts if isinstance(q, FakeQuantizer)]
-        if not any(q.observing or q.quantizing for q in live):
+        if not any(q.observing or q.quantizing or q.noisy for q in live):
             return x
         chunks = x.chunk(len(self.parts), dim=-1)
         return torch.cat([q(c) for q, c in zip(self.parts, chunks, strict=True)], dim=-1)
