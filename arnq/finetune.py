@@ -186,7 +186,10 @@ def finetune(
     before = _diagnostics(loaded.model, calib_loader, ft.diagnostics_batches, device)
 
     model = fp_copy(loaded).to(device)
-    runtime = handler.install(model, arm, target, seed=seed)
+    def calib_examples(n: int) -> list[Any]:  # the first n of the calibration split (a seeded random draw)
+        return list(loader(take(splits.calib, range(min(n, len(splits.calib)))), CALIB_BATCH))
+
+    runtime = handler.install(model, arm, target, seed=seed, calib=calib_examples)
     ckpt = Checkpointer(Path(checkpoint_dir)) if checkpoint_dir is not None else None
     resume = ckpt.load(model, runtime) if ckpt is not None else None
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from arnq.arms.noise import NoiseConfig, NoiseInjector, target_key
+from arnq.arms.noise import CalibSource, NoiseConfig, NoiseInjector, target_key
 from arnq.arms.outlier import OutlierLossConfig, kure_loss, outlier_loss
 from arnq.arms.schedules import SCHEDULES, describe_schedules
 from arnq.arms.sites import capture, find_sites
@@ -102,7 +102,7 @@ class DiffQConfig(ArmConfig):
     def noise(self) -> NoiseConfig:
         """Uniform noise of one per-tensor min-max bin on weights, constant, no adaptivity."""
         return NoiseConfig(target="W", dist="uniform", schedule="constant", alpha_max=self.alpha_max, adapt="none",
-                           refresh=1, w_delta="tensor")
+                           refresh=1, w_delta="tensor", delta_observer="minmax")
 
 
 class ArmRuntime:
@@ -117,12 +117,13 @@ class ArmRuntime:
     def step_callback(self, step: int, total: int) -> None:
         if self.injector is not None:
             self.injector.on_step(step, total)
+            if self.injector.shadow is not None:
+                self.last_stats["ptq_shadow"] = self.injector.shadow.stats()
 
     def on_epoch_start(self, epoch: int) -> None:
         """Start each epoch with fresh noise steps, so a resumed run matches an uninterrupted one."""
         if self.injector is not None:
-            for point in self.injector:
-                point.request_refresh(restart=True)
+            self.injector.on_epoch_start()
 
     def loss_fn(self, model: nn.Module, inputs: Any, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros(())
@@ -163,7 +164,10 @@ class Arm:
     description: ClassVar[str] = ""
     uses_target: ClassVar[bool] = False  # whether the fine-tune depends on the target PTQ config at all
 
-    def install(self, model: nn.Module, cfg: Any, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: Any, target: PTQConfig, seed: int | None = None,
+                calib: CalibSource | None = None) -> ArmRuntime:
+        """Install the arm on `model` for a fine-tune toward `target`; `calib(n)` gives batches of n
+        calibration examples (PTQ-aware noise runs the target method on them)."""
         return ArmRuntime()
 
     def target_key(self, cfg: Any, target: PTQConfig) -> dict[str, Any]:
@@ -228,13 +232,14 @@ class ARNQ(Arm):
     description = "adaptive random noise sized by the target PTQ method's quantizers"
     uses_target = True
 
-    def install(self, model: nn.Module, cfg: Any, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: Any, target: PTQConfig, seed: int | None = None,
+                calib: CalibSource | None = None) -> ArmRuntime:
         runtime = ArmRuntime()
-        runtime.injector = NoiseInjector(model, cfg.noise(), target.quant_scheme(), seed=seed)
+        runtime.injector = NoiseInjector(model, cfg.noise(), target, seed=seed, calib=calib)
         return runtime
 
     def target_key(self, cfg: Any, target: PTQConfig) -> dict[str, Any]:
-        return target_key(cfg.noise(), target.quant_scheme())
+        return target_key(cfg.noise(), target)
 
 
 @register_arm
@@ -243,7 +248,8 @@ class QuantTune(Arm):
     config_cls = QuantTuneConfig
     description = "outlier-driven loss on post-LN, fc2-input and residual activations"
 
-    def install(self, model: nn.Module, cfg: QuantTuneConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: QuantTuneConfig, target: PTQConfig, seed: int | None = None,
+                calib: CalibSource | None = None) -> ArmRuntime:
         runtime = ArmRuntime()
         _add_outlier_loss(runtime, model, cfg)
         return runtime
@@ -256,8 +262,8 @@ class ARNQQuantTune(ARNQ):
     description = "ARNQ noise plus the QuantTune loss"
 
     def install(self, model: nn.Module, cfg: ARNQQuantTuneConfig, target: PTQConfig,
-                seed: int | None = None) -> ArmRuntime:
-        runtime = super().install(model, cfg, target, seed)
+                seed: int | None = None, calib: CalibSource | None = None) -> ArmRuntime:
+        runtime = super().install(model, cfg, target, seed, calib)
         _add_outlier_loss(runtime, model, cfg.outlier())
         return runtime
 
@@ -268,7 +274,8 @@ class KURE(Arm):
     config_cls = KUREConfig
     description = "ablation: weight-kurtosis regulariser toward a uniform distribution"
 
-    def install(self, model: nn.Module, cfg: KUREConfig, target: PTQConfig, seed: int | None = None) -> ArmRuntime:
+    def install(self, model: nn.Module, cfg: KUREConfig, target: PTQConfig, seed: int | None = None,
+                calib: CalibSource | None = None) -> ArmRuntime:
         from arnq.quant.api import detect_family, edge_patterns, name_matches
 
         edges = edge_patterns(model, detect_family(model))

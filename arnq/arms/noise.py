@@ -1,15 +1,23 @@
-"""ARNQ adaptive random noise: pseudo-quantization noise sized by the target PTQ step.
+"""ARNQ adaptive random noise: pseudo-quantization noise from the target PTQ method.
 
-During training forward passes each targeted tensor X becomes
-`X + alpha(t) * gamma_l * Delta_X * eps` (docs/arms.md#arnq-noise), where
-Delta_X is the step the target PTQ method's uniform quantizer would assign (its
-`quant_scheme`: weights per output channel at the target bits and symmetry;
-activations from the range its observer computes over the last `refresh` training
-batches, or per token when it quantizes per token), eps is uniform on [-1/2, 1/2]
-(or Gaussian of the same variance, or a QuantNoise-style Bernoulli mask of the real
-rounding error, or that rounding error scaled by the schedule, "rounding"), alpha(t)
-is the noise schedule and gamma_l the per-layer adaptivity. Evaluation (model.eval())
-injects nothing.
+Two ways to size the noise (docs/arms.md#arnq-noise):
+
+- PTQ-aware (`delta_observer=None`, the default): every `refresh` steps the target's whole
+  PTQ method runs on a copy of the current weights (`arnq.arms.shadow`) every `ptq_refresh`
+  steps and at every epoch start, and each point it
+  quantizes (weights, Linear inputs, q/k/v, softmax, LayerNorm inputs, ...) is perturbed
+  by that method's own quantization error Q~(X) - X, masked (`dist="bernoulli"`: a
+  QuantNoise-style random fraction p * alpha(t) * gamma_l of the elements) or scaled
+  (`dist="rounding"`: min(alpha(t) * gamma_l, 1)).
+- Uniform-grid (`delta_observer` set to an observer name, or "target" for the target's
+  `quant_scheme` observer): weights and Linear inputs only, with the step Delta_X of a
+  uniform quantizer (weights per output channel; activations from the range the observer
+  computes over the last `refresh` training batches, or per token), X becoming
+  `X + alpha(t) * gamma_l * Delta_X * eps` with eps uniform on [-1/2, 1/2] (or Gaussian of
+  the same variance), or the masked / scaled rounding error on that grid.
+
+alpha(t) is the noise schedule and gamma_l the per-layer adaptivity. Evaluation
+(model.eval()) injects nothing.
 
 The noise lives in the FakeQuantizer slots that `arnq.quant.prepare` inserts, so it
 reaches exactly the points PTQ will quantize; the prepared model's state_dict keeps the
@@ -18,9 +26,10 @@ FP model's keys, so a fine-tuned checkpoint loads into a fresh FP model.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -28,8 +37,12 @@ import torch
 from torch import nn
 
 from arnq.arms.schedules import SCHEDULES, schedule_value
+from arnq.arms.shadow import ShadowPoint, TargetShadow, shadow_config
+from arnq.ptq import PTQConfig
+from arnq.ptq.common import Batch
 from arnq.quant import QuantConfig, prepare, quantizers
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
+from arnq.quant.modules import QuantLinear
 from arnq.quant.observers import OBSERVERS
 from arnq.quant.quantizer import _TOKEN_MASK, FakeQuantizer, valid_values
 
@@ -39,7 +52,12 @@ TARGETS = ("W", "A", "WA")
 #: every element, scaled by min(alpha * gamma, 1) (a fake-quant forward faded in by the schedule).
 DISTRIBUTIONS = ("uniform", "gaussian", "bernoulli", "rounding")
 ADAPTIVITY = ("none", "outlier", "kurtosis", "sensitivity")
+#: delta_observer value for the uniform grid of the target's own `quant_scheme` observer
+TARGET_OBSERVER = "target"
+#: calibration examples of the in-training target PTQ run when ptq_calib is None (at most the target's own)
+PTQ_CALIB_DEFAULT = 64
 STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
+Source = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -62,11 +80,13 @@ class NoiseConfig:
     eta: float = 1.0  # exponent of the adaptivity statistic
     gamma_k: float = 4.0  # sigma multiple in the outlier ratio max|A| / (k sigma) behind gamma
     refresh: int = 10  # steps between Delta/gamma updates
-    delta_observer: str | None = None  # None: the target quantizer's activation observer
+    delta_observer: str | None = None  # None: PTQ-aware; an observer name or "target": uniform-grid noise
     bernoulli_p: float = 1.0  # mask rate at alpha = gamma = 1 for dist="bernoulli" (QuantNoise's rates: 0.05-0.2)
     modules: tuple[str, ...] = ()  # fnmatch patterns of module names to perturb; () = all body layers
     gamma_max: float = 4.0  # clip of the normalised gamma, so no layer gets runaway noise
     w_delta: str = "channel"  # weight Delta: "channel" (symmetric, as PTQ) or "tensor" (asymmetric min-max, DiffQ)
+    ptq_calib: int | None = None  # PTQ-aware: calibration examples per target run (None: min(target's, 64))
+    ptq_refresh: int = 25  # PTQ-aware: steps between runs of the target method (and at every epoch start)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(self.modules))
@@ -75,16 +95,32 @@ class NoiseConfig:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(valid)}")
-        if self.delta_observer is not None and self.delta_observer not in OBSERVERS:
-            raise ValueError(f"delta_observer={self.delta_observer!r}: choose one of {', '.join(OBSERVERS)} or None")
+        if self.delta_observer is not None and self.delta_observer not in (*OBSERVERS, TARGET_OBSERVER):
+            raise ValueError(f"delta_observer={self.delta_observer!r}: choose None (PTQ-aware), {TARGET_OBSERVER!r} "
+                             f"or one of {', '.join(OBSERVERS)}")
+        if self.ptq_aware and self.dist in ("uniform", "gaussian"):
+            raise ValueError(f"dist={self.dist!r} draws random noise one uniform step wide, which needs a uniform grid: "
+                             "set delta_observer (e.g. 'minmax' or 'target'), or use dist 'bernoulli' or 'rounding' "
+                             "for PTQ-aware noise (the target method's own quantization error)")
+        if self.ptq_aware and self.w_delta != "channel":
+            raise ValueError("w_delta='tensor' sizes weight noise on a min-max grid: set delta_observer with it")
+        if self.ptq_calib is not None and (isinstance(self.ptq_calib, bool) or not isinstance(self.ptq_calib, int)
+                                           or self.ptq_calib < 1):
+            raise ValueError(f"ptq_calib={self.ptq_calib!r}: use a positive number of examples, or None")
         checks = {
             "alpha_max": self.alpha_max >= 0, "warmup_frac": 0 <= self.warmup_frac <= 1, "n_steps": self.n_steps >= 1,
             "eta": self.eta >= 0, "gamma_k": self.gamma_k > 0, "refresh": isinstance(self.refresh, int) and self.refresh >= 1,
             "bernoulli_p": 0 < self.bernoulli_p <= 1, "gamma_max": self.gamma_max >= 1,
+            "ptq_refresh": isinstance(self.ptq_refresh, int) and self.ptq_refresh >= 1,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range (see NoiseConfig docs)")
+
+    @property
+    def ptq_aware(self) -> bool:
+        """Whether the noise is the target PTQ method's own quantization error (delta_observer None)."""
+        return self.delta_observer is None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,15 +169,20 @@ class NoisePoint(nn.Module):
         self.point = quantizer.point
         self.is_weight = quantizer.point == "weight"
         self.bits = spec.bits
+        self.ptq_aware = cfg.ptq_aware
+        self.source: Source | None = None  # PTQ-aware: the target's quantizer here (set by the injector)
+        self.keep_applied = False  # keep the last applied perturbation (a bias correction reads it)
+        self.applied: torch.Tensor | None = None
         self.per_channel = self.is_weight and cfg.w_delta == "channel"
-        self.per_token = not self.is_weight and cfg.delta_observer is None and spec.granularity == "token"
+        own = cfg.delta_observer == TARGET_OBSERVER
+        self.per_token = not self.is_weight and own and spec.granularity == "token"
         self.symmetric = spec.symmetric and self.per_channel if self.is_weight else spec.symmetric
         if self.is_weight:
             self.observer_name, self.observer_params = "minmax", {}
-        elif cfg.delta_observer is not None:
-            self.observer_name, self.observer_params = cfg.delta_observer, {}
-        else:
+        elif own or self.ptq_aware:
             self.observer_name, self.observer_params = spec.observer, dict(spec.observer_params)
+        else:
+            self.observer_name, self.observer_params = cfg.delta_observer, {}
         self.alpha = 0.0
         self.gamma = 1.0
         self.stats = _Stats()
@@ -197,6 +238,8 @@ class NoisePoint(nn.Module):
         return u - 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ptq_aware:
+            return self._forward_ptq_aware(x)
         values = x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
         if self.stats.seen == 0 or self._refresh_due:
             self.stats.update(values, self.cfg.gamma_k)
@@ -220,6 +263,35 @@ class NoisePoint(nn.Module):
             return x + (u < rate).to(x.dtype) * self._rounding_error(x, delta, zp)
         return x + strength * delta * self._eps(x)
 
+    def _forward_ptq_aware(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.adapt != "none" and (self.stats.seen == 0 or self._refresh_due):
+            values = x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
+            self.stats.update(values, self.cfg.gamma_k)
+            self._refresh_due = False
+        if self.cfg.adapt == "sensitivity" and x.requires_grad:
+            x = x.view_as(x)
+            x.register_hook(self._record_grad)
+        strength = self.alpha * self.gamma
+        if strength == 0 or self.source is None:
+            return x
+        with torch.no_grad():
+            xd = x.detach()
+            error = self._masked(self.source(xd) - xd, strength)
+        if self.keep_applied:
+            self.applied = error
+        return x + error
+
+    def _masked(self, error: torch.Tensor, strength: float) -> torch.Tensor:
+        """The error scaled by the schedule ("rounding") or on a random fraction of the elements ("bernoulli")."""
+        if self.cfg.dist == "rounding":
+            return min(strength, 1.0) * error
+        rate = min(1.0, self.cfg.bernoulli_p * strength)
+        if rate >= 1.0:  # every element: no mask to draw
+            return error
+        u = torch.rand(error.shape, generator=self.generator, device=error.device, dtype=error.dtype) \
+            if self.generator is not None else torch.rand_like(error)
+        return (u < rate).to(error.dtype) * error
+
     def _rounding_error(self, x: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
         """Q(x) - x at the current step and zero point (detached), clipping included."""
         qmin, qmax = quant_range(self.bits, self.symmetric)
@@ -227,6 +299,31 @@ class NoisePoint(nn.Module):
 
     def _record_grad(self, grad: torch.Tensor) -> None:
         self.stats.update_grad(grad)
+
+
+class BiasNoise(nn.Module):
+    """The bias perturbation that goes with a Linear's weight noise (PTQ-aware): the target method's
+    own change to the bias, and -e (r b) for the applied weight error e under a shifted reparameterisation."""
+
+    def __init__(self, weight_point: NoisePoint, bias_change: torch.Tensor | None, shift: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight_point = [weight_point]  # a list: not a submodule of this one
+        self.register_buffer("bias_change", bias_change, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
+        weight_point.keep_applied = shift is not None
+
+    def forward(self, bias: torch.Tensor) -> torch.Tensor:
+        point = self.weight_point[0]
+        strength = point.alpha * point.gamma
+        if strength == 0 or point.source is None:
+            return bias
+        with torch.no_grad():
+            change = torch.zeros_like(bias)
+            if self.bias_change is not None:
+                change += point._masked(self.bias_change.to(bias.dtype), strength)
+            if self.shift is not None and point.applied is not None:
+                change -= point.applied @ self.shift.to(bias.dtype)
+        return bias + change
 
 
 def _gamma_statistic(stats: _Stats, adapt: str) -> float | None:
@@ -239,48 +336,151 @@ def _gamma_statistic(stats: _Stats, adapt: str) -> float | None:
     return 1.0
 
 
+CalibSource = Callable[[int], Sequence[Batch]]  # n -> batches of the first n calibration examples
+
+
 @dataclass
 class NoiseInjector:
     """Installs ARNQ noise in a model and drives alpha(t), Delta and gamma during training.
 
-    `scheme` is the target's uniform quantizers (`PTQConfig.quant_scheme()`): the noise
-    perturbs the points it quantizes, with its bits, symmetry, observer and granularity.
+    `target` is the PTQ config the fine-tune prepares for (a bare `QuantConfig` scheme is
+    enough for uniform-grid noise). PTQ-aware noise (`cfg.delta_observer` None) prepares every
+    point of the target's scheme, needs `calib` (n -> batches of n calibration examples) and
+    re-runs the target method on the current weights every `ptq_refresh` steps and at the
+    start of every epoch. Uniform-grid noise perturbs the weights and Linear inputs of the target's
+    `quant_scheme` with its bits, symmetry, observer and granularity.
     """
 
     model: nn.Module
     cfg: NoiseConfig
-    scheme: QuantConfig
+    target: PTQConfig | QuantConfig
     seed: int | None = None
+    calib: CalibSource | None = None
     points: list[NoisePoint] = field(default_factory=list)
     generator: torch.Generator | None = field(default=None, init=False)  # seeded noise stream (checkpointed)
+    shadow: TargetShadow | None = field(default=None, init=False)
+    unmatched: list[str] = field(default_factory=list, init=False)  # target points with no place in the model
 
     def __post_init__(self) -> None:
-        kinds = {"W": ("weight",), "A": ("linear_in",), "WA": ("weight", "linear_in")}[self.cfg.target]
-        if self.cfg.target != "W" and not self.scheme.quantizes_activations:
+        scheme = self.target.quant_scheme() if isinstance(self.target, PTQConfig) else self.target
+        if self.cfg.target != "W" and not scheme.quantizes_activations:
             raise ValueError("ARNQ activation noise needs quantized activations: target 'W' for weight-only bits")
-        if not any(isinstance(m, FakeQuantizer) for m in self.model.modules()):
-            a_bits = self.scheme.a_bits if self.scheme.quantizes_activations else 8  # no activation point is kept
-            prepare(self.model, replace(self.scheme, a_bits=a_bits, probs_bits=None, edge_bits=None, points=kinds,
-                                        skip=()))
         if self.seed is not None:
             device = next(self.model.parameters()).device
             self.generator = torch.Generator(device=device).manual_seed(self.seed)
-        for name, q in quantizers(self.model):
-            owner = name.rsplit(".", 1)[0]
-            if q.point not in kinds or (self.cfg.modules and not any(fnmatch.fnmatchcase(owner, p) for p in self.cfg.modules)):
-                continue
-            point = NoisePoint(q, self.cfg, self.generator)
-            q.noise = point
-            self.points.append(point)
+        self._by_path: dict[str, NoisePoint] = {}
+        self._hooks: list[Any] = []
+        self._shadow_due = True
+        if self.cfg.ptq_aware:
+            self._install_ptq_aware(scheme)
+        else:
+            self._install_uniform_grid(scheme)
         if not self.points:
             raise ValueError(f"ARNQ found no layer to perturb (target={self.cfg.target}, modules={self.cfg.modules})")
 
+    def _wanted(self, kind: str, owner: str) -> bool:
+        if self.cfg.target == "W" and kind != "weight":
+            return False
+        if self.cfg.target == "A" and kind == "weight":
+            return False
+        return not self.cfg.modules or any(fnmatch.fnmatchcase(owner, p) for p in self.cfg.modules)
+
+    def _install_uniform_grid(self, scheme: QuantConfig) -> None:
+        kinds = {"W": ("weight",), "A": ("linear_in",), "WA": ("weight", "linear_in")}[self.cfg.target]
+        if not any(isinstance(m, FakeQuantizer) for m in self.model.modules()):
+            a_bits = scheme.a_bits if scheme.quantizes_activations else 8  # no activation point is kept
+            prepare(self.model, replace(scheme, a_bits=a_bits, probs_bits=None, edge_bits=None, points=kinds, skip=()))
+        for name, q in quantizers(self.model):
+            if q.point in kinds and self._wanted(q.point, name.rsplit(".", 1)[0]):
+                self._add(name, NoisePoint(q, self.cfg, self.generator))
+                q.noise = self._by_path[name]
+
+    def _install_ptq_aware(self, scheme: QuantConfig) -> None:
+        if not isinstance(self.target, PTQConfig):
+            raise ValueError("PTQ-aware ARNQ noise needs the target PTQ config, not a bare QuantConfig "
+                             "(or set delta_observer for uniform-grid noise)")
+        if self.calib is None:
+            raise ValueError("PTQ-aware ARNQ noise needs calibration data for the target PTQ method (calib=)")
+        if any(isinstance(m, FakeQuantizer) for m in self.model.modules()):
+            raise ValueError("PTQ-aware ARNQ noise installs on an FP model; this one is already prepared")
+        n = ptq_calib_size(self.cfg, self.target)
+        device = next(self.model.parameters()).device
+        template = copy.deepcopy(self.model).eval()
+        self.shadow = TargetShadow(template, shadow_config(self.target, n), self.calib(n), device)
+        prepare(self.model, scheme)
+        for name, q in quantizers(self.model):
+            if self._wanted(q.point, name.rsplit(".", 1)[0]):
+                self._add(name, NoisePoint(q, self.cfg, self.generator))
+                q.noise = self._by_path[name]
+        self.refresh_target()  # finds the target's points the model lacks, so a resumed run has the same points
+        self._shadow_due = True
+
+    def _add(self, path: str, point: NoisePoint) -> None:
+        self._by_path[path] = point
+        self.points.append(point)
+
+    def refresh_target(self) -> None:
+        """Re-run the target PTQ method on the current weights; every point's noise follows its quantizers."""
+        weights = {k: v.detach() for k, v in self.model.state_dict().items()}
+        shadow_points = self.shadow.refresh(weights)
+        for p in self.points:
+            p.source, p.keep_applied, p.applied = None, False, None
+        for module in self.model.modules():
+            if isinstance(module, QuantLinear):
+                module.bias_noise = None
+        for sp in shadow_points:
+            point = self._by_path.get(sp.path)
+            if point is None:
+                point = self._extra_point(sp)
+            if point is None:
+                continue
+            point.source = sp.source
+            if sp.bias_change is not None or sp.shift is not None:
+                owner = self.model.get_submodule(sp.path.rpartition(".")[0])
+                if isinstance(owner, QuantLinear):
+                    owner.bias_noise = BiasNoise(point, sp.bias_change, sp.shift)
+                elif f"{sp.path}:bias" not in self.unmatched:
+                    self.unmatched.append(f"{sp.path}:bias")
+        self._shadow_due = False
+
+    def _extra_point(self, sp: ShadowPoint) -> NoisePoint | None:
+        """A target point the training model lacks (a LayerNorm's input): a pre-hook on its owner module."""
+        owner, _, attr = sp.path.rpartition(".")
+        if sp.path in self.unmatched or not self._wanted(sp.kind, owner):
+            return None
+        try:
+            module = self.model.get_submodule(owner)
+        except AttributeError:
+            module = None
+        if attr != "input_quantizer" or module is None or isinstance(module, FakeQuantizer):
+            self.unmatched.append(sp.path)
+            return None
+        point = NoisePoint(sp.quantizer, self.cfg, self.generator)
+        point.alpha = self.points[0].alpha if self.points else 0.0
+        point.train(self.model.training)
+
+        def hook(mod: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            return (point(args[0]), *args[1:]) if mod.training else None
+
+        self._hooks.append(module.register_forward_pre_hook(hook))
+        self._add(sp.path, point)
+        return point
+
+    def on_epoch_start(self) -> None:
+        """Fresh noise steps (and, PTQ-aware, fresh target quantizers) at the next step."""
+        self._shadow_due = True
+        for point in self.points:
+            point.request_refresh(restart=True)
+
     def on_step(self, step: int, total: int) -> None:
-        """Set alpha(step); every `refresh` steps refresh Delta and recompute gamma."""
+        """Set alpha(step); every `refresh` steps refresh Delta and gamma, every `ptq_refresh` steps (and at
+        an epoch's first step) re-run the target method (PTQ-aware)."""
         alpha = self.cfg.alpha(step, total)
         refresh = step % self.cfg.refresh == 0
         if refresh:
             self._update_gamma()
+        if self.shadow is not None and (step % self.cfg.ptq_refresh == 0 or self._shadow_due):
+            self.refresh_target()
         for p in self.points:
             p.alpha = alpha
             if refresh:
@@ -298,17 +498,41 @@ class NoiseInjector:
                 p.gamma = min(r / mean, self.cfg.gamma_max)
 
     def remove(self) -> None:
-        """Uninstall the noise (the quantizers stay, switched off)."""
+        """Uninstall the noise (the quantizers stay, switched off) and drop the target's shadow model."""
         for _, q in quantizers(self.model):
             q.noise = None
+        for module in self.model.modules():
+            if isinstance(module, QuantLinear):
+                module.bias_noise = None
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        self._by_path.clear()
         self.points.clear()
+        if self.shadow is not None:
+            self.shadow.model = None
 
     def __iter__(self) -> Iterator[NoisePoint]:
         return iter(self.points)
 
 
-def target_key(cfg: NoiseConfig, scheme: QuantConfig) -> dict[str, Any]:
-    """The parts of the target's quantizers this noise depends on (what a fine-tune cache key needs)."""
+def ptq_calib_size(cfg: NoiseConfig, target: PTQConfig) -> int:
+    """Calibration examples of each in-training run of the target method (PTQ-aware noise)."""
+    return cfg.ptq_calib or min(target.resolved_calib_size, PTQ_CALIB_DEFAULT)
+
+
+def target_key(cfg: NoiseConfig, target: PTQConfig | QuantConfig) -> dict[str, Any]:
+    """The parts of the target this noise depends on (what a fine-tune cache key needs).
+
+    PTQ-aware noise depends on the whole target config as the in-training run uses it;
+    uniform-grid noise only on the bits, symmetry and (for `delta_observer="target"`) the
+    activation observer and granularity of its scheme.
+    """
+    if cfg.ptq_aware:
+        if not isinstance(target, PTQConfig):
+            raise ValueError("PTQ-aware ARNQ noise depends on the target PTQ config, not a bare QuantConfig")
+        return {"ptq": shadow_config(target, ptq_calib_size(cfg, target)).to_dict()}
+    scheme = target.quant_scheme() if isinstance(target, PTQConfig) else target
     key: dict[str, Any] = {}
     if cfg.target in ("W", "WA"):
         key |= {"w_bits": scheme.w_bits}
@@ -316,7 +540,7 @@ def target_key(cfg: NoiseConfig, scheme: QuantConfig) -> dict[str, Any]:
             key |= {"w_symmetric": scheme.w_symmetric}
     if cfg.target in ("A", "WA"):
         key |= {"a_bits": scheme.a_bits, "a_symmetric": scheme.a_symmetric}
-        if cfg.delta_observer is None:
+        if cfg.delta_observer == TARGET_OBSERVER:
             key |= {"a_observer": scheme.a_observer, "a_observer_params": dict(scheme.a_observer_params),
                     "a_granularity": scheme.a_granularity}
     return key
@@ -330,6 +554,6 @@ def noise_variance(delta: float, alpha: float, gamma: float, dist: str = "unifor
 
 
 __all__ = [
-    "ADAPTIVITY", "DISTRIBUTIONS", "TARGETS", "NoiseConfig", "NoiseInjector", "NoisePoint", "target_key",
-    "noise_variance",
+    "ADAPTIVITY", "DISTRIBUTIONS", "TARGETS", "TARGET_OBSERVER", "BiasNoise", "CalibSource", "NoiseConfig", "NoiseInjector",
+    "NoisePoint", "noise_variance", "ptq_calib_size", "target_key",
 ]

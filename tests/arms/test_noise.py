@@ -21,7 +21,7 @@ def _point_of(inj, quantizer):
 
 @pytest.mark.parametrize("dist", ["uniform", "gaussian"])
 def test_activation_noise_has_the_specified_variance_and_zero_mean(dist):
-    inj = _injector(NoiseConfig(target="A", dist=dist, schedule="constant", alpha_max=0.7))
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", dist=dist, schedule="constant", alpha_max=0.7))
     inj.model.train()
     inj.on_step(0, 100)
     q = inj.model.blocks[0].mlp.fc1.input_quantizer
@@ -38,7 +38,7 @@ def test_activation_noise_has_the_specified_variance_and_zero_mean(dist):
 
 
 def test_no_noise_at_evaluation():
-    inj = _injector(NoiseConfig(target="WA", schedule="constant"))
+    inj = _injector(NoiseConfig(delta_observer="target", target="WA", schedule="constant"))
     inj.on_step(0, 10)
     model = inj.model.eval()
     reference = tiny_vit()
@@ -49,7 +49,7 @@ def test_no_noise_at_evaluation():
 
 
 def test_weight_noise_uses_per_channel_symmetric_step():
-    inj = _injector(NoiseConfig(target="W", dist="uniform", schedule="constant"), w_bits=4)
+    inj = _injector(NoiseConfig(delta_observer="target", target="W", dist="uniform", schedule="constant"), w_bits=4)
     inj.model.train()
     inj.on_step(0, 10)
     layer = inj.model.blocks[1].attn.proj
@@ -73,7 +73,7 @@ def test_diffq_ablation_uses_one_minmax_bin_per_tensor():
 
 
 def test_schedule_drives_alpha():
-    inj = _injector(NoiseConfig(target="A", schedule="linear", warmup_frac=0.5, alpha_max=2.0))
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", schedule="linear", warmup_frac=0.5, alpha_max=2.0))
     inj.on_step(0, 100)
     assert all(p.alpha == 0.0 for p in inj.points)
     inj.on_step(25, 100)
@@ -86,7 +86,7 @@ def test_outlier_adaptivity_favours_the_layer_with_outlier_channels():
     model = tiny_vit()
     with torch.no_grad():
         model.blocks[1].norm2.weight[:2] *= 60  # planted outlier channels at the input of blocks[1].mlp.fc1
-    inj = _injector(NoiseConfig(target="A", adapt="outlier", schedule="constant", refresh=1), model=model)
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", adapt="outlier", schedule="constant", refresh=1), model=model)
     inj.model.train()
     for step in range(3):
         inj.on_step(step, 10)
@@ -100,7 +100,7 @@ def test_outlier_adaptivity_favours_the_layer_with_outlier_channels():
 
 
 def test_bernoulli_mask_rate_and_grid():
-    inj = _injector(NoiseConfig(target="A", dist="bernoulli", bernoulli_p=0.3, schedule="constant"))
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", dist="bernoulli", bernoulli_p=0.3, schedule="constant"))
     inj.model.train()
     inj.on_step(0, 10)
     q = inj.model.blocks[0].attn.qkv.input_quantizer
@@ -111,7 +111,7 @@ def test_bernoulli_mask_rate_and_grid():
 
 
 def test_delta_refreshes_on_schedule():
-    inj = _injector(NoiseConfig(target="A", schedule="constant", refresh=5))
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", schedule="constant", refresh=5))
     inj.model.train()
     q = inj.model.blocks[0].mlp.fc1.input_quantizer
     point = _point_of(inj, q)
@@ -128,7 +128,7 @@ def test_delta_refreshes_on_schedule():
 
 
 def test_sensitivity_adaptivity_uses_gradients():
-    inj = _injector(NoiseConfig(target="A", adapt="sensitivity", schedule="constant", refresh=1))
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", adapt="sensitivity", schedule="constant", refresh=1))
     inj.model.train()
     for step in range(2):
         inj.on_step(step, 10)
@@ -142,7 +142,7 @@ def test_sensitivity_adaptivity_uses_gradients():
 def test_bert_padding_is_excluded_and_modules_filter():
     from tests.conftest import text_batch
 
-    inj = NoiseInjector(tiny_bert(), NoiseConfig(target="A", modules=("*.layer.*[0-9].output.dense",)),
+    inj = NoiseInjector(tiny_bert(), NoiseConfig(delta_observer="target", target="A", modules=("*.layer.*[0-9].output.dense",)),
                         QuantConfig(w_bits=4, a_bits=4))
     assert len(inj.points) == 2  # the FFN output Linear of each of the 2 layers (not attention.output.dense)
     inj.model.train()
@@ -154,13 +154,13 @@ def test_bert_padding_is_excluded_and_modules_filter():
                                     {"alpha_max": -1.0}, {"delta_observer": "mse"}, {"schedule": "cosin"}])
 def test_config_validation(kwargs):
     with pytest.raises(ValueError):
-        NoiseConfig(**kwargs)
+        NoiseConfig(**({"delta_observer": "target"} | kwargs))
 
 
 def test_rounding_noise_fades_the_fake_quant_forward_in_with_alpha():
     from arnq.quant.fake_quant import fake_quantize
 
-    inj = _injector(NoiseConfig(target="A", dist="rounding", schedule="linear", warmup_frac=0.5))
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", dist="rounding", schedule="linear", warmup_frac=0.5))
     inj.model.train()
     q = inj.model.blocks[0].mlp.fc1.input_quantizer
     point = _point_of(inj, q)
@@ -182,13 +182,13 @@ def test_rounding_noise_fades_the_fake_quant_forward_in_with_alpha():
 
 
 def test_default_recipe_is_the_fake_quant_forward_once_warmed_up():
-    """The issue-6 best setting (results/ARNQ.md): after the linear warm-up every Linear input
-    carries its real rounding error at the target step (Bernoulli mask at rate 1)."""
+    """The documented recipe (results/ARNQ.md) on the uniform grid: after the linear warm-up every
+    Linear input carries its real rounding error at the target step (Bernoulli mask at rate 1)."""
     from arnq.quant.fake_quant import fake_quantize
 
     cfg = NoiseConfig()
-    assert (cfg.dist, cfg.bernoulli_p, cfg.target, cfg.schedule) == ("bernoulli", 1.0, "WA", "linear")
-    inj = _injector(NoiseConfig(target="A"))
+    assert (cfg.dist, cfg.bernoulli_p, cfg.target, cfg.schedule, cfg.ptq_aware) == ("bernoulli", 1.0, "WA", "linear", True)
+    inj = _injector(NoiseConfig(delta_observer="target", target="A"))
     inj.model.train()
     q = inj.model.blocks[0].mlp.fc1.input_quantizer
     point = _point_of(inj, q)
@@ -201,7 +201,7 @@ def test_default_recipe_is_the_fake_quant_forward_once_warmed_up():
 
 def test_per_token_target_rounds_each_token_on_its_own_step():
     """A per-token target: at alpha = gamma = 1 the rounding noise is exactly the per-token fake-quantized tensor."""
-    inj = _injector(NoiseConfig(target="A", dist="rounding", schedule="constant"), a_granularity="token")
+    inj = _injector(NoiseConfig(delta_observer="target", target="A", dist="rounding", schedule="constant"), a_granularity="token")
     inj.model.train()
     inj.on_step(0, 10)
     q = inj.model.blocks[0].mlp.fc1.input_quantizer
@@ -221,8 +221,8 @@ def test_per_token_target_rounds_each_token_on_its_own_step():
 
 def test_target_key_names_what_the_noise_depends_on():
     tensor, token = QuantConfig(w_bits=4, a_bits=4), QuantConfig(w_bits=4, a_bits=4, a_granularity="token")
-    assert target_key(NoiseConfig(target="A"), tensor) != target_key(NoiseConfig(target="A"), token)
-    assert target_key(NoiseConfig(target="W"), tensor) == target_key(NoiseConfig(target="W"), token) \
+    assert target_key(NoiseConfig(delta_observer="target", target="A"), tensor) != target_key(NoiseConfig(delta_observer="target", target="A"), token)
+    assert target_key(NoiseConfig(delta_observer="target", target="W"), tensor) == target_key(NoiseConfig(delta_observer="target", target="W"), token) \
         == {"w_bits": 4, "w_symmetric": True}
     fixed = NoiseConfig(target="A", delta_observer="minmax")  # its own observer: the target's does not matter
     assert target_key(fixed, tensor) == target_key(fixed, token)

@@ -11,14 +11,19 @@ import json
 from pathlib import Path
 
 GOLDEN = Path(__file__).parent / "golden" / "trials.json"
-#: (arm, arm params, PTQ method, bits): every arm, ARNQ against a calibrator with params and a non-calibrator target
+#: (arm, arm params, PTQ method, bits): every arm; ARNQ on the uniform grid against a calibrator with params and
+#: non-calibrator targets, and PTQ-aware toward a reparameterising, a twin-uniform and a weight-rounding target
 CASES = [
     ("plain", {}, "minmax", "W4A4"),
-    ("arnq", {}, "minmax", "W4A4"),
-    ("arnq", {"dist": "uniform", "adapt": "outlier"}, "percentile", "W4A4"),
+    ("arnq", {"delta_observer": "target"}, "minmax", "W4A4"),
+    ("arnq", {"delta_observer": "target", "dist": "uniform", "adapt": "outlier"}, "percentile", "W4A4"),
+    ("arnq", {"delta_observer": "target", "target": "W"}, "gptq", "W4A16"),
+    ("arnq", {"delta_observer": "target"}, "repq_vit", "W6A6"),
+    ("arnq_quanttune", {"delta_observer": "target"}, "omse", "W4A4"),
+    ("arnq", {}, "repq_vit", "W4A4"),
+    ("arnq", {}, "ptq4vit", "W4A4"),
     ("arnq", {"target": "W"}, "gptq", "W4A16"),
-    ("arnq", {}, "repq_vit", "W6A6"),
-    ("arnq_quanttune", {}, "omse", "W4A4"),
+    ("arnq_quanttune", {}, "smoothquant", "W4A4"),
     ("quanttune", {}, "minmax", "W4A4"),
     ("kure", {}, "minmax", "W4A4"),
     ("diffq", {}, "minmax", "W4A4"),

@@ -94,16 +94,17 @@ def test_a_spec_refuses_names_where_configs_belong():
 
 
 def test_arnq_shares_a_fine_tune_between_targets_with_the_same_quantizers():
-    """ARNQ sizes noise from the target's quantizers: GPTQ and min-max share them (min-max per-tensor
-    activations), OMSE and percentile-auto RepQ-ViT do not; plain ignores the target."""
-    def key(arm, method):
+    """Uniform-grid ARNQ sizes noise from the target's scheme: GPTQ and min-max share it (min-max per-tensor
+    activations), OMSE and percentile-auto RepQ-ViT do not; PTQ-aware ARNQ is per target; plain ignores it."""
+    def key(arm, method, **params):
         return pipeline.get_key(pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(method, "W4A4"),
-                                                   arm=arm_config(arm), finetune=FT))
+                                                   arm=arm_config(arm, **params), finetune=FT))
 
-    assert key("arnq", "minmax") == key("arnq", "gptq")
-    assert len({key("arnq", m) for m in ("minmax", "omse", "repq_vit", "percentile")}) == 4
+    assert key("arnq", "minmax", delta_observer="target") == key("arnq", "gptq", delta_observer="target")
+    assert len({key("arnq", m, delta_observer="target") for m in ("minmax", "omse", "repq_vit", "percentile")}) == 4
+    assert len({key("arnq", m) for m in ("minmax", "gptq", "omse", "repq_vit", "percentile")}) == 5
     assert len({key("plain", m) for m in ("minmax", "omse", "repq_vit")}) == 1
-    weight_only = arm_config("arnq", target="W")
+    weight_only = arm_config("arnq", target="W", delta_observer="target")
     assert len({pipeline.get_key(pipeline.TrialSpec(model="vit_mnist", ptq=ptq_config(m, "W4A4"), arm=weight_only,
                                                     finetune=FT)) for m in ("minmax", "omse")}) == 1
 

@@ -33,9 +33,11 @@ def test_a_finetune_is_shared_across_the_target_fields_it_does_not_use():
         space = parse_space({**BASE, "bits": ["W4A4", "W4A8", "W6A6"], "ptq": ["minmax", "percentile"], "arms": [arm]})
         return {get_key(t) for t in space.trials() if t.arm.arm != "plain"}
 
-    assert len(keys({"name": "arnq"})) == 3 * 2  # WA noise, Delta from the calibrator: per bits and calibrator
+    assert len(keys({"name": "arnq"})) == 3 * 2  # PTQ-aware: per target config (bits and method)
+    assert len(keys({"name": "arnq", "target": "W"})) == 3 * 2  # the target's weight rounding may read activations
+    assert len(keys({"name": "arnq", "delta_observer": "target"})) == 3 * 2  # the calibrator's grid: bits, observer
     assert len(keys({"name": "arnq", "delta_observer": "minmax"})) == 3  # its own observer: per bits only
-    assert len(keys({"name": "arnq", "target": "W"})) == 2  # weight noise: per weight bits (4, 6)
+    assert len(keys({"name": "arnq", "target": "W", "delta_observer": "target"})) == 2  # per weight bits (4, 6)
     assert len(keys({"name": "arnq", "target": "A", "delta_observer": "ema"})) == 3  # per activation bits (4, 8, 6)
     assert len(keys({"name": "diffq"})) == 2
     assert len(keys("quanttune")) == 1

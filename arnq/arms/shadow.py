@@ -1,0 +1,159 @@
+"""The target PTQ method's own quantizers, re-derived from the weights being fine-tuned.
+
+PTQ-aware ARNQ perturbs every point the target quantizes by that point's real
+quantization error. `TargetShadow.refresh` copies the training model's current weights
+into an FP model, runs the target's whole PTQ method on it (`quantize_`: its
+reparameterisation, special quantizers, searches and weight rounding) and returns, for
+each quantization point, the function Q~ that maps a tensor of the *training* model to
+what the target's quantized model would compute there:
+
+- a plain point: Q~(x) = q.quantized_value(x) (log2 / twin-uniform / PTF / per-token /
+  noisy-bias points alike);
+- the input of a Linear the method reparameterised by (r, b) (RepQ-ViT, SmoothQuant;
+  `arnq.ptq.common.InputMap`): Q~(x) = r (q(x / r - b) + b);
+- a weight: Q~(W) = q(W r + D) / r, where D is the method's own change to the weight
+  (GPTQ's error compensation, AdaRound's and MREM's learned rounding) at the time of the
+  refresh, and r = 1 without a reparameterisation;
+- a Linear's bias: the method's own change to it (Liu 2021's bias correction), and, under
+  a shifted reparameterisation, -(Q~(W) - W) (r b), because the folded bias W r b is
+  multiplied by the unquantized W r while the weight is quantized.
+
+Points the shadow has and the training model lacks (FQ-ViT's LayerNorm inputs) are
+reached through a forward pre-hook on the module that owns them. What is left out: the
+noise follows the target's quantizers as they were at the last refresh (weights and
+their ranges move a little in between). Details: docs/arms.md#ptq-aware-noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from arnq.ptq import PTQConfig, quantize_
+from arnq.ptq.base import handler_for
+from arnq.ptq.common import Batch, InputMap, input_maps
+from arnq.quant import quantizers
+from arnq.quant.modules import QuantConv2d, QuantLinear
+from arnq.quant.quantizer import FakeQuantizer
+
+Source = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ShadowPoint:
+    """One quantization point of the target, as a function of the training model's tensor."""
+
+    path: str  # the quantizer's module path in the shadow (and, where it exists, in the training model)
+    kind: str  # the FakeQuantizer's point kind: weight, linear_in, attn_q, attn_probs, norm_in, ...
+    source: Source
+    quantizer: FakeQuantizer  # the shadow's quantizer behind `source` (its spec names bits and granularity)
+    #: weights only: the method's own change to the Linear's bias (Liu 2021's bias correction), and r * b of a
+    #: shifted reparameterisation, whose bias term W r b the quantized weight turns into Q(W r) b
+    bias_change: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
+
+
+def _activation_source(q: FakeQuantizer, mapping: InputMap | None) -> Source:
+    if mapping is None:
+        return q.quantized_value
+    scale, shift = mapping.scale, mapping.shift
+
+    def source(x: torch.Tensor) -> torch.Tensor:
+        r = scale.to(x.dtype)
+        mapped = x / r if shift is None else x / r - shift.to(x.dtype)
+        out = q.quantize(mapped)  # the bare quantizer: the map is applied here, not by a ScaledInput
+        return (out if shift is None else out + shift.to(x.dtype)) * r
+
+    return source
+
+
+def _weight_source(q: FakeQuantizer, mapping: InputMap | None, delta: torch.Tensor | None) -> Source:
+    scale = None if mapping is None else mapping.scale
+
+    def source(w: torch.Tensor) -> torch.Tensor:
+        mapped = w if scale is None else w * scale.to(w.dtype)
+        if delta is not None:
+            mapped = mapped + delta.to(w.dtype)
+        out = q.quantize(mapped)
+        return out if scale is None else out / scale.to(w.dtype)
+
+    return source
+
+
+def _change(new: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
+    """new - ref, or None when it is float rounding only (a reparameterisation's W r, an untouched bias)."""
+    diff = new - ref
+    return None if float(diff.abs().max()) <= 1e-6 * max(float(ref.abs().max()), 1e-12) else diff
+
+
+def shadow_config(target: PTQConfig, calib_examples: int) -> PTQConfig:
+    """The target config the in-training run uses: the handler's cheaper `shadow_params`, `calib_examples`."""
+    params = dict(handler_for(target).shadow_params)
+    return replace(target, calib_size=calib_examples, **params)
+
+
+class TargetShadow:
+    """Runs the target PTQ method on copies of a model's current weights (see the module docstring).
+
+    `template` is an FP model of the same architecture (never modified); `batches` the
+    calibration batches every refresh uses.
+    """
+
+    def __init__(self, template: nn.Module, target: PTQConfig, batches: Sequence[Batch],
+                 device: torch.device | str = "cpu") -> None:
+        if not batches:
+            raise ValueError("PTQ-aware ARNQ needs calibration batches for the target PTQ method")
+        self.template = template
+        self.target = target
+        self.batches = list(batches)
+        self.device = device
+        self.model: nn.Module | None = None  # the latest quantized shadow (its quantizers back the sources)
+        self.refreshes = 0
+        self.seconds = 0.0
+
+    def refresh(self, weights: dict[str, torch.Tensor]) -> list[ShadowPoint]:
+        """Quantize a copy of the template holding `weights` (FP keys) with the target; its points' sources."""
+        start = time.perf_counter()
+        shadow = copy.deepcopy(self.template)
+        shadow.load_state_dict(weights)
+        shadow.to(self.device)
+        before = {name: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+                  for name, m in shadow.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+        quantize_(shadow, self.target, self.batches, self.device)
+        maps = input_maps(shadow)
+        points: list[ShadowPoint] = []
+        for name, module in shadow.named_modules():
+            if isinstance(module, (QuantLinear, QuantConv2d)):
+                wq = module.weight_quantizer
+                if wq is not None and wq.quantizing:
+                    mapping = maps.get(name)
+                    w_ref, b_ref = before[name]
+                    ref = w_ref if mapping is None else w_ref * mapping.scale.to(w_ref.dtype)
+                    delta = _change(module.weight.detach(), ref)  # the method's own (GPTQ, AdaRound, MREM)
+                    bias_change = shift = None
+                    if b_ref is not None:
+                        folded = b_ref if mapping is None or mapping.shift is None else b_ref + ref @ mapping.shift
+                        bias_change = _change(module.bias.detach(), folded)
+                        if mapping is not None and mapping.shift is not None:
+                            shift = mapping.scale * mapping.shift
+                    points.append(ShadowPoint(f"{name}.weight_quantizer", "weight", _weight_source(wq, mapping, delta),
+                                              wq, bias_change, shift))
+        for path, q in quantizers(shadow):
+            if q.point == "weight" or not q.quantizing:
+                continue
+            owner = path.rsplit(".", 1)[0]
+            mapping = maps.get(owner) if path.endswith(".input_quantizer") else None
+            points.append(ShadowPoint(path, q.point, _activation_source(q, mapping), q))
+        self.model = shadow
+        self.refreshes += 1
+        self.seconds += time.perf_counter() - start
+        return points
+
+    def stats(self) -> dict[str, Any]:
+        return {"refreshes": self.refreshes, "seconds": round(self.seconds, 2)}

@@ -1,0 +1,140 @@
+"""PTQ-aware ARNQ noise: at full strength the training forward is the target's quantized model."""
+
+import copy
+
+import pytest
+import torch
+
+from arnq.arms.noise import NoiseConfig, NoiseInjector, ptq_calib_size, target_key
+from arnq.arms.shadow import shadow_config
+from arnq.ptq import PTQ_METHODS, ptq_config, quantize_
+from arnq.ptq.base import handler_for
+from arnq.ptq.common import run_model
+from arnq.quant import QuantConfig
+from tests.conftest import image_batch, text_batch, tiny_bert, tiny_vit
+
+WEIGHT_ONLY = ("gptq", "awq", "adaround")
+FAMILIES = {"vit": (tiny_vit, image_batch), "bert": (tiny_bert, text_batch)}
+
+
+def _config(method, **params):
+    bits = "W4A16" if method in WEIGHT_ONLY else "W4A4"
+    return ptq_config(method, bits, **(handler_for(ptq_config(method, bits)).smoke_params | params))
+
+
+def _setup(family, target, cfg=None, base=None):
+    make, batch = FAMILIES[family]
+    base = base if base is not None else make().eval()
+    calib = [(batch(8, seed=5), torch.zeros(8, dtype=torch.long))]
+    model = copy.deepcopy(base)
+    cfg = cfg or NoiseConfig(target="W" if target.a_bits == 16 else "WA", schedule="constant")
+    inj = NoiseInjector(model, cfg, target, seed=0, calib=lambda n: calib)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return base, model, inj, calib, batch
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("method", sorted(m for m in PTQ_METHODS.names() if m != "omse"))  # omse: minmax's path, 15 s
+def test_full_strength_noise_is_the_targets_quantized_forward(family, method):
+    """Every point the method quantizes (its reparameterisation, special quantizers, weight rounding and
+    bias changes included) carries exactly the method's error: the noisy training forward at alpha = 1
+    computes what `quantize_` makes of the same weights."""
+    target = _config(method)
+    handler = handler_for(target)
+    if family == "bert" and "bert" not in handler.families:
+        pytest.skip(f"{method} does not support bert")
+    base, model, inj, calib, batch = _setup(family, target)
+    inj.on_step(0, 10)
+    x = batch(8, seed=9)
+    quantized = inj.shadow.model  # `quantize_` with the target config on a copy of the same weights
+    assert quantized.training is False and inj.shadow.target == shadow_config(target, ptq_calib_size(inj.cfg, target))
+    with torch.no_grad():
+        noisy, expected, fp = run_model(model, x), run_model(quantized, x), run_model(base, x)
+    assert (fp - expected).abs().max() > 1e-3  # quantization changes the output
+    torch.testing.assert_close(noisy, expected, atol=2e-5, rtol=0)
+    assert not inj.unmatched
+
+
+def test_noise_follows_the_weights_at_each_refresh_and_epoch():
+    target = _config("repq_vit")
+    base, model, inj, calib, batch = _setup("vit", target, NoiseConfig(schedule="constant", ptq_refresh=5))
+    inj.on_step(0, 20)
+    first = inj.shadow.refreshes  # one at install (it finds the target's points), one at step 0
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight.mul_(3.0)
+    inj.on_step(3, 20)
+    assert inj.shadow.refreshes == first  # between refreshes the quantizers stay
+    inj.on_step(5, 20)
+    assert inj.shadow.refreshes == first + 1
+    inj.on_epoch_start()
+    inj.on_step(6, 20)
+    assert inj.shadow.refreshes == first + 2  # a new epoch starts from fresh quantizers (resume-safe)
+    moved = copy.deepcopy(base)
+    moved.load_state_dict({k: v for k, v in model.state_dict().items()})
+    quantized = quantize_(moved, shadow_config(target, 8), calib)
+    x = batch(8, seed=9)
+    with torch.no_grad():
+        torch.testing.assert_close(run_model(model, x), run_model(quantized, x), atol=2e-5, rtol=0)
+
+
+def test_noise_is_off_in_eval_and_gradients_pass_straight_through():
+    target = _config("ptq4vit")
+    base, model, inj, _, batch = _setup("vit", target)
+    inj.on_step(0, 10)
+    x = batch(8, seed=9)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(run_model(model, x), run_model(base, x), atol=1e-6, rtol=0)
+    model.train()
+    q = model.blocks[0].mlp.fc2.input_quantizer  # PTQ4ViT's twin-uniform GELU quantizer in the target
+    h = torch.randn(4, 17, model.blocks[0].mlp.fc2.in_features, requires_grad=True)
+    q(h).sum().backward()
+    torch.testing.assert_close(h.grad, torch.ones_like(h))
+
+
+def test_warm_up_perturbs_a_growing_fraction_of_the_elements():
+    target = _config("minmax")
+    _, model, inj, _, _ = _setup("vit", target, NoiseConfig(schedule="linear", warmup_frac=0.5))
+    layer = model.blocks[1].mlp.fc1
+    inj.on_step(0, 100)
+    assert torch.equal(layer.weight_quantizer(layer.weight), layer.weight)  # alpha 0
+    inj.on_step(10, 100)  # alpha 0.2: about a fifth of the weights carry their error
+    changed = (layer.weight_quantizer(layer.weight) != layer.weight).float().mean()
+    full = (layer.weight_quantizer.noise.source(layer.weight.detach()) != layer.weight).float().mean()
+    assert 0.1 < float(changed / full) < 0.3
+
+
+def test_fq_vit_layernorm_inputs_are_perturbed_through_hooks():
+    target = _config("fq_vit")
+    _, _, inj, _, _ = _setup("vit", target)
+    inj.on_step(0, 10)
+    kinds = {p.point for p in inj.points}
+    assert {"weight", "linear_in", "attn_q", "attn_k", "attn_v", "attn_probs", "norm_in"} <= kinds
+
+
+def test_config_and_target_validation():
+    with pytest.raises(ValueError, match="uniform grid"):
+        NoiseConfig(dist="uniform")
+    NoiseConfig(dist="uniform", delta_observer="minmax")  # the uniform-grid path keeps random noise
+    with pytest.raises(ValueError, match="target PTQ config"):
+        NoiseInjector(tiny_vit(), NoiseConfig(), QuantConfig(w_bits=4, a_bits=4))
+    with pytest.raises(ValueError, match="calibration data"):
+        NoiseInjector(tiny_vit(), NoiseConfig(), ptq_config("minmax", "W4A4"))
+    with pytest.raises(ValueError, match="ptq_calib"):
+        NoiseConfig(ptq_calib=0)
+    with pytest.raises(ValueError, match="ptq_refresh"):
+        NoiseConfig(ptq_refresh=0)
+
+
+def test_cache_key_depends_on_the_whole_target_config():
+    cfg = NoiseConfig()
+    keys = [target_key(cfg, t) for t in (ptq_config("minmax", "W4A4"), ptq_config("percentile", "W4A4"),
+                                        ptq_config("repq_vit", "W4A4"), ptq_config("repq_vit", "W4A4", log_softmax=False),
+                                        ptq_config("repq_vit", "W4A8"))]
+    assert len({repr(k) for k in keys}) == len(keys)
+    assert target_key(NoiseConfig(ptq_calib=16), ptq_config("minmax", "W4A4")) != keys[0]
+    grid = NoiseConfig(delta_observer="minmax")  # uniform grid: the method does not matter
+    assert target_key(grid, ptq_config("minmax", "W4A4")) == target_key(grid, ptq_config("percentile", "W4A4"))
