@@ -26,6 +26,12 @@ THESIS = (
     "Improvement over the plain baseline (percentage points) of each arm variant: its mean Δ per (model, bits, "
     "PTQ method) cell, averaged over the cells of each bit-width, of each PTQ method, and of all of them (all); "
     "± is the std across cells and n counts cells.")
+BEST = (
+    "Does an arm add anything to the best PTQ method? Per model and bit-width: the PTQ method with the highest "
+    "mean q_acc after plain fine-tuning, the (arm variant, PTQ method) combination of the other arms with the "
+    "highest mean q_acc, and the combination's q_acc minus that plain one, paired by seed over the seeds both "
+    "have (mean ± sample std), with the two-sided paired t-test's p-value (verdict at p < 0.05). Both are picked "
+    "on these same seeds, which favours them: confirm a gain on fresh seeds before relying on it.")
 LITERATURE = (
     "Per model, the FP accuracy and the plain arm's quantized accuracy (mean over seeds) with its change from FP "
     "in parentheses, per PTQ method and bit-width (the FQ-ViT / PTQ4ViT / RepQ-ViT README layout).")
@@ -47,6 +53,7 @@ def sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
     compared = report.compares_arms
     return [
         ("Leaderboard", LEADERBOARD if compared else PLAIN_LEADERBOARD, report.views["leaderboard"]),
+        *([("Best combination", BEST, report.views["best"])] if compared and not report.views["best"].empty else []),
         *([("Thesis view", THESIS, report.views["thesis"])] if compared else []),
         ("Literature view", LITERATURE if compared else PLAIN_LITERATURE, report.views["literature"]),
         *([("Fine-tuned models", FINETUNE, report.views["finetune"])] if not report.views["finetune"].empty else []),

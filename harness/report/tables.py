@@ -8,6 +8,9 @@ grid is the one in the run's space.json, else the cross product of what the rows
   accuracy (the baseline) and each arm variant's q_acc and improvement (its q_acc minus the
   plain arm's q_acc of the same seed, so n counts only seeds whose baseline is ok); with the
   plain arm alone (`arnq quantize`), q_acc and its drop instead;
+- best combination: per (model, bits), the best PTQ method after plain fine-tuning against
+  the best (arm variant × PTQ method) combination of the other arms, their paired difference
+  over seeds and a paired t-test;
 - thesis view: each arm variant's improvement averaged over (model, bits, PTQ) cells, per
   bits, per PTQ method and overall (the run's counterpart of the thesis's average gain);
 - literature view: per model, the FP accuracy and the plain arm's q_acc with its change from
@@ -53,6 +56,7 @@ class Report:
     axes: Axes
     leaderboard: pd.DataFrame  # one row per (model, bits, ptq, arm variant, metric): mean, std, n, best
     thesis: pd.DataFrame  # one row per (arm variant, bits or 'all', ptq or 'all'): mean, std, n over cells
+    best: pd.DataFrame  # one row per (model, bits): the best plain + PTQ against the best arm + PTQ, paired
     issues: pd.DataFrame  # one row per failed, stopped or missing (model, bits, ptq, arm variant, seed)
     trials: pd.DataFrame  # one row per trial (the store's rows) with baseline_q_acc, improvement and drop joined in
     views: dict[str, pd.DataFrame]  # display tables of strings: leaderboard, thesis, literature, finetune
@@ -94,12 +98,13 @@ def build_report(
     issues = _issues(rows, axes, grid)
     name = (space or {}).get("name") or distinct(rows, "space") or name
     thesis, thesis_view = _thesis(values, axes)
+    best_table, best_view = _best_combination(trials, axes)
     return Report(
-        name=name, axes=axes, leaderboard=_leaderboard(values, best), thesis=thesis, issues=issues,
+        name=name, axes=axes, leaderboard=_leaderboard(values, best), thesis=thesis, best=best_table, issues=issues,
         trials=trials.drop(columns=["diagnostics"], errors="ignore"),
         provenance=provenance(rows, space, name, issues, now=now, hardware=hardware, rows_written=rows_written),
         grid_source=grid_source, grid_cells=len(grid), schedules=_noise_schedules(rows),
-        views={"leaderboard": _leaderboard_view(values, best, axes), "thesis": thesis_view,
+        views={"leaderboard": _leaderboard_view(values, best, axes), "best": best_view, "thesis": thesis_view,
                "literature": _literature_view(values, axes), "finetune": _finetune_view(values, axes)},
     )
 
@@ -197,6 +202,68 @@ def _thesis(values: Values, axes: Axes) -> tuple[pd.DataFrame, pd.DataFrame]:
             view.append(row)
     columns = ["arm", "arm_params", "variant", "bits", "ptq", "mean", "std", "n"]
     return pd.DataFrame(records, columns=columns), pd.DataFrame(view)
+
+
+SIGNIFICANCE = 0.05  # two-sided paired t-test level of the best-combination table
+
+
+def _best_combination(trials: pd.DataFrame, axes: Axes) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (model, bits): the plain + PTQ with the highest mean q_acc, the (arm variant, PTQ) combination
+    other than plain with the highest mean q_acc, and their per-seed difference over the seeds both have
+    (mean, std, two-sided paired t-test)."""
+    ok = trials[trials["status"] == "ok"] if not trials.empty else trials
+    records, view = [], []
+    if ok.empty or PLAIN not in axes.variants or len(axes.variants) < 2:
+        return pd.DataFrame(records), pd.DataFrame(view)
+    cells = dict.fromkeys(zip(ok["model"], ok["bits"], strict=True))
+    for model, bits in sorted(cells, key=lambda c: axes.sort_key(c[0], c[1], axes.ptqs[0], PLAIN)):
+        group = ok[(ok["model"] == model) & (ok["bits"] == bits)]
+        combos: dict[tuple[str, Variant], dict[int, float]] = {}
+        for row in group.itertuples():
+            if not math.isnan(row.q_acc):
+                combos.setdefault((row.ptq, (row.arm, row.arm_params)), {})[row.seed] = float(row.q_acc)
+
+        def score(key: tuple[str, Variant], combos: dict = combos) -> float:
+            return mean(list(combos[key].values()))
+
+        plain = [k for k in combos if k[1] == PLAIN]
+        armed = [k for k in combos if k[1] != PLAIN]
+        if not plain or not armed:
+            continue
+        base, top = max(plain, key=score), max(armed, key=score)
+        seeds = sorted(set(combos[top]) & set(combos[base]))
+        diffs = [round(combos[top][s] - combos[base][s], 4) for s in seeds]
+        d_mean, d_std, n = stats(diffs) if diffs else (math.nan, math.nan, 0)
+        p_value = _paired_p(diffs)
+        if n < 2:
+            verdict = "fewer than two paired seeds: no test"
+        elif p_value < SIGNIFICANCE:
+            verdict = f"{'better' if d_mean > 0 else 'worse'} (p < {SIGNIFICANCE})"
+        else:
+            verdict = "within seed noise"
+        top_label = f"{variant_label(*top[1])} + {top[0]}"
+        records.append({"model": model, "bits": bits, "best_plain_ptq": base[0],
+                        "best_plain_q_acc": round(score(base), 4), "best_arm_combination": top_label,
+                        "best_arm_q_acc": round(score(top), 4), "paired_diff": round(d_mean, 4),
+                        "paired_std": round(d_std, 4), "n": n, "p_value": round(p_value, 4), "verdict": verdict})
+        view.append({"model": model, "bits": bits,
+                     "best PTQ after plain fine-tuning": f"{base[0]}: {mean_std(list(combos[base].values()))}",
+                     "best fine-tuning arm + PTQ": f"{top_label}: {mean_std(list(combos[top].values()))}",
+                     "paired Δ": mean_std(diffs), "p": "—" if math.isnan(p_value) else f"{p_value:.3f}",
+                     "verdict": verdict})
+    return pd.DataFrame(records), pd.DataFrame(view)
+
+
+def _paired_p(diffs: Sequence[float]) -> float:
+    """Two-sided p-value of a paired t-test that the mean difference is 0 (NaN below two pairs)."""
+    if len(diffs) < 2:
+        return math.nan
+    m, std, n = stats(diffs)
+    if std == 0:
+        return 0.0 if m != 0 else 1.0
+    from scipy.stats import t as student_t
+
+    return float(2 * student_t.sf(abs(m / (std / math.sqrt(n))), n - 1))
 
 
 def _signed(delta: float) -> str:

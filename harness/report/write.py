@@ -76,6 +76,7 @@ def save_report(
     if "csv" in formats:
         files["leaderboard.csv"] = report.leaderboard.to_csv(index=False)
         files["thesis.csv"] = report.thesis.to_csv(index=False)
+        files["best.csv"] = report.best.to_csv(index=False)
         files["issues.csv"] = report.issues.to_csv(index=False)
         files["trials.csv"] = report.trials.to_csv(index=False)
         files["provenance.json"] = json.dumps(report.provenance, indent=1, ensure_ascii=False) + "\n"

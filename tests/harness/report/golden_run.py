@@ -16,7 +16,7 @@ GOLDEN = Path(__file__).parent.parent / "golden"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 ROWS_WRITTEN = 1767225600  # 2026-01-01 00:00:00 UTC, the rows file's mtime in every test run
 HARDWARE = "x86_64, 8 CPUs, 1 x NVIDIA H100 80GB HBM3"
-GOLDEN_FILES = ("report.md", "leaderboard.csv", "thesis.csv", "issues.csv", "provenance.json")
+GOLDEN_FILES = ("report.md", "leaderboard.csv", "best.csv", "thesis.csv", "issues.csv", "provenance.json")
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

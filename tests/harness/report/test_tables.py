@@ -94,3 +94,36 @@ def test_noise_schedules_read_the_typed_config_of_new_rows():
            "config": json.dumps(spec.to_dict())}
     assert _noise_schedules([row]) == (("linear", {"alpha_max": 1.0, "warmup_frac": 0.3, "n_steps": 4},
                                         ("arnq[warmup_frac=0.3]",)),)
+
+
+def _row(ptq, arm, seed, q_acc, params="{}"):
+    return {"model": "m", "bits": "W4A4", "ptq": ptq, "arm": arm, "arm_params": params, "seed": seed,
+            "status": "ok", "fp_acc": 80.0, "ft_acc": 79.0, "q_acc": q_acc}
+
+
+def test_best_combination_pairs_the_best_arm_with_the_best_plain_ptq_by_seed():
+    from scipy.stats import ttest_rel
+
+    plain_repq, arnq_repq = [70.0, 71.0, 72.0], [72.0, 73.0, 75.0]
+    rows = [_row("minmax", "plain", s, q) for s, q in enumerate([50.0, 52.0, 54.0])]
+    rows += [_row("repq_vit", "plain", s, q) for s, q in enumerate(plain_repq)]
+    rows += [_row("repq_vit", "arnq", s, q) for s, q in enumerate(arnq_repq)]
+    rows += [_row("minmax", "arnq", s, q) for s, q in enumerate([60.0, 61.0, 62.0])]
+    rows += [_row("repq_vit", "quanttune", s, q) for s, q in enumerate([71.0, 70.0, 73.0])]
+    best = build_report(rows).best.iloc[0]
+    assert (best["best_plain_ptq"], best["best_arm_combination"]) == ("repq_vit", "arnq + repq_vit")
+    assert (best["paired_diff"], best["n"]) == (round(7 / 3, 4), 3)
+    assert best["p_value"] == round(ttest_rel(arnq_repq, plain_repq).pvalue, 4) < 0.05
+    assert best["verdict"] == "better (p < 0.05)"
+    # one seed of the arm missing: the pair is formed over the seeds both have
+    view = build_report([r for r in rows if not (r["arm"] == "arnq" and r["seed"] == 2)]).views["best"].iloc[0]
+    assert view["paired Δ"] == "2.00 ± 0.00 (n=2)"
+
+
+def test_best_combination_says_when_the_difference_is_noise_or_untestable():
+    rows = [_row("minmax", "plain", s, q) for s, q in enumerate([70.0, 72.0, 71.0])]
+    rows += [_row("minmax", "arnq", s, q) for s, q in enumerate([71.0, 71.5, 71.2])]
+    assert build_report(rows).best.iloc[0]["verdict"] == "within seed noise"
+    one = [r for r in rows if r["seed"] == 0]
+    assert build_report(one).best.iloc[0]["verdict"] == "fewer than two paired seeds: no test"
+    assert build_report([r for r in rows if r["arm"] == "plain"]).best.empty  # nothing to compare

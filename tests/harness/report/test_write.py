@@ -24,7 +24,7 @@ def test_without_space_json_the_grid_is_what_the_rows_show(tmp_path):
         "Grid: space.json.",
         "Grid: the cross product of the models, bits, PTQ methods, arm variants and seeds the rows show.")
     assert paths["report.md"].read_text(encoding="utf-8") == expected
-    for name in ("leaderboard.csv", "thesis.csv", "issues.csv"):
+    for name in ("leaderboard.csv", "best.csv", "thesis.csv", "issues.csv"):
         assert paths[name].read_text() == (GOLDEN / name).read_text()
 
 
