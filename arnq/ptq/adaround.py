@@ -110,6 +110,8 @@ class AdaRound(PTQMethod):
     quantizes = "W"
     granularity = "W per output row, symmetric, learned rounding; A: min-max when a_bits < 16"
     default_calib_size = 1024
+    #: PTQ-aware ARNQ's repeated in-training runs: cheaper search (cost and effect: bench/README.md §8)
+    shadow_params = {"iters": 200}
     paper = "AdaRound (Nagel et al., ICML 2020)"
     description = "layer-wise learned up/down rounding (rectified sigmoid, beta 20->2, lambda 0.01)"
     smoke_params = {"iters": 100}

@@ -298,6 +298,8 @@ class Liu2021(PTQMethod):
     granularity = ("W per output row, symmetric; A per tensor; steps searched on [0.5, 1.2] x min-max by "
                    "Pearson correlation; q/k with a ranking loss; optional mixed-precision weights")
     default_calib_size = 1024
+    #: PTQ-aware ARNQ's repeated in-training runs: cheaper search (cost and effect: bench/README.md §8)
+    shadow_params = {"candidates": 25, "attention_candidates": 10, "rounds": 1, "search_rows": 256}
     paper = "PTQ for Vision Transformer (Liu et al., NeurIPS 2021)"
     description = ("alternating Pearson search of weight/input steps, attention ranking loss, bias correction, "
                    "nuclear-norm mixed precision under a size budget")

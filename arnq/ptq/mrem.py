@@ -304,6 +304,8 @@ class MREM(PTQMethod):
     granularity = ("W per output row, symmetric; A per tensor; steps and weights learned per module "
                    "(output MSE, teacher forcing)")
     default_calib_size = 1024
+    #: PTQ-aware ARNQ's repeated in-training runs: cheaper search (cost and effect: bench/README.md §8)
+    shadow_params = {"iters": 50, "teacher_steps": 25}
     paper = "MREM (Bai et al., NeurIPS 2022)"
     description = "module-wise reconstruction of weights and LSQ steps with teacher forcing; sequential or parallel"
     smoke_params = {"iters": 20, "teacher_steps": 10, "n_modules": 2}

@@ -129,6 +129,8 @@ class NoisyQuant(PTQMethod):
     quantizes = "W+A"
     granularity = "W per-channel sym; Linear inputs per-tensor signed with a per-channel noisy bias; matmuls min-max"
     default_calib_size = 256
+    #: PTQ-aware ARNQ's repeated in-training runs: cheaper search (cost and effect: bench/README.md §8)
+    shadow_params = {"n_clip": 25, "n_mean": 10, "n_range": 25, "search_rows": 128}
     paper = "NoisyQuant (Liu et al., CVPR 2023), kriskrisliu/NoisyQuant"
     description = "fixed per-channel noisy bias before activation quantization (clip, mean and range searched)"
 

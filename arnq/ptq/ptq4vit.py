@@ -704,6 +704,8 @@ class PTQ4ViT(PTQMethod):
         "q/k/v per head; softmax and GELU outputs twin-uniform"
     )
     default_calib_size = 32
+    #: PTQ-aware ARNQ's repeated in-training runs: cheaper search (cost and effect: bench/README.md §8)
+    shadow_params = {"n_grid": 20, "rounds": 1}
     families = ("vit", "swin", "bert")
     paper = "Yuan et al., PTQ4ViT, ECCV 2022 (hahnyuan/PTQ4ViT)"
     description = (

@@ -138,3 +138,11 @@ def test_cache_key_depends_on_the_whole_target_config():
     assert target_key(NoiseConfig(ptq_calib=16), ptq_config("minmax", "W4A4")) != keys[0]
     grid = NoiseConfig(delta_observer="minmax")  # uniform grid: the method does not matter
     assert target_key(grid, ptq_config("minmax", "W4A4")) == target_key(grid, ptq_config("percentile", "W4A4"))
+
+
+@pytest.mark.parametrize("method", sorted(PTQ_METHODS.names()))
+def test_in_training_runs_change_only_the_handlers_shadow_params(method):
+    target = ptq_config(method, "W4A16" if method in WEIGHT_ONLY else "W4A4")
+    shadow = shadow_config(target, 16)
+    changed = {k for k in target.to_dict() if target.to_dict()[k] != shadow.to_dict()[k]}
+    assert changed <= {"calib_size", *handler_for(target).shadow_params} and shadow.calib_size == 16
