@@ -216,7 +216,7 @@ def _compute_trial(spec: TrialSpec, report: Report | None, device: str, cache_ro
         "finetune_resumed_from_epoch": record.get("resumed_from_epoch"),
         "q_acc": _pct(q_acc), "status": "ok", "finetune_cached": hit, "finetune_s": round(record["seconds"], 2),
         "ptq_s": round(time.perf_counter() - ptq_start, 2), "wall_s": round(time.perf_counter() - start, 2),
-        "diagnostics": json.dumps(record["diagnostics"]),
+        "diagnostics": json.dumps(record["diagnostics"]), "arm_stats": json.dumps(record.get("arm_stats") or {}),
     }
     if report is not None:
         report({"stage": "ptq", **_scalars(row)})

@@ -43,6 +43,16 @@ def test_run_trial_row_and_finetune_reuse(toy):
     assert not other["trial_cached"] and other["finetune_cached"]
 
 
+def test_a_ptq_aware_arnq_row_records_its_in_training_target_runs(toy):
+    spec = build_trials(["vit_mnist"], ["W4A4"], [("repq_vit", {})], [("arnq", {})], [0], FT, calib_size=32)[-1]
+    assert spec.arm.arm == "arnq"
+    row = pipeline.run_trial(spec)
+    shadow = json.loads(row["arm_stats"])["ptq_shadow"]
+    assert shadow["refreshes"] >= 2 and shadow["seconds"] > 0  # at install and at the first step
+    assert json.loads(pipeline.run_trial(build_trials(["vit_mnist"], ["W4A4"], [("repq_vit", {})], [], [0], FT,
+                                                      calib_size=32)[0])["arm_stats"]) == {}
+
+
 def test_grid_rows_and_baselines(toy):
     specs = build_trials(["vit_mnist"], ["W4A4"], [("minmax", {})], [("kure", {"lam": [0.1, 1.0]})], [0, 1], FT,
                          calib_size=32)
