@@ -61,8 +61,10 @@ def test_plain_fine_tune_learns_the_task():
     assert result.ft_acc > 0.6  # four classes: chance is 0.25
 
 
-def test_arnq_resumes_from_checkpoint_to_the_same_weights(tmp_path):
-    arm = arm_config("arnq", target="WA", schedule="linear", adapt="outlier", refresh=3)
+@pytest.mark.parametrize("delta_observer", [None, "target"])  # PTQ-aware, and the uniform grid
+def test_arnq_resumes_from_checkpoint_to_the_same_weights(tmp_path, delta_observer):
+    arm = arm_config("arnq", target="WA", schedule="linear", adapt="outlier", refresh=3, ptq_refresh=3,
+                     delta_observer=delta_observer)
     full = finetune(_loaded(), arm, FT, TARGET, seed=3, checkpoint_dir=tmp_path / "a")
     interrupted = finetune(_loaded(), arm, FT, TARGET, seed=3, checkpoint_dir=tmp_path / "b",
                            on_epoch=lambda epoch, record: epoch == 0)

@@ -371,6 +371,7 @@ class NoiseInjector:
         self._by_path: dict[str, NoisePoint] = {}
         self._hooks: list[Any] = []
         self._shadow_due = True
+        self._refreshed_at: int | None = None
         if self.cfg.ptq_aware:
             self._install_ptq_aware(scheme)
         else:
@@ -414,6 +415,7 @@ class NoiseInjector:
                 q.noise = self._by_path[name]
         self.refresh_target()  # finds the target's points the model lacks, so a resumed run has the same points
         self._shadow_due = True
+        self._refreshed_at = 0  # the weights of step 0 are the ones just quantized (a resumed run starts later)
 
     def _add(self, path: str, point: NoisePoint) -> None:
         self._by_path[path] = point
@@ -480,7 +482,9 @@ class NoiseInjector:
         if refresh:
             self._update_gamma()
         if self.shadow is not None and (step % self.cfg.ptq_refresh == 0 or self._shadow_due):
-            self.refresh_target()
+            if step != self._refreshed_at:  # no optimiser step since the last run: same weights, same quantizers
+                self.refresh_target()
+            self._refreshed_at, self._shadow_due = step, False
         for p in self.points:
             p.alpha = alpha
             if refresh:

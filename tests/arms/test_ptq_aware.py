@@ -61,8 +61,10 @@ def test_full_strength_noise_is_the_targets_quantized_forward(family, method):
 def test_noise_follows_the_weights_at_each_refresh_and_epoch():
     target = _config("repq_vit")
     base, model, inj, calib, batch = _setup("vit", target, NoiseConfig(schedule="constant", ptq_refresh=5))
+    assert inj.shadow.refreshes == 1  # at install: it finds the target's points
     inj.on_step(0, 20)
-    first = inj.shadow.refreshes  # one at install (it finds the target's points), one at step 0
+    first = inj.shadow.refreshes
+    assert first == 1  # step 0 trains the weights install quantized: no second run
     with torch.no_grad():
         model.blocks[0].mlp.fc1.weight.mul_(3.0)
     inj.on_step(3, 20)
