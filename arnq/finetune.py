@@ -12,6 +12,7 @@ and an interrupted fine-tune resumes where it stopped, to the same weights.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import time
@@ -189,7 +190,7 @@ def finetune(
     def calib_examples(n: int) -> list[Any]:  # the first n of the calibration split (a seeded random draw)
         return list(loader(take(splits.calib, range(min(n, len(splits.calib)))), CALIB_BATCH))
 
-    runtime = handler.install(model, arm, target, seed=seed, calib=calib_examples)
+    runtime = _install(handler, model, arm, target, seed, calib_examples)
     ckpt = Checkpointer(Path(checkpoint_dir)) if checkpoint_dir is not None else None
     resume = ckpt.load(model, runtime) if ckpt is not None else None
 
@@ -231,6 +232,17 @@ def finetune(
         resumed_from_epoch=resume["epoch"] if resume else None,
         arm_stats=_jsonable(runtime.last_stats),
     )
+
+
+def _install(handler: Any, model: nn.Module, arm: ArmConfig, target: PTQConfig, seed: int,
+             calib: Callable[[int], list[Any]]) -> Any:
+    """`handler.install`, handing it the calibration data when it takes `calib` (arms written before
+    PTQ-aware noise take model, config, target and seed only)."""
+    params = inspect.signature(handler.install).parameters
+    takes_calib = "calib" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if takes_calib:
+        return handler.install(model, arm, target, seed=seed, calib=calib)
+    return handler.install(model, arm, target, seed=seed)
 
 
 def _jsonable(obj: Any) -> Any:
