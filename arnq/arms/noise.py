@@ -2,11 +2,11 @@
 
 Two ways to size the noise (docs/arms.md#arnq-noise):
 
-- PTQ-aware (`delta_observer=None`, the default): every `refresh` steps the target's whole
-  PTQ method runs on a copy of the current weights (`arnq.arms.shadow`) every `ptq_refresh`
-  steps and at every epoch start, and each point it
-  quantizes (weights, Linear inputs, q/k/v, softmax, LayerNorm inputs, ...) is perturbed
-  by that method's own quantization error Q~(X) - X, masked (`dist="bernoulli"`: a
+- PTQ-aware (`delta_observer=None`, the default): every `ptq_refresh` steps and at every
+  epoch start the target's whole PTQ method runs on a copy of the current weights
+  (`arnq.arms.shadow`), and each point it quantizes (weights, Linear inputs, q/k/v,
+  softmax, LayerNorm inputs, ...) is perturbed by that method's own quantization error
+  Q~(X) - X, masked (`dist="bernoulli"`: a
   QuantNoise-style random fraction p * alpha(t) * gamma_l of the elements) or scaled
   (`dist="rounding"`: min(alpha(t) * gamma_l, 1)).
 - Uniform-grid (`delta_observer` set to an observer name, or "target" for the target's
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from arnq.arms.schedules import SCHEDULES, schedule_value
-from arnq.arms.shadow import ShadowPoint, TargetShadow, shadow_config
+from arnq.arms.shadow import ShadowPoint, Source, TargetShadow, shadow_config
 from arnq.ptq import PTQConfig
 from arnq.ptq.common import Batch
 from arnq.quant import QuantConfig, prepare, quantizers
@@ -57,7 +57,6 @@ TARGET_OBSERVER = "target"
 #: calibration examples of the in-training target PTQ run when ptq_calib is None (at most the target's own)
 PTQ_CALIB_DEFAULT = 64
 STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
-Source = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -230,9 +229,25 @@ class NoisePoint(nn.Module):
             return delta.reshape(shape), zp.reshape(shape)
         return delta, zp
 
+    def _uniform(self, like: torch.Tensor) -> torch.Tensor:
+        """U[0, 1) of `like`'s shape, from the seeded noise stream when there is one."""
+        if self.generator is not None:
+            return torch.rand(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+        return torch.rand_like(like)
+
+    def _values(self, x: torch.Tensor) -> torch.Tensor:
+        """The detached values a statistic or observer sees: a weight whole, an activation without padding."""
+        return x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
+
+    def _watch_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """x, with a hook recording its gradient when the adaptivity is `sensitivity`."""
+        if self.cfg.adapt == "sensitivity" and x.requires_grad:
+            x = x.view_as(x)
+            x.register_hook(self._record_grad)
+        return x
+
     def _eps(self, x: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) if self.generator is not None \
-            else torch.rand_like(x)
+        u = self._uniform(x)
         if self.cfg.dist == "gaussian":  # same variance as U(-1/2, 1/2): 1/12, via Box-Muller-free inverse CDF
             return torch.special.ndtri(u.clamp(1e-7, 1 - 1e-7)) * math.sqrt(1 / 12)
         return u - 0.5
@@ -240,16 +255,14 @@ class NoisePoint(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ptq_aware:
             return self._forward_ptq_aware(x)
-        values = x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
+        values = self._values(x)
         if self.stats.seen == 0 or self._refresh_due:
             self.stats.update(values, self.cfg.gamma_k)
         if not self.per_token:
             self._observe(values)
             if self._refresh_due or self.delta is None:
                 self._refresh_delta()
-        if self.cfg.adapt == "sensitivity" and x.requires_grad:
-            x = x.view_as(x)
-            x.register_hook(self._record_grad)
+        x = self._watch_grad(x)
         strength = self.alpha * self.gamma
         if strength == 0:
             return x
@@ -258,19 +271,14 @@ class NoisePoint(nn.Module):
             return x + min(strength, 1.0) * self._rounding_error(x, delta, zp)
         if self.cfg.dist == "bernoulli":
             rate = min(1.0, self.cfg.bernoulli_p * strength)
-            u = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) \
-                if self.generator is not None else torch.rand_like(x)
-            return x + (u < rate).to(x.dtype) * self._rounding_error(x, delta, zp)
+            return x + (self._uniform(x) < rate).to(x.dtype) * self._rounding_error(x, delta, zp)
         return x + strength * delta * self._eps(x)
 
     def _forward_ptq_aware(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.adapt != "none" and (self.stats.seen == 0 or self._refresh_due):
-            values = x.detach() if self.is_weight else valid_values(x.detach(), _TOKEN_MASK.get())
-            self.stats.update(values, self.cfg.gamma_k)
+            self.stats.update(self._values(x), self.cfg.gamma_k)
             self._refresh_due = False
-        if self.cfg.adapt == "sensitivity" and x.requires_grad:
-            x = x.view_as(x)
-            x.register_hook(self._record_grad)
+        x = self._watch_grad(x)
         strength = self.alpha * self.gamma
         if strength == 0 or self.source is None:
             return x
@@ -288,9 +296,7 @@ class NoisePoint(nn.Module):
         rate = min(1.0, self.cfg.bernoulli_p * strength)
         if rate >= 1.0:  # every element: no mask to draw
             return error
-        u = torch.rand(error.shape, generator=self.generator, device=error.device, dtype=error.dtype) \
-            if self.generator is not None else torch.rand_like(error)
-        return (u < rate).to(error.dtype) * error
+        return (self._uniform(error) < rate).to(error.dtype) * error
 
     def _rounding_error(self, x: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
         """Q(x) - x at the current step and zero point (detached), clipping included."""
@@ -391,10 +397,7 @@ class NoiseInjector:
         if not any(isinstance(m, FakeQuantizer) for m in self.model.modules()):
             a_bits = scheme.a_bits if scheme.quantizes_activations else 8  # no activation point is kept
             prepare(self.model, replace(scheme, a_bits=a_bits, probs_bits=None, edge_bits=None, points=kinds, skip=()))
-        for name, q in quantizers(self.model):
-            if q.point in kinds and self._wanted(q.point, name.rsplit(".", 1)[0]):
-                self._add(name, NoisePoint(q, self.cfg, self.generator))
-                q.noise = self._by_path[name]
+        self._attach(kinds)
 
     def _install_ptq_aware(self, scheme: QuantConfig) -> None:
         if not isinstance(self.target, PTQConfig):
@@ -409,13 +412,22 @@ class NoiseInjector:
         template = copy.deepcopy(self.model).eval()
         self.shadow = TargetShadow(template, shadow_config(self.target, n), self.calib(n), device)
         prepare(self.model, scheme)
-        for name, q in quantizers(self.model):
-            if self._wanted(q.point, name.rsplit(".", 1)[0]):
-                self._add(name, NoisePoint(q, self.cfg, self.generator))
-                q.noise = self._by_path[name]
+        self._attach()
         self.refresh_target()  # finds the target's points the model lacks, so a resumed run has the same points
         self._shadow_due = True
         self._refreshed_at = 0  # the weights of step 0 are the ones just quantized (a resumed run starts later)
+
+    def _attach(self, kinds: tuple[str, ...] | None = None) -> None:
+        """A NoisePoint in the `noise` slot of every wanted quantizer of the model (of `kinds`, if given)."""
+        for name, q in quantizers(self.model):
+            if (kinds is None or q.point in kinds) and self._wanted(q.point, name.rsplit(".", 1)[0]):
+                self._add(name, NoisePoint(q, self.cfg, self.generator))
+                q.noise = self._by_path[name]
+
+    def _clear_bias_noise(self) -> None:
+        for module in self.model.modules():
+            if isinstance(module, QuantLinear):
+                module.bias_noise = None
 
     def _add(self, path: str, point: NoisePoint) -> None:
         self._by_path[path] = point
@@ -427,9 +439,7 @@ class NoiseInjector:
         shadow_points = self.shadow.refresh(weights)
         for p in self.points:
             p.source, p.keep_applied, p.applied = None, False, None
-        for module in self.model.modules():
-            if isinstance(module, QuantLinear):
-                module.bias_noise = None
+        self._clear_bias_noise()
         for sp in shadow_points:
             point = self._by_path.get(sp.path)
             if point is None:
@@ -505,9 +515,7 @@ class NoiseInjector:
         """Uninstall the noise (the quantizers stay, switched off) and drop the target's shadow model."""
         for _, q in quantizers(self.model):
             q.noise = None
-        for module in self.model.modules():
-            if isinstance(module, QuantLinear):
-                module.bias_noise = None
+        self._clear_bias_noise()
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
