@@ -129,6 +129,13 @@ def fp_copy(loaded: LoadedModel, state_dict: Mapping[str, torch.Tensor] | None =
     return model.eval()
 
 
+def calib_batches(loaded: LoadedModel, calib: Any, n: int) -> list[Any]:
+    """Batches of the first n examples of a calibration split (itself a seeded random draw of the train split)."""
+    subset = take(calib, range(min(n, len(calib))))
+    return list(make_loader(subset, loaded.collate, CALIB_BATCH, shuffle=False,
+                            length_bucketing=loaded.data.modality == "text"))
+
+
 def quantized_accuracy(
     loaded: LoadedModel,
     state_dict: Mapping[str, torch.Tensor],
@@ -187,10 +194,7 @@ def finetune(
     before = _diagnostics(loaded.model, calib_loader, ft.diagnostics_batches, device)
 
     model = fp_copy(loaded).to(device)
-    def calib_examples(n: int) -> list[Any]:  # the first n of the calibration split (a seeded random draw)
-        return list(loader(take(splits.calib, range(min(n, len(splits.calib)))), CALIB_BATCH))
-
-    runtime = _install(handler, model, arm, target, seed, calib_examples)
+    runtime = _install(handler, model, arm, target, seed, lambda n: calib_batches(loaded, splits.calib, n))
     ckpt = Checkpointer(Path(checkpoint_dir)) if checkpoint_dir is not None else None
     resume = ckpt.load(model, runtime) if ckpt is not None else None
 

@@ -30,8 +30,7 @@ def time_arm(loaded: Any, arm: Any, target: Any, args: argparse.Namespace) -> di
     import torch
 
     from arnq.arms import arm_handler
-    from arnq.data import take
-    from arnq.finetune import CALIB_BATCH, FinetuneConfig, fp_copy, make_splits
+    from arnq.finetune import FinetuneConfig, calib_batches, fp_copy, make_splits
     from arnq.train import make_loader, train_classifier
 
     ft = FinetuneConfig(epochs=2, batch_size=32, train_subset=32 * args.steps, epoch_q_eval=False)
@@ -39,13 +38,10 @@ def time_arm(loaded: Any, arm: Any, target: Any, args: argparse.Namespace) -> di
     text = loaded.data.modality == "text"
     train = make_loader(splits.train, loaded.collate, 32, shuffle=True, seed=0, length_bucketing=text)
 
-    def calib(n: int) -> list[Any]:
-        return list(make_loader(take(splits.calib, range(min(n, len(splits.calib)))), loaded.collate, CALIB_BATCH,
-                                shuffle=False, length_bucketing=text))
-
     model = fp_copy(loaded)
     start = time.perf_counter()  # installing runs the target once (PTQ-aware): part of the cost
-    runtime = arm_handler(arm).install(model, arm, target, seed=0, calib=calib)
+    runtime = arm_handler(arm).install(model, arm, target, seed=0,
+                                       calib=lambda n: calib_batches(loaded, splits.calib, n))
     try:
         summary = train_classifier(model, train, ft.train_config(0), step_callback=runtime.step_callback,
                                    epoch_callback=runtime.on_epoch_start, num_threads=args.threads)

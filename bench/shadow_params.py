@@ -31,8 +31,7 @@ def main() -> None:
     import torch
 
     from arnq.arms.shadow import shadow_config
-    from arnq.data import take
-    from arnq.finetune import CALIB_BATCH, EVAL_BATCH, FinetuneConfig, fp_copy, make_splits
+    from arnq.finetune import EVAL_BATCH, FinetuneConfig, calib_batches, fp_copy, make_splits
     from arnq.models import load_model
     from arnq.ptq import PTQ_METHODS, ptq_config, quantize_
     from arnq.train import evaluate, make_loader
@@ -41,8 +40,7 @@ def main() -> None:
     loaded = load_model(args.model, seed=0)
     text = loaded.data.modality == "text"
     splits = make_splits(loaded, FinetuneConfig(), 0, args.calib)
-    calib = list(make_loader(take(splits.calib, range(args.calib)), loaded.collate, CALIB_BATCH, shuffle=False,
-                             length_bucketing=text))
+    calib = calib_batches(loaded, splits.calib, args.calib)
     test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
     methods = args.methods or [m for m in PTQ_METHODS.names() if PTQ_METHODS.get(m).shadow_params]
     rows = []
