@@ -47,13 +47,6 @@ def trivial_trainable(config: dict[str, Any]) -> None:
     tune.report({"row": json.dumps(row), "done_row": 1, "q_acc": 50.0})
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def one_run(trials: int, nodes: int, cpus_per_node: int, workdir: Path) -> dict[str, Any]:
     """One sweep of `trials` trivial trials; returns its figures (runs in its own process)."""
     ray_hygiene(workdir / "home")
@@ -83,7 +76,7 @@ def one_run(trials: int, nodes: int, cpus_per_node: int, workdir: Path) -> dict[
     for _ in range(nodes - 1):
         cluster.add_node(num_cpus=cpus_per_node)
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    rss_before = rss_mib()
+    rss_before = sweep.resident_mib() or float("nan")
     run_dir = workdir / "run"
     start = time.perf_counter()
     rows = sweep.run_sweep(space, run_dir, trainable_fn=trivial_trainable)

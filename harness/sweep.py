@@ -57,7 +57,8 @@ def trainable(config: Mapping[str, Any]) -> None:
     row["node_id"] = ray.get_runtime_context().get_node_id()
     row["worker_pid"] = os.getpid()  # distinct (node_id, worker_pid) pairs = actors the sweep started
     release_memory()
-    row["worker_rss_gib"] = resident_gib()  # what a reused worker keeps between trials
+    mib = resident_mib()
+    row["worker_rss_gib"] = None if mib is None else round(mib / 1024, 2)  # what a reused worker keeps between trials
     tune.report({"row": json.dumps(row), "done_row": 1, **({"q_acc": row["q_acc"]} if row.get("q_acc") is not None else {})})
 
 
@@ -81,14 +82,14 @@ def release_memory() -> None:
             ctypes.CDLL(libc).malloc_trim(0)
 
 
-def resident_gib() -> float | None:
-    """This process's resident memory in GiB (None where /proc is not available)."""
+def resident_mib() -> float | None:
+    """This process's resident memory in MiB (None where /proc is not available)."""
     try:
         with open("/proc/self/status") as status:
             kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     except (OSError, StopIteration, ValueError):
         return None
-    return round(kib / 2**20, 2)
+    return kib / 1024
 
 
 def trial_of(config: Mapping[str, Any]) -> dict[str, Any]:
