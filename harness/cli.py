@@ -129,24 +129,51 @@ def _ptq_params(items: list[str]) -> dict[str, dict[str, object]]:
     return params
 
 
-def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb: bool = False) -> int:
-    """Write the run's report (run_dir/report), print its leaderboard; non-zero exit if a trial failed."""
-    from collections import Counter
-
+def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb: bool = False,
+                total: int | None = None) -> int:
+    """Write the run's report (run_dir/report), print its leaderboard, the failed trials and a summary
+    line; non-zero exit if a trial failed."""
     from harness.report import read_report, save_report
 
     report = read_report(run_dir)
     paths = save_report(report, run_dir, wandb=wandb)
     console = _console()
     console.print(_table(f"{name}: leaderboard (mean ± std over seeds)", report.views["leaderboard"].to_dict("records")))
-    counts = Counter(row.get("status", "ok") for row in rows)
-    console.print(f"{len(rows)} trials ({dict(counts)}) in {time.perf_counter() - start:.0f} s")
+    failed = [row for row in rows if row.get("status") == "failed"]
+    for row in failed:
+        where = f" (traceback: less {run_dir / row['error_file']})" if row.get("error_file") else ""
+        console.print(f"failed: {row['model']} {row['bits']} {row['ptq']} {row['arm']} seed {row['seed']}: "
+                      f"{row.get('error') or 'no error recorded'}{where}", soft_wrap=True)
     console.print(f"report: {paths['report.md'].resolve()} (also {paths['report.html'].name}, CSV, plots)")
     wandb_dir = (run_dir / "wandb" / "wandb").resolve()
     offline = list(wandb_dir.glob("offline-run-*"))
     if offline:  # the per-trial runs are silent; say once where they are and how to upload them
         console.print(f"W&B: {len(offline)} offline runs in {wandb_dir} (upload: wandb sync {wandb_dir}/offline-run-*)")
-    return 0 if counts.get("failed", 0) == 0 else 1
+    console.print(summary_line(rows, time.perf_counter() - start, total), soft_wrap=True)
+    return 0 if not failed else 1
+
+
+def summary_line(rows: Sequence[dict], seconds: float, total: int | None = None) -> str:
+    """'72 trials: 70 ok, 2 stopped early by ASHA, 0 failed in 24 min 10 s' (trials = `total`, else the rows)."""
+    from collections import Counter
+
+    counts = Counter(row.get("status", "ok") for row in rows)
+    parts = [f"{counts.pop('ok', 0)} ok", f"{counts.pop('stopped', 0)} stopped early by ASHA",
+             f"{counts.pop('failed', 0)} failed", *(f"{n} {status}" for status, n in sorted(counts.items()))]
+    missing = (total or len(rows)) - len(rows)
+    if missing > 0:
+        parts.append(f"{missing} not run")
+    return f"{total or len(rows)} trials: {', '.join(parts)} in {duration_text(seconds)}"
+
+
+def duration_text(seconds: float) -> str:
+    """'42 s', '24 min 10 s', '2 h 05 min'."""
+    seconds = int(round(max(seconds, 0)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -195,9 +222,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    import shlex
+
     from harness.plan import make_plan
     from harness.space import load_space
-    from harness.sweep import run_sweep
+    from harness.store import ROWS, finished_ids
+    from harness.sweep import SweepInterrupted, run_sweep
 
     space = load_space(_space_path(args.space))  # validated before Ray starts
     if args.smoke:
@@ -207,9 +237,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for line in make_plan(space).lines():
         console.print(line)
     start = time.perf_counter()
-    rows = run_sweep(space, run_dir, resume=args.resume, address=args.address)
     wandb = bool(space.wandb) and space.wandb["mode"] != "disabled"
-    return _finish_run(rows, run_dir, space.name, start, wandb=wandb)
+    try:
+        rows = run_sweep(space, run_dir, resume=args.resume, address=args.address, own_tempdir=True)
+    except SweepInterrupted as stop:
+        if stop.rows:
+            _finish_run(stop.rows, run_dir, space.name, start, wandb=wandb, total=stop.total)
+        done = len(finished_ids(run_dir / ROWS))
+        command = " ".join(["arnq sweep", shlex.quote(args.space), *(["--out", shlex.quote(args.out)] if args.out else []),
+                            *(["--smoke"] if args.smoke else []), "--resume"])
+        console.print(f"interrupted: {done} of {stop.total} trials done; resume with: {command}", soft_wrap=True)
+        return stop.exit_code
+    return _finish_run(rows, run_dir, space.name, start, wandb=wandb, total=len(space.trials()))
 
 
 def smoke_space(space):

@@ -9,6 +9,7 @@ Schema (every key but `name`, `models`, `bits`, `ptq` optional):
     arms:                                               # plain (the baseline) is always run
       - plain
       - {name: arnq, schedule: [cosine, linear], adapt: outlier}   # a list = a grid over it
+      - {name: arnq, label: arnq-minmax, delta_observer: minmax}     # label: its name in tables and plots
     finetune: {epochs: 2, lr: 5.0e-5, batch_size: 32, train_subset: 2000}
     seeds: [0, 1, 2]
     calib_size: 256                                     # optional; default: each method's own
@@ -89,6 +90,7 @@ class Space:
     resources: Mapping[str, Any] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     wandb: Mapping[str, Any] | None = None
     plugins: tuple[str, ...] = ()  # modules imported before the space is read (and in every trial's worker)
+    labels: tuple[tuple[str, Mapping[str, Any], str], ...] = ()  # (arm, grid point, its entry's `label:`)
     source_hash: str = ""
 
     def trials(self) -> list[TrialSpec]:
@@ -136,16 +138,21 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
                 except (TypeError, ValueError) as err:
                     raise SpaceError(f"ptq[{i}] ({method}, {b}): {err}") from None
             ptq.append((method, params))
-        arms = []
+        arms, labels = [], []
         for i, entry in enumerate(_list(raw, "arms", ["plain"])):
             arm, params = _named(entry, f"arms[{i}]")
+            label = params.pop("label", None)
+            if label is not None and (not isinstance(label, str) or not label.strip() or "[" in label):
+                raise _err(f"arms[{i}].label", label, "use a short non-empty name without brackets, e.g. arnq-minmax")
             try:
-                expand_params(arm, params)
+                points = expand_params(arm, params)
             except UnknownNameError as err:
                 raise SpaceError(f"arms[{i}]: {err}") from None
             except (TypeError, ValueError) as err:
                 raise SpaceError(f"arms[{i}] ({arm}): {err}") from None
             arms.append((arm, params))
+            labels += [(arm, point, label) for point in points if label is not None]
+        _check_labels(arms, labels)
         finetune = _finetune(raw.get("finetune", {}))
         if finetune.epochs == 0 and any(arm != "plain" for arm, _ in arms):
             raise _err("finetune.epochs", 0, "0 means no fine-tuning (the FP model as it is), which only the plain "
@@ -167,7 +174,19 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
     digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Space(name=name, models=tuple(models), bits=tuple(bits), ptq=tuple(ptq), arms=tuple(arms),
                  finetune=finetune, seeds=tuple(seeds), calib_size=calib_size, fp_seed=fp_seed,
-                 scheduler=scheduler, resources=resources, wandb=wandb, plugins=plugins, source_hash=digest)
+                 scheduler=scheduler, resources=resources, wandb=wandb, plugins=plugins, labels=tuple(labels),
+                 source_hash=digest)
+
+
+def _check_labels(arms: list[tuple[str, dict[str, Any]]], labels: list[tuple[str, dict[str, Any], str]]) -> None:
+    """Every arm variant gets a distinct label (given or automatic), or a SpaceError names the clash."""
+    from harness.report.axes import axes_from_space
+
+    try:
+        axes = axes_from_space({"models": [], "bits": [], "ptq": [], "seeds": [], "arms": arms, "labels": labels})
+        _ = axes.labels  # computed here so a clash is an error before anything runs
+    except ValueError as err:
+        raise SpaceError(f"arms: {err}") from None
 
 
 def _plugins(raw: Any) -> tuple[str, ...]:

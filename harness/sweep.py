@@ -14,7 +14,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +30,67 @@ from harness.store import FINISHED, ROWS, StoreError, append_row, finished_ids, 
 log = logging.getLogger(__name__)
 
 METRIC = "q_val_acc"
+
+
+class SweepInterrupted(Exception):
+    """The sweep stopped on SIGINT or SIGTERM; what had ended is in the store, the rest resumes with --resume."""
+
+    def __init__(self, signum: int, rows: list[dict[str, Any]], total: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum, self.rows, self.total = signum, rows, total
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process the signal ended: 130 SIGINT, 143 SIGTERM."""
+        return 128 + self.signum
+
+
+class _QuietTuneHints(logging.Filter):
+    """Drops Tune's own stop and restore messages (`Tuner.restore(...)`): the CLI says how to resume."""
+
+    HINTS = ("Tuner.restore", "Stop signal received", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(hint in record.getMessage() for hint in self.HINTS)
+
+
+@contextlib.contextmanager
+def graceful_signals() -> Iterator[list[int]]:
+    """Within the block, SIGINT and SIGTERM stop the sweep gracefully: the first asks Tune to end
+    (its SIGUSR1 path: running trials are stopped, the experiment state saved, `fit` returns) and
+    is recorded in the yielded list; a second aborts at once (KeyboardInterrupt). Outside the main
+    thread nothing is installed."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        tune_listens = callable(signal.getsignal(signal.SIGUSR1))  # installed by Tune while fit runs
+        if received or not tune_listens:
+            received.append(signum)
+            raise KeyboardInterrupt
+        received.append(signum)
+        log.warning("%s: stopping the running trials and saving the sweep (send it again to abort at once)",
+                    signal.Signals(signum).name)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    quiet = _QuietTuneHints()
+    tune_loggers = [logging.getLogger(name) for name in ("ray.tune.tune", "ray.tune")]
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until Tune's fit installs its own
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)
+    for logger in tune_loggers:
+        logger.addFilter(quiet)
+    try:
+        with scoped_env(TUNE_DISABLE_SIGINT_HANDLER="1"):
+            yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for logger in tune_loggers:
+            logger.removeFilter(quiet)
 
 
 def trainable(config: Mapping[str, Any]) -> None:
@@ -222,7 +285,7 @@ class Store(_callback_base()):
         if result.get("done_row"):
             self._write(json.loads(result["row"]))
 
-    def _ended(self, trial: Any, status: str, error: str | None = None) -> None:
+    def _ended(self, trial: Any, status: str, error: str | None = None, error_file: str | None = None) -> None:
         spec = TrialSpec.from_dict(trial_of(trial.config))
         last = trial.last_result or {}
         if last.get("done_row"):
@@ -230,7 +293,7 @@ class Store(_callback_base()):
         val = last.get(METRIC)
         row = ended_row(spec, status, stopped_at_epoch=last.get("epoch"),
                         **{METRIC: None if val is None else round(100 * val, 2)},  # percent, like every accuracy
-                        **({"error": error} if error else {}))
+                        **({"error": error} if error else {}), **({"error_file": error_file} if error_file else {}))
         self._write(row)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -239,7 +302,7 @@ class Store(_callback_base()):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
-        self._ended(trial, "failed", _error_text(trial))
+        self._ended(trial, "failed", _error_text(trial), _error_file(trial, self.rows_path.parent))
 
 
 def _error_text(trial: Any) -> str:
@@ -251,6 +314,17 @@ def _error_text(trial: Any) -> str:
         text = ""
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1][:500] if lines else "trial raised (no error file)"
+
+
+def _error_file(trial: Any, run_dir: Path) -> str | None:
+    """The trial's full traceback file, relative to the run directory (None without one)."""
+    path = getattr(trial, "error_file", None)
+    if not path or not Path(path).exists():
+        return None
+    try:
+        return Path(path).resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _duration(seconds: float) -> str:
@@ -360,6 +434,27 @@ def prepare_run_dir(space: Space, run_dir: Path, resume: bool) -> None:
                          "pass --out with a writable directory") from err
 
 
+RUN_TMP = "tmp"
+
+
+def use_run_tempdir(run_dir: Path) -> Path:
+    """Send this process's temporary files, and those of the Ray workers it starts, to run_dir/tmp,
+    removed when the process exits (W&B's media and artifact staging folders among them, which a
+    process that does not exit cleanly leaves behind). Ray keeps its session folder where it was
+    (RAY_TMPDIR, else the system temp directory): its socket paths must stay short."""
+    import atexit
+    import shutil
+    import tempfile
+
+    tmp = (run_dir / RUN_TMP).resolve()
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAY_TMPDIR", tempfile.gettempdir())
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = str(tmp)
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
 @contextlib.contextmanager
 def scoped_env(**values: str) -> Iterator[None]:
     """Set environment variables for the block (processes started in it inherit them), then restore them."""
@@ -390,6 +485,7 @@ def run_sweep(
     on_row: Callable[[dict], None] | None = None,
     cache_root: Path | None = None,
     trainable_fn: Callable[[Mapping[str, Any]], None] | None = None,
+    own_tempdir: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every cell of `space` on Ray Tune; returns the rows of the results store.
 
@@ -399,11 +495,14 @@ def run_sweep(
     trials are never re-run. `cache_root` (default: $ARNQ_CACHE or ~/.cache/arnq of the
     driver) is handed to every trial, so on a cluster it must be a path all nodes see.
     `trainable_fn` replaces the pipeline's trainable (the scale benchmark's trivial one); it
-    must report a `row` the way `trainable` does.
+    must report a `row` the way `trainable` does. `own_tempdir` (the CLI's choice: it changes
+    this process's temp directory for good) sends temporary files to the run directory
+    (`use_run_tempdir`). On SIGINT or SIGTERM it raises `SweepInterrupted` once the running
+    trials are stopped and the experiment is saved.
     """
-    from arnq.cache import cache_root as default_cache_root
-
     prepare_run_dir(space, run_dir, resume)
+    if own_tempdir:
+        use_run_tempdir(run_dir)
     rows_path = run_dir / ROWS
     specs = schedule(space.trials())
     finished = finished_ids(rows_path)
@@ -412,16 +511,45 @@ def run_sweep(
              len(todo))
     if not todo:
         return read_rows(rows_path)
+    try:
+        _start_ray(address)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(signal.SIGINT, read_rows(rows_path), len(specs)) from None
+    with graceful_signals() as received:  # after ray.init, whose core installs its own SIGTERM handler
+        try:
+            _fit(space, run_dir, todo, resume, trainable_fn, cache_root, on_row, received)
+        except KeyboardInterrupt:
+            if not received:
+                received.append(signal.SIGINT)
+    rows = read_rows(rows_path)
+    if received:
+        raise SweepInterrupted(received[0], rows, len(specs))
+    return rows
+
+
+def _start_ray(address: str | None) -> None:
+    """Connect to Ray (`address`, else $RAY_ADDRESS, else a local instance), unless connected."""
     import ray
-    from ray import tune
 
     if not ray.is_initialized():
         with scoped_env(RAY_USAGE_STATS_ENABLED=os.environ.get("RAY_USAGE_STATS_ENABLED", "0")):
             ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
+
+
+def _fit(space: Space, run_dir: Path, todo: list[TrialSpec], resume: bool, trainable_fn: Any,
+         cache_root: Path | None, on_row: Callable[[dict], None] | None, received: list[int]) -> None:
+    """Restore the interrupted Tune experiment (`resume`), then run the trials in `todo` that the
+    store still lacks; stops early when a signal is `received`."""
+    import ray
+    from ray import tune
+
+    from arnq.cache import cache_root as default_cache_root
+
     check_resources(space, ray.nodes())
-    extra = {"space": space.name, "space_hash": space.source_hash, **provenance()}
     trainable_fn = tune.with_resources(trainable_fn or trainable, trial_resources(space))
+    rows_path = run_dir / ROWS
+    extra = {"space": space.name, "space_hash": space.source_hash, **provenance()}
     experiments = _experiments(run_dir, space.name)
     last = experiments[-1] if experiments else None
     if resume and last is not None and tune.Tuner.can_restore(str(last.resolve())):
@@ -431,8 +559,8 @@ def run_sweep(
         tuner.fit()
         known = {r["trial_id"] for r in read_rows(rows_path)}
         todo = [s for s in todo if trial_id(s) not in known]  # never part of the restored experiment
-        if not todo:
-            return read_rows(rows_path)
+        if not todo or received:
+            return
     name = space.name if not experiments else f"{space.name}.{len(experiments)}"
     config = {"trial": tune.grid_search([json.dumps(s.to_dict(), sort_keys=True) for s in todo]),
               "run_dir": str(run_dir.resolve()), "plugins": list(space.plugins),
@@ -452,4 +580,3 @@ def run_sweep(
         ),
     )
     tuner.fit()
-    return read_rows(rows_path)

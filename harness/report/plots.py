@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from harness.report.axes import Axes, variant_label
+from harness.report.axes import Axes
 from harness.report.tables import ALL, Report
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def _accuracy_panel(ax: PlotAxes, q_acc: pd.DataFrame, axes: Axes, fp: float) ->
         points = points.assign(x=points["bits"].map(axes.bits.index)).sort_values("x")
         if len(points):
             ax.errorbar(points["x"], points["mean"], yerr=points["std"], marker="o", capsize=3,
-                        label=variant_label(arm, params))
+                        label=axes.label((arm, params)))
     ax.axhline(fp, color="black", linestyle="--", linewidth=1, label="FP")
     ax.set_xticks(range(len(axes.bits)), axes.bits)
     ax.set_xlabel("bits")

@@ -36,6 +36,10 @@ LITERATURE = (
     "Per model, the FP accuracy and the plain arm's quantized accuracy (mean over seeds) with its change from FP "
     "in parentheses, per PTQ method and bit-width (the FQ-ViT / PTQ4ViT / RepQ-ViT README layout).")
 PLAIN_LITERATURE = LITERATURE.replace("the plain arm's quantized accuracy", "the quantized accuracy")
+VARIANTS = (
+    "The arm variants the tables name by label: each label's arm and the parameters it sets; every other "
+    "parameter is the arm's default (docs/arms.md). A label is the space's `label:` for the variant, else the "
+    "arm's name with the fewest parameters that tell it apart from the run's other variants of that arm.")
 FINETUNE = (
     "Before quantization: each arm variant's fine-tuned accuracy ft_acc (%) and, where the trials recorded "
     "diagnostics, max/σ after fine-tuning (the mean over linear layers of their input's max|x| / std: lower "
@@ -53,6 +57,7 @@ def sections(report: Report) -> list[tuple[str, str, pd.DataFrame]]:
     compared = report.compares_arms
     return [
         ("Leaderboard", LEADERBOARD if compared else PLAIN_LEADERBOARD, report.views["leaderboard"]),
+        *([("Arm variants", VARIANTS, report.views["variants"])] if compared else []),
         *([("Best combination", BEST, report.views["best"])] if compared and not report.views["best"].empty else []),
         *([("Thesis view", THESIS, report.views["thesis"])] if compared else []),
         ("Literature view", LITERATURE if compared else PLAIN_LITERATURE, report.views["literature"]),

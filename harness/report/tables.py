@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.axes import PLAIN, Axes, Cell, Variant, axes_from_rows, axes_from_space, variant_label
+from harness.report.axes import PLAIN, Axes, Cell, Variant, axes_from_rows, axes_from_space
 from harness.report.provenance import STATUS_ORDER, distinct, provenance
 from harness.report.stats import add_baselines, mean, mean_std, normalize, stats
 
@@ -87,7 +87,7 @@ def build_report(
     grid_axes, grid_source = seen, "the cross product of the models, bits, PTQ methods, arm variants and seeds the rows show"
     if space is not None:
         try:
-            grid_axes, grid_source = axes_from_space(space), "space.json"
+            grid_axes, grid_source = axes_from_space(space, seen.variants), "space.json"
         except (KeyError, IndexError, TypeError, ValueError) as err:
             log.warning("space.json does not give a grid (%s); the grid is what the rows show", err)
     axes = grid_axes.extended(seen)
@@ -100,12 +100,13 @@ def build_report(
     thesis, thesis_view = _thesis(values, axes)
     best_table, best_view = _best_combination(trials, axes)
     return Report(
-        name=name, axes=axes, leaderboard=_leaderboard(values, best), thesis=thesis, best=best_table, issues=issues,
+        name=name, axes=axes, leaderboard=_leaderboard(values, best, axes), thesis=thesis, best=best_table, issues=issues,
         trials=trials.drop(columns=["diagnostics"], errors="ignore"),
         provenance=provenance(rows, space, name, issues, now=now, hardware=hardware, rows_written=rows_written),
-        grid_source=grid_source, grid_cells=len(grid), schedules=_noise_schedules(rows),
+        grid_source=grid_source, grid_cells=len(grid), schedules=_noise_schedules(rows, axes),
         views={"leaderboard": _leaderboard_view(values, best, axes), "best": best_view, "thesis": thesis_view,
-               "literature": _literature_view(values, axes), "finetune": _finetune_view(values, axes)},
+               "literature": _literature_view(values, axes), "finetune": _finetune_view(values, axes),
+               "variants": _variants_view(axes)},
     )
 
 
@@ -133,14 +134,14 @@ def _best_variants(values: Values) -> set[Cell]:
     return marked
 
 
-def _leaderboard(values: Values, best: set[Cell]) -> pd.DataFrame:
+def _leaderboard(values: Values, best: set[Cell], axes: Axes) -> pd.DataFrame:
     records = []
     for (model, bits, ptq, (arm, params)), metrics in values.items():
         for metric in METRICS:
             if metrics[metric]:
                 m, std, n = stats(metrics[metric])
                 records.append({"model": model, "bits": bits, "ptq": ptq, "arm": arm, "arm_params": params,
-                                "variant": variant_label(arm, params), "metric": metric, "mean": round(m, 4),
+                                "variant": axes.label((arm, params)), "metric": metric, "mean": round(m, 4),
                                 "std": round(std, 4), "n": n, "best": (model, bits, ptq, (arm, params)) in best})
     return pd.DataFrame(records, columns=["model", "bits", "ptq", "arm", "arm_params", "variant", "metric", "mean",
                                           "std", "n", "best"])
@@ -161,7 +162,7 @@ def _leaderboard_view(values: Values, best: set[Cell], axes: Axes) -> pd.DataFra
         record = {"model": model, "bits": bits, "ptq": ptq, "FP": _fp(values, model, bits, ptq)}
         for variant in axes.variants:
             metrics = values.get((model, bits, ptq, variant), {})
-            label = variant_label(*variant)
+            label = axes.label(variant)
             if variant == PLAIN:
                 record["plain q_acc (baseline)"] = mean_std(metrics.get("q_acc", []))
                 continue
@@ -188,7 +189,7 @@ def _thesis(values: Values, axes: Axes) -> tuple[pd.DataFrame, pd.DataFrame]:
     groups = shown[:-1] + [(b, q) for b in axes.bits for q in axes.ptqs] + [(ALL, ALL)]
     records, view = [], []
     for variant in axes.variants:
-        label = variant_label(*variant)
+        label = axes.label(variant)
         row = {"arm variant": label}
         for bits, ptq in groups:
             means = [m for v, b, q, m in cell_means if v == variant and bits in (b, ALL) and ptq in (q, ALL)]
@@ -241,7 +242,7 @@ def _best_combination(trials: pd.DataFrame, axes: Axes) -> tuple[pd.DataFrame, p
             verdict = f"{'better' if d_mean > 0 else 'worse'} (p < {SIGNIFICANCE})"
         else:
             verdict = "within seed noise"
-        top_label = f"{variant_label(*top[1])} + {top[0]}"
+        top_label = f"{axes.label(top[1])} + {top[0]}"
         records.append({"model": model, "bits": bits, "best_plain_ptq": base[0],
                         "best_plain_q_acc": round(score(base), 4), "best_arm_combination": top_label,
                         "best_arm_q_acc": round(score(top), 4), "paired_diff": round(d_mean, 4),
@@ -297,12 +298,22 @@ def _finetune_view(values: Values, axes: Axes) -> pd.DataFrame:
         record = {"model": model, "bits": bits, "ptq": ptq}
         for variant in axes.variants:
             metrics = values.get((model, bits, ptq, variant), {})
-            label = variant_label(*variant)
+            label = axes.label(variant)
             record[f"{label} ft_acc"] = mean_std(metrics.get("ft_acc", []))
             if diagnostics:
                 record[f"{label} max/σ"] = mean_std(metrics.get("max_over_sigma_after", []))
         records.append(record)
     return pd.DataFrame(records)
+
+
+def _variants_view(axes: Axes) -> pd.DataFrame:
+    """The legend: each arm variant's label, arm and the parameters it sets (the rest are the arm's defaults)."""
+    records = []
+    for arm, params in axes.variants:
+        knobs = json.loads(params)
+        text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(knobs.items()))
+        records.append({"label": axes.label((arm, params)), "arm": arm, "parameters": text or "the arm's defaults"})
+    return pd.DataFrame(records, columns=["label", "arm", "parameters"])
 
 
 def _issue_detail(row: Mapping[str, Any]) -> str:
@@ -332,7 +343,7 @@ def _issues(rows: Sequence[Mapping[str, Any]], axes: Axes, grid: set) -> pd.Data
 
     records.sort(key=rank)
     for record in records:
-        record["variant"] = variant_label(*record["variant"])
+        record["variant"] = axes.label(record["variant"])
     return pd.DataFrame(records, columns=["status", "model", "bits", "ptq", "variant", "seed", "detail"])
 
 
@@ -344,7 +355,7 @@ def _arm_knobs(row: Mapping[str, Any]) -> dict[str, Any]:
     return config["arm"] if isinstance(config.get("arm"), dict) else config.get("arm_config", {})
 
 
-def _noise_schedules(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]:
+def _noise_schedules(rows: Sequence[Mapping[str, Any]], axes: Axes) -> tuple[tuple[str, dict[str, Any], tuple[str, ...]], ...]:
     """The distinct noise schedules of the ok rows (the config's resolved arm, else arm_params with the defaults)."""
     from arnq.arms.schedules import DEFAULT_PARAMS
 
@@ -356,5 +367,5 @@ def _noise_schedules(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, dict
         if "schedule" not in config:
             continue
         params = tuple((k, config.get(k, default)) for k, default in DEFAULT_PARAMS.items())
-        used.setdefault((config["schedule"], params), {})[variant_label(row["arm"], row["arm_params"])] = None
+        used.setdefault((config["schedule"], params), {})[axes.label((row["arm"], row["arm_params"]))] = None
     return tuple((schedule, dict(params), tuple(variants)) for (schedule, params), variants in used.items())

@@ -1,5 +1,7 @@
 """The arnq command line: listings, and bad input rejected before any work with the fix named."""
 
+import re
+
 import pytest
 
 from harness.cli import main
@@ -146,7 +148,23 @@ def test_a_run_ends_with_its_report_and_nothing_beside_it(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == ["report", "rows.jsonl", "space.json"]
     assert {"report.md", "report.html", "leaderboard.csv", "trials.csv"} <= {p.name for p in (run / "report").iterdir()}
     out = " ".join(capsys.readouterr().out.split())
-    assert "golden: leaderboard" in out and "47 trials" in out
+    assert "golden: leaderboard" in out
+    assert "failed: vit_mnist W4A4 percentile plain seed 1: FloatingPointError: loss is nan at step 3" in out
+    assert re.search(r"47 trials: 45 ok, 1 stopped early by ASHA, 1 failed in \d+ s$", out)
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (42, "42 s"), (1450, "24 min 10 s"), (7500, "2 h 05 min")])
+def test_durations_read_as_a_person_writes_them(seconds, text):
+    from harness.cli import duration_text
+
+    assert duration_text(seconds) == text
+
+
+def test_the_summary_line_counts_every_state_and_what_never_ran():
+    from harness.cli import summary_line
+
+    rows = [{"status": "ok"}] * 3 + [{"status": "stopped"}, {"status": "failed"}]
+    assert summary_line(rows, 61, total=7) == "7 trials: 3 ok, 1 stopped early by ASHA, 1 failed, 2 not run in 1 min 01 s"
 
 
 def test_quantize_command_writes_a_results_store_and_its_report(tmp_path, capsys, monkeypatch):

@@ -116,8 +116,10 @@ resources: {cpu: 1}
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["sigint", "sigterm", "sigkill"])
 def test_a_killed_driver_resumes_without_rerun_loss_or_duplicate(ray_subprocess_env, tmp_path, sig):
+    """SIGINT / SIGTERM: a partial report, the resume command and exit code 130 / 143; SIGKILL: nothing
+    written at exit. Either way --resume runs every trial exactly once."""
     space = tmp_path / "interrupt.yaml"
     space.write_text(SPACE_YAML)
     run = tmp_path / "run"
@@ -139,6 +141,14 @@ def test_a_killed_driver_resumes_without_rerun_loss_or_duplicate(ray_subprocess_
             pass
     first = [json.loads(line) for line in rows.read_text().splitlines() if line.strip()]
     assert 1 <= len(first) < 8, out[-3000:]
+    if sig != signal.SIGKILL:
+        text = " ".join(out.split())  # rich wraps long lines
+        assert proc.returncode == 128 + sig, out[-3000:]
+        done_first = sum(r["status"] in ("ok", "stopped") for r in first)
+        assert f"interrupted: {done_first} of 8 trials done; resume with: arnq sweep {space} --out {run} --resume" in text
+        assert "Tuner.restore" not in out
+        assert (run / "report" / "report.md").is_file()  # the partial report
+        assert all(r["status"] == "ok" for r in first)  # the trials the signal stopped left no row
     done = subprocess.run(cmd + ["--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = [json.loads(line) for line in rows.read_text().splitlines()]

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -132,3 +133,42 @@ def test_two_node_cluster_places_trials_on_both_nodes_into_one_store(ray_subproc
     rows = [json.loads(x) for x in (run / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
 
+
+
+FAKE_SWEEP = textwrap.dedent("""
+    import json, sys
+    from ray import tune
+    import harness.sweep
+    from harness.cli import main
+    from harness.grid import ended_row
+    from harness.pipeline import TrialSpec
+
+    def fake(config):  # a trial that ends at once with a made-up row
+        import timm  # noqa: F401  (imports wandb, whose import makes two temp folders in each worker)
+        spec = TrialSpec.from_dict(harness.sweep.trial_of(config))
+        row = ended_row(spec, "ok", fp_acc=60.0, ft_acc=55.0, q_acc=50.0 + spec.seed)
+        tune.report({"row": json.dumps(row), "done_row": 1})
+
+    harness.sweep.trainable = fake
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_sweep_with_wandb_leaves_nothing_in_the_temp_directory(ray_home, tmp_path):
+    """`arnq sweep` sends its temporary files (W&B's media and artifact folders) to the run directory and
+    removes them at exit (Ray's own session folder goes where RAY_TMPDIR says)."""
+    space = tmp_path / "wb.yaml"
+    space.write_text("name: wb\nmodels: [vit_mnist]\nbits: [W4A4]\nptq: [minmax]\nseeds: [0, 1]\n"
+                     "wandb: {project: arnq-bench, mode: offline}\n")
+    systmp, run = tmp_path / "systmp", tmp_path / "run"
+    systmp.mkdir()
+    env = {**os.environ, "HOME": str(ray_home), "TMPDIR": str(systmp), "RAY_USAGE_STATS_ENABLED": "0",
+           "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    env["RAY_TMPDIR"] = tempfile.gettempdir()  # Ray's session folder: a short path (its sockets' limit is 107 bytes)
+    done = subprocess.run([sys.executable, "-c", FAKE_SWEEP, "sweep", str(space), "--out", str(run)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 trials: 2 ok, 0 stopped early by ASHA, 0 failed in" in " ".join(done.stdout.split())
+    assert list((run / "wandb" / "wandb").glob("offline-run-*"))
+    assert list(systmp.iterdir()) == []
+    assert not (run / "tmp").exists()

@@ -12,13 +12,13 @@ def test_best_arm_mark_needs_the_highest_mean_improvement_above_zero_and_marks_t
     board = report.leaderboard
     best = board[board["best"] & (board["metric"] == "improvement")]
     assert sorted(zip(best["model"], best["bits"], best["ptq"], best["variant"], best["mean"], strict=True)) == sorted([
-        ("vit_mnist", "W8A8", "minmax", "arnq[schedule=linear]", 0.1),
-        ("vit_mnist", "W4A4", "minmax", "arnq[schedule=linear]", 5.5),
-        ("vit_mnist", "W4A4", "percentile", "arnq[schedule=linear]", 2.0),  # a tie: both marked
+        ("vit_mnist", "W8A8", "minmax", "arnq", 0.1),
+        ("vit_mnist", "W4A4", "minmax", "arnq", 5.5),
+        ("vit_mnist", "W4A4", "percentile", "arnq", 2.0),  # a tie: both marked
         ("vit_mnist", "W4A4", "percentile", "quanttune", 2.0),
         ("minilm_rt", "W8A8", "minmax", "quanttune", 0.2),
         ("minilm_rt", "W8A8", "percentile", "quanttune", 0.15),
-        ("minilm_rt", "W4A4", "minmax", "arnq[schedule=linear]", 9.0),
+        ("minilm_rt", "W4A4", "minmax", "arnq", 9.0),
     ])  # vit W8A8 percentile (best -0.10) and minilm W4A4 percentile (best 0.00) have no mark
     # the failed plain seed leaves one paired seed: improvement over n=1, q_acc over n=2
     cell = board[(board["model"] == "vit_mnist") & (board["bits"] == "W4A4") & (board["ptq"] == "percentile")
@@ -55,9 +55,9 @@ def test_rows_without_provenance_or_config_still_report():
     assert report.provenance["git_commit"] == report.provenance["versions"] == "unknown"
     assert report.provenance["trial_hosts"] == "not recorded"
     assert report.schedules == (("linear", {"alpha_max": 1.0, "warmup_frac": 0.2, "n_steps": 4},
-                                 ("arnq[schedule=linear]",)),)
+                                 ("arnq",)),)
     overall = report.thesis[(report.thesis["bits"] == ALL) & (report.thesis["ptq"] == ALL)]
-    assert overall.set_index("variant")["mean"].to_dict() == {"arnq[schedule=linear]": 1.9688, "quanttune": 0.8438}
+    assert overall.set_index("variant")["mean"].to_dict() == {"arnq": 1.9688, "quanttune": 0.8438}
 
 
 def test_a_run_of_the_plain_arm_alone_shows_q_acc_and_drop_and_no_arm_comparison():
@@ -87,13 +87,15 @@ def test_noise_schedules_read_the_typed_config_of_new_rows():
     from arnq.arms import arm_config
     from arnq.ptq import ptq_config
     from harness.pipeline import TrialSpec
+    from harness.report.axes import Axes, canonical
     from harness.report.tables import _noise_schedules
 
     spec = TrialSpec(model="vit_mnist", ptq=ptq_config("minmax", "W4A4"), arm=arm_config("arnq", warmup_frac=0.3))
     row = {"status": "ok", "arm": "arnq", "arm_params": json.dumps(spec.arm.changed_params()),
            "config": json.dumps(spec.to_dict())}
-    assert _noise_schedules([row]) == (("linear", {"alpha_max": 1.0, "warmup_frac": 0.3, "n_steps": 4},
-                                        ("arnq[warmup_frac=0.3]",)),)
+    axes = Axes(models=(), bits=(), ptqs=(), variants=(("arnq", canonical(row["arm_params"])),), seeds=())
+    assert _noise_schedules([row], axes) == (("linear", {"alpha_max": 1.0, "warmup_frac": 0.3, "n_steps": 4},
+                                              ("arnq",)),)
 
 
 def _row(ptq, arm, seed, q_acc, params="{}"):
