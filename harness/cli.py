@@ -149,6 +149,10 @@ def _finish_run(rows: list[dict], run_dir: Path, name: str, start: float, wandb:
     offline = list(wandb_dir.glob("offline-run-*"))
     if offline:  # the per-trial runs are silent; say once where they are and how to upload them
         console.print(f"W&B: {len(offline)} offline runs in {wandb_dir} (upload: wandb sync {wandb_dir}/offline-run-*)")
+    from harness.report.tables import answer_lines
+
+    for line in answer_lines(report):
+        console.print(line, soft_wrap=True)
     console.print(summary_line(rows, time.perf_counter() - start, total), soft_wrap=True)
     return 0 if not failed else 1
 

@@ -12,12 +12,14 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.provenance import STATUS_ORDER
-from harness.report.tables import BEST_RULE, Report
+from harness.report.tables import BEST_RULE, Report, answer_lines
 
 LEADERBOARD = (
     "Quantized accuracy q_acc (%) and its improvement Δ (percentage points) over the plain-fine-tune baseline "
     "of the same model, bits, PTQ method and seed, as mean ± sample std over seeds; n counts the seeds with "
-    "status ok, and for Δ only those whose plain baseline is ok too. FP: the full-precision model. " + BEST_RULE)
+    "status ok, and for Δ only those whose plain baseline is ok too. FP (before fine-tuning): the accuracy of "
+    "the full-precision checkpoint every arm starts from; what each fine-tune itself cost (ft − FP) and what "
+    "quantizing it cost (q − ft) are in the Fine-tuned models table. " + BEST_RULE)
 PLAIN_LEADERBOARD = (
     "Quantized accuracy q_acc (%) and its drop (percentage points) from the accuracy of the same model before "
     "quantization (fine-tuned by the plain arm in a sweep; the FP model itself in `arnq quantize`), as mean ± "
@@ -40,8 +42,14 @@ VARIANTS = (
     "The arm variants the tables name by label: each label's arm and the parameters it sets; every other "
     "parameter is the arm's default (docs/arms.md). A label is the space's `label:` for the variant, else the "
     "arm's name with the fewest parameters that tell it apart from the run's other variants of that arm.")
+ANSWER = (
+    "Per model and bit-width: the best fine-tuning arm x PTQ method combination against the best PTQ method "
+    "after plain fine-tuning (quantized accuracy, %, mean ± sample std over seeds), the paired difference by "
+    "seed and its verdict at p < 0.05 (details: Best combination).")
 FINETUNE = (
-    "Before quantization: each arm variant's fine-tuned accuracy ft_acc (%) and, where the trials recorded "
+    "Before quantization: each arm variant's fine-tuned accuracy ft_acc (%, in full precision), its change from "
+    "the FP checkpoint before fine-tuning (ft − FP: what the fine-tune cost or gained), the change that quantizing "
+    "it brought (q − ft, q the quantized accuracy), and, where the trials recorded "
     "diagnostics, max/σ after fine-tuning (the mean over linear layers of their input's max|x| / std: lower "
     "leaves a min-max quantizer more levels for typical values), as mean ± sample std over seeds; n counts "
     "the seeds with status ok.")
@@ -75,6 +83,9 @@ def render_markdown(report: Report, plots: Mapping[str, Path], report_dir: Path)
 
     lines = [f"# {report.name}: leaderboard report", ""]
     lines += [f"- {key}: {value}" for key, value in report.provenance.items()]
+    answer = answer_lines(report)
+    if answer:
+        lines += ["", "## Answer", "", ANSWER, ""] + [f"- {line}" for line in answer]
     for title, caption, table in sections(report):
         lines += ["", f"## {title}", "", caption, ""]
         if table.empty:
@@ -113,6 +124,10 @@ def render_html(report: Report, plots: Mapping[str, Path]) -> str:
     parts = [f"<h1>{esc(report.name)}: leaderboard report</h1>", '<ul class="provenance">']
     parts += [f"<li><b>{esc(key)}</b>: {esc(value)}</li>" for key, value in report.provenance.items()]
     parts.append("</ul>")
+    answer = answer_lines(report)
+    if answer:
+        parts += ["<h2>Answer</h2>", f"<p>{esc(ANSWER)}</p>", "<ul>", *(f"<li>{esc(line)}</li>" for line in answer),
+                  "</ul>"]
     for title, caption, table in sections(report):
         parts += [f"<h2>{esc(title)}</h2>", f"<p>{esc(caption)}</p>", "<p>None.</p>" if table.empty else _html_table(table)]
     if plots:

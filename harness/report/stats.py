@@ -34,6 +34,8 @@ def add_baselines(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     df["baseline_q_acc"] = [plain.get(k, math.nan) for k in keys]
     df["improvement"] = (df["q_acc"] - df["baseline_q_acc"]).round(2)
     df["drop"] = (df["ft_acc"] - df["q_acc"]).round(2)
+    df["ft_change"] = (df["ft_acc"] - df["fp_acc"]).round(2)  # what the fine-tune itself cost or gained, in FP
+    df["q_change"] = (df["q_acc"] - df["ft_acc"]).round(2)  # what quantizing the fine-tuned model cost
     if "diagnostics" in df:
         diag = [json.loads(d) if isinstance(d, str) else {} for d in df["diagnostics"]]
         for when in ("before", "after"):

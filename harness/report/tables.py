@@ -39,7 +39,7 @@ from harness.report.stats import add_baselines, mean, mean_std, normalize, stats
 log = logging.getLogger(__name__)
 
 METRICS = ("fp_acc", "ft_acc", "q_acc", "improvement")  # the long leaderboard's metrics
-DISPLAY_METRICS = ("drop", "max_over_sigma_after")  # also collected per cell, for the display tables only
+DISPLAY_METRICS = ("drop", "ft_change", "q_change", "max_over_sigma_after")  # also collected per cell, for the display tables only
 ALL = "all"  # the bits or ptq of a thesis-view average over every value
 BEST_MARK = "★"
 BEST_RULE = (f"{BEST_MARK} marks, in each row, the arm variant with the highest mean improvement, "
@@ -159,7 +159,7 @@ def _leaderboard_view(values: Values, best: set[Cell], axes: Axes) -> pd.DataFra
         return _plain_view(values)
     records = []
     for model, bits, ptq in dict.fromkeys(key[:3] for key in values):
-        record = {"model": model, "bits": bits, "ptq": ptq, "FP": _fp(values, model, bits, ptq)}
+        record = {"model": model, "bits": bits, "ptq": ptq, "FP (before fine-tuning)": _fp(values, model, bits, ptq)}
         for variant in axes.variants:
             metrics = values.get((model, bits, ptq, variant), {})
             label = axes.label(variant)
@@ -243,9 +243,12 @@ def _best_combination(trials: pd.DataFrame, axes: Axes) -> tuple[pd.DataFrame, p
         else:
             verdict = "within seed noise"
         top_label = f"{axes.label(top[1])} + {top[0]}"
+        base_std, top_std = stats(list(combos[base].values()))[1], stats(list(combos[top].values()))[1]
         records.append({"model": model, "bits": bits, "best_plain_ptq": base[0],
-                        "best_plain_q_acc": round(score(base), 4), "best_arm_combination": top_label,
-                        "best_arm_q_acc": round(score(top), 4), "paired_diff": round(d_mean, 4),
+                        "best_plain_q_acc": round(score(base), 4), "best_plain_std": round(base_std, 4),
+                        "best_plain_n": len(combos[base]), "best_arm_combination": top_label,
+                        "best_arm_q_acc": round(score(top), 4), "best_arm_std": round(top_std, 4),
+                        "best_arm_n": len(combos[top]), "paired_diff": round(d_mean, 4),
                         "paired_std": round(d_std, 4), "n": n, "p_value": round(p_value, 4), "verdict": verdict})
         view.append({"model": model, "bits": bits,
                      "best PTQ after plain fine-tuning": f"{base[0]}: {mean_std(list(combos[base].values()))}",
@@ -253,6 +256,20 @@ def _best_combination(trials: pd.DataFrame, axes: Axes) -> tuple[pd.DataFrame, p
                      "paired Δ": mean_std(diffs), "p": "—" if math.isnan(p_value) else f"{p_value:.3f}",
                      "verdict": verdict})
     return pd.DataFrame(records), pd.DataFrame(view)
+
+
+def answer_lines(report: Report) -> list[str]:
+    """The run's answer in words, one line per (model, bits) of the best-combination table: the best arm x PTQ
+    combination against the best PTQ after plain fine-tuning, their paired difference and the test's verdict."""
+    lines = []
+    for r in report.best.to_dict("records"):
+        test = "" if math.isnan(r["p_value"]) else f" (two-sided paired t-test p = {r['p_value']:.3f})"
+        lines.append(
+            f"{r['model']} {r['bits']}: {r['best_arm_combination']} {r['best_arm_q_acc']:.2f} ± {r['best_arm_std']:.2f} "
+            f"against {r['best_plain_ptq']} after plain fine-tuning {r['best_plain_q_acc']:.2f} ± "
+            f"{r['best_plain_std']:.2f}; paired Δ {_signed(r['paired_diff']) if r['n'] else '—'} ± "
+            f"{r['paired_std']:.2f} over {r['n']} seed{'s' if r['n'] != 1 else ''}{test}: {r['verdict']}")
+    return lines
 
 
 def _paired_p(diffs: Sequence[float]) -> float:
@@ -295,11 +312,13 @@ def _finetune_view(values: Values, axes: Axes) -> pd.DataFrame:
     diagnostics = any(m.get("max_over_sigma_after") for m in values.values())
     records = []
     for model, bits, ptq in dict.fromkeys(key[:3] for key in values):
-        record = {"model": model, "bits": bits, "ptq": ptq}
+        record = {"model": model, "bits": bits, "ptq": ptq, "FP (before fine-tuning)": _fp(values, model, bits, ptq)}
         for variant in axes.variants:
             metrics = values.get((model, bits, ptq, variant), {})
             label = axes.label(variant)
             record[f"{label} ft_acc"] = mean_std(metrics.get("ft_acc", []))
+            record[f"{label} ft − FP"] = mean_std(metrics.get("ft_change", []))
+            record[f"{label} q − ft"] = mean_std(metrics.get("q_change", []))
             if diagnostics:
                 record[f"{label} max/σ"] = mean_std(metrics.get("max_over_sigma_after", []))
         records.append(record)

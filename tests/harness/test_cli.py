@@ -150,6 +150,8 @@ def test_a_run_ends_with_its_report_and_nothing_beside_it(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "golden: leaderboard" in out
     assert "failed: vit_mnist W4A4 percentile plain seed 1: FloatingPointError: loss is nan at step 3" in out
+    assert ("minilm_rt W4A4: arnq + minmax 71.00 ± 1.41 against percentile after plain fine-tuning 66.00 ± 1.41; "
+            "paired Δ +5.00 ± 0.00 over 2 seeds (two-sided paired t-test p = 0.000): better (p < 0.05)") in out
     assert re.search(r"47 trials: 45 ok, 1 stopped early by ASHA, 1 failed in \d+ s$", out)
 
 
