@@ -20,8 +20,12 @@ def spaces_dir() -> Path:
     return Path(str(resources.files("search_spaces")))
 
 
-def _space_path(arg: str) -> Path:
+def _space_path(arg: str | None) -> Path:
     """A space argument: an existing file, else a shipped space named `search_spaces/NAME.yaml`, `NAME.yaml` or `NAME`."""
+    if arg is None:
+        names = ", ".join(sorted(p.stem for p in spaces_dir().glob("*.yaml")))
+        raise ValueError(f"give a search space: a YAML file or a shipped space's name, e.g. quickstart "
+                         f"(README's main job). Shipped spaces: {names} (details: arnq ls spaces)")
     path = Path(arg)
     if path.is_file():
         return path
@@ -265,12 +269,61 @@ def smoke_space(space):
                                calib_size=64)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arnq", description="Quantization-friendly fine-tuning benchmark harness")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """argparse with a 'Did you mean ...?' for a mistyped command or choice (Python 3.11 has none)."""
 
-    q = sub.add_parser("quantize", help="calibrate, quantize and evaluate models (FP vs quantized accuracy)")
+    def error(self, message: str):  # type: ignore[override]
+        import re
+
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if found:
+            choices = re.findall(r"'([^']*)'", found.group(2))
+            close = difflib.get_close_matches(found.group(1), choices, n=1)
+            if close:
+                message += f". Did you mean '{close[0]}'?"
+        super().error(message)
+
+
+EXAMPLES = {
+    "arnq": """examples:
+  arnq sweep quickstart                      # the main job: both embedded models, every arm, on this machine
+  arnq validate quickstart                   # trial count and cost estimate, nothing runs
+  arnq quantize --model vit_mnist --ptq minmax repq_vit --bits W8A8 W4A4
+  arnq report results/runs/quickstart        # rebuild a run's report
+  arnq ls ptq                                # what can be named (models, datasets, ptq, arms, schedules, spaces)
+
+`arnq COMMAND --help` for each command.""",
+    "quantize": """examples:
+  arnq quantize --model vit_mnist --ptq minmax percentile --bits W8A8 W4A4
+  arnq quantize --model deit_small --weights deit_small.pth --data-root /data/imagenet --ptq repq_vit --bits W4A4""",
+    "sweep": """examples:
+  arnq sweep quickstart                                  # a shipped space, by name
+  arnq sweep my_space.yaml --out runs/mine               # your own space
+  arnq sweep my_space.yaml --out runs/mine --resume      # after Ctrl-C: runs only what is missing
+  arnq sweep thesis_grid --address HEAD_IP:6379          # on a Ray cluster""",
+    "validate": """examples:
+  arnq validate quickstart
+  arnq validate thesis_grid --address HEAD_IP:6379       # check resources against a cluster""",
+    "report": """examples:
+  arnq report results/runs/quickstart
+  arnq report results/runs/quickstart --format md --out /tmp/report""",
+    "ls": """examples:
+  arnq ls spaces
+  arnq ls schedules --plot schedules.png""",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="arnq", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Quantization-friendly fine-tuning benchmark harness: fine-tuning arms (ARNQ noise, QuantTune) "
+                    "x PTQ methods x bit-widths, on Ray Tune.",
+        epilog=EXAMPLES["arnq"])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    q = sub.add_parser("quantize", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["quantize"],
+                           help="calibrate, quantize and evaluate models (FP vs quantized accuracy)")
     q.add_argument("--model", nargs="+", default=None,
                    help="model name(s); see `arnq ls models` (default: every embedded model)")
     q.add_argument("--ptq", nargs="+", default=None, help="PTQ method(s); see `arnq ls ptq` (default: the calibrators)")
@@ -287,27 +340,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run directory: rows.jsonl, job.json and the report (an earlier run there is moved aside)")
     q.set_defaults(func=cmd_quantize)
 
-    sw = sub.add_parser("sweep", help="run a search space on Ray Tune (local, or a cluster with --address)")
-    sw.add_argument("space", help="search-space YAML file, or a shipped space's name (see `arnq ls spaces`)")
+    sw = sub.add_parser("sweep", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["sweep"],
+                           help="run a search space on Ray Tune (local, or a cluster with --address)")
+    sw.add_argument("space", nargs="?", help="search-space YAML file, or a shipped space's name (see `arnq ls spaces`)")
     sw.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
     sw.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same run directory")
     sw.add_argument("--smoke", action="store_true", help="a minutes-long slice of the space")
     sw.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
     sw.set_defaults(func=cmd_sweep)
 
-    v = sub.add_parser("validate", help="check a search space and print its trial count and cost estimate")
-    v.add_argument("space", help="search-space YAML file, or a shipped space's name (see `arnq ls spaces`)")
+    v = sub.add_parser("validate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["validate"],
+                           help="check a search space and print its trial count and cost estimate")
+    v.add_argument("space", nargs="?", help="search-space YAML file, or a shipped space's name (see `arnq ls spaces`)")
     v.add_argument("--address", default=None, help="check resources against this Ray cluster (default: $RAY_ADDRESS)")
     v.set_defaults(func=cmd_validate)
 
-    r = sub.add_parser("report", help="leaderboards (Markdown, CSV, HTML), plots and W&B from a run's results store")
+    r = sub.add_parser("report", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["report"],
+                           help="leaderboards (Markdown, CSV, HTML), plots and W&B from a run's results store")
     r.add_argument("run_dir", help="run directory holding rows.jsonl (e.g. results/runs/quickstart)")
     r.add_argument("--format", default="md,csv,html", help="comma-separated: md, csv, html")
     r.add_argument("--out", default=None, help="write the report here instead of RUN_DIR/report")
     r.add_argument("--wandb", action="store_true", help="also log a W&B reporter run (offline unless WANDB_MODE=online)")
     r.set_defaults(func=cmd_report)
 
-    ls = sub.add_parser("ls", help="list registered models, datasets or PTQ methods")
+    ls = sub.add_parser("ls", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["ls"],
+                           help="list registered models, datasets or PTQ methods")
     ls.add_argument("what", choices=LISTINGS)
     ls.add_argument("--plot", default=None, help="with `schedules`: also write a PNG of every schedule here")
     ls.set_defaults(func=cmd_ls)

@@ -183,3 +183,27 @@ def test_quantize_command_writes_a_results_store_and_its_report(tmp_path, capsys
     assert (run / "report" / "report.md").read_text(encoding="utf-8").startswith("# quantize: leaderboard report")
     out = " ".join(capsys.readouterr().out.split())
     assert "quantize: leaderboard" in out and "1 trials" in out
+
+
+@pytest.mark.parametrize("command", ["sweep", "validate"])
+def test_a_space_command_without_a_space_names_the_shipped_ones(capsys, command):
+    assert main([command]) == 2
+    err = capsys.readouterr().err
+    assert "give a search space" in err and "quickstart" in err and "arms_first_vit" in err
+
+
+@pytest.mark.parametrize("argv", [[], ["quantize"], ["sweep"], ["validate"], ["report"], ["ls"]])
+def test_every_help_fits_a_screen_and_shows_an_example(capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "arnq " in out.split("examples:")[1]
+    assert len(out.splitlines()) <= 50
+
+
+@pytest.mark.parametrize("argv, hint", [(["swep"], "Did you mean 'sweep'?"), (["ls", "spacs"], "Did you mean 'spaces'?")])
+def test_a_mistyped_command_or_choice_suggests_the_closest(capsys, argv, hint):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and hint in capsys.readouterr().err
