@@ -224,7 +224,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             check_resources(space, _local_nodes())
         except SpaceError as err:
             console.print(f"warning: this machine cannot run it: {err} (check a cluster with --address)")
-    for line in make_plan(space, slots=slots).lines():
+    for line in make_plan(space, slots=slots, measure=not address).lines():  # a cluster is not this machine
         console.print(line)
     return 0
 
@@ -242,7 +242,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         space = smoke_space(space)
     run_dir = Path(args.out or f"results/runs/{space.name}")
     console = _console()
-    for line in make_plan(space).lines():
+    for line in make_plan(space, measure=not (args.address or os.environ.get("RAY_ADDRESS"))).lines():
         console.print(line)
     start = time.perf_counter()
     wandb = bool(space.wandb) and space.wandb["mode"] != "disabled"

@@ -1,10 +1,31 @@
 """What a search space will cost before it runs: trials, distinct fine-tunes, PTQ
-evaluations, what the cache already holds, and a time estimate from the models' cost
-hints (`ModelSpec.cost`: seconds per 1,000 fine-tuning examples and per PTQ evaluation
-on a reference 2-core CPU)."""
+evaluations, what the cache already holds, and a wall-time estimate.
+
+The estimate (`estimate`) adds up, from a short timing of each model on this machine
+(`harness.costs.measure`: seconds per training example, per FP and per quantized test
+example), what the sweep will compute that the cache does not hold:
+
+- each FP checkpoint to train (neither cached nor shipped): its recipe's epochs over its
+  training set, and a test evaluation;
+- each fine-tune: its steps at the arm's cost per step relative to plain fine-tuning
+  (`ARM_STEP_COST`), a validation pass per epoch, a test evaluation and, for PTQ-aware
+  ARNQ, the in-training runs of the target method (one at install, one per epoch start
+  and one every `ptq_refresh` steps, on `ptq_calib` examples at the method's in-training
+  settings);
+- each PTQ trial: the method's calibration (`CALIB_COST` forwards per calibration
+  example) and a quantized evaluation of the test split.
+
+FP checkpoints are built first, each by one trial while the others wait for it; the rest
+shares `slots` trials at once, each slowed by `CONTENTION` (trials that share the cores
+also share memory bandwidth). Models that cannot be timed here (weights or data not on
+this machine) fall back on their registered cost hints (`ModelSpec.cost`, a reference
+2-core CPU); the estimate says so.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,8 +34,24 @@ from typing import Any
 
 from arnq.cache import entry_path
 from arnq.models import MODELS
-from harness.pipeline import FINETUNE_KIND, get_key
+from harness.pipeline import FINETUNE_KIND, TRIAL_KIND, TrialSpec, get_key, trial_cache_spec
 from harness.space import Space
+
+log = logging.getLogger(__name__)
+
+#: an arm's training step in plain steps (bench/README.md: PTQ-aware ARNQ 1.27-1.44x without its
+#: target runs counted here separately, the uniform-grid noise 1.54x); arms not listed: DEFAULT_ARM_STEP_COST
+ARM_STEP_COST = {"plain": 1.0, "quanttune": 1.1, "arnq": 1.3, "arnq/grid": 1.54, "arnq_quanttune": 1.4,
+                 "arnq_quanttune/grid": 1.64}
+DEFAULT_ARM_STEP_COST = 1.3
+#: a method's calibration in FP forwards per calibration example, from the calibration times of
+#: results/ptq_methods (vit_fmnist and minilm_tweets, each method at its own calibration size);
+#: methods not listed: DEFAULT_CALIB_COST
+CALIB_COST = {"minmax": 1.0, "ema": 1.0, "percentile": 3.0, "omse": 15.0, "smoothquant": 2.0, "repq_vit": 15.0,
+              "noisyquant": 16.0, "fq_vit": 3.0, "ptq4vit": 60.0, "liu2021": 60.0, "mrem": 30.0}
+DEFAULT_CALIB_COST = 10.0
+#: slowdown of each of several trials sharing a machine's cores, against one timed alone
+CONTENTION = 1.25
 
 
 @dataclass
@@ -24,17 +61,22 @@ class Plan:
     finetunes_cached: int
     ptq_evals: int  # one calibration + quantized test evaluation per trial
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
-    cpu_seconds: float | None = None  # None: a model without a cost hint
+    cpu_seconds: float | None = None  # trial time, all trials added up (None: a model without a cost)
     slots: int = 1  # trials at once on the target
     unknown_cost: list[str] = field(default_factory=list)
+    trials_cached: int = 0
+    serial_seconds: float = 0.0  # FP checkpoints to build first, one trial each while the rest waits
+    source: str = "hints"  # "measured on this machine" or the registered hints
 
     @property
     def wall_seconds(self) -> float | None:
-        return None if self.cpu_seconds is None else self.cpu_seconds / max(self.slots, 1)
+        if self.cpu_seconds is None:
+            return None
+        return self.serial_seconds + (self.cpu_seconds - self.serial_seconds) / max(self.slots, 1)
 
     def lines(self) -> list[str]:
         out = [
-            f"trials (PTQ evaluations): {self.trials}",
+            f"trials (PTQ evaluations): {self.trials} ({self.trials_cached} already cached)",
             f"distinct fine-tunes: {self.finetunes} ({self.finetunes_cached} already cached, "
             f"{self.finetunes - self.finetunes_cached} to run)",
         ]
@@ -42,10 +84,10 @@ class Plan:
             out.append(f"  {model}: {info['trials']} trials, {info['finetunes']} fine-tunes "
                        f"({info['cached']} cached)")
         if self.cpu_seconds is None:
-            out.append(f"cost estimate: unknown (no cost hint for {', '.join(self.unknown_cost)})")
+            out.append(f"cost estimate: unknown (no cost for {', '.join(self.unknown_cost)})")
         else:
-            out.append(f"cost estimate: ~{human(self.cpu_seconds)} of trial time, ~{human(self.wall_seconds)} wall with "
-                       f"{self.slots} trial(s) at once (reference 2-core CPU; ASHA stops make it less)")
+            out.append(f"cost estimate: ~{human(self.wall_seconds)} wall, {self.slots} trial(s) at once "
+                       f"(~{human(self.cpu_seconds)} of trial time; {self.source})")
         return out
 
 
@@ -57,33 +99,144 @@ def human(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def make_plan(space: Space, cache_root: Path | None = None, slots: int | None = None) -> Plan:
+def make_plan(space: Space, cache_root: Path | None = None, slots: int | None = None,
+              measure: bool = True) -> Plan:
+    """Counts and cost estimate of `space` against the cache at `cache_root`; `measure=False`
+    estimates from the registered cost hints instead of timing the models here."""
     specs = space.trials()
-    seen: dict[str, Any] = {}
+    seen: dict[str, TrialSpec] = {}
     for spec in specs:
         if spec.finetune.epochs:  # epochs 0: the FP checkpoint, nothing to fine-tune
             seen.setdefault(get_key(spec), spec)
     cached = {k for k, spec in seen.items() if entry_path(FINETUNE_KIND, spec.finetune_spec(), cache_root).exists()}
+    device = "cuda" if space.resources["gpu"] else "cpu"
+    trials_cached = {i for i, spec in enumerate(specs)
+                     if entry_path(TRIAL_KIND, trial_cache_spec(spec, device), cache_root).exists()}
     trials_per_model = Counter(s.model for s in specs)
     ft_per_model = Counter(s.model for s in seen.values())
     cached_per_model = Counter(seen[k].model for k in cached)
     per_model = {m: {"trials": trials_per_model[m], "finetunes": ft_per_model[m], "cached": cached_per_model[m]}
                  for m in space.models}
-    unknown = [m for m in space.models if not MODELS.get(m).cost]
-    seconds = None
-    if not unknown:
-        seconds = 0.0
-        examples_k = space.finetune.train_subset * space.finetune.epochs / 1000 if space.finetune.train_subset else None
-        for m in space.models:
-            cost = MODELS.get(m).cost
-            todo = ft_per_model[m] - cached_per_model[m]
-            if examples_k is None:
-                unknown.append(f"{m} (finetune.train_subset is unset: the full train split)")
-                continue
-            seconds += todo * examples_k * cost["train_s_per_1k"] + trials_per_model[m] * cost["ptq_s"]
-        seconds = None if unknown else seconds
     if slots is None:
         slots = max(1, int((os.cpu_count() or 1) // max(space.resources["cpu"], 1e-9))) if not space.resources["gpu"] \
             else 1
-    return Plan(trials=len(specs), finetunes=len(seen), finetunes_cached=len(cached), ptq_evals=len(specs),
-                per_model=per_model, cpu_seconds=seconds, slots=slots, unknown_cost=unknown)
+    plan = Plan(trials=len(specs), finetunes=len(seen), finetunes_cached=len(cached), ptq_evals=len(specs),
+                per_model=per_model, slots=slots, trials_cached=len(trials_cached))
+    todo_ft = [spec for k, spec in seen.items() if k not in cached]
+    todo_trials = [spec for i, spec in enumerate(specs) if i not in trials_cached]
+    timings = _timings(space, cache_root) if measure and not space.resources["gpu"] else {}
+    estimate(plan, space, todo_ft, todo_trials, timings, cache_root)
+    return plan
+
+
+def _timings(space: Space, cache_root: Path | None) -> dict[str, Any]:
+    """Each model's timing on this machine (cached); a model that cannot be timed here is left out."""
+    from harness.costs import measure
+
+    threads = max(1, int(space.resources["cpu"]))
+    out = {}
+    for model in space.models:
+        try:
+            out[model] = measure(model, threads=threads, batch_size=space.finetune.batch_size, cache_root=cache_root)
+        except (OSError, ValueError, RuntimeError, ImportError) as err:  # weights or data not on this machine
+            log.info("cannot time %s here (%s); its estimate uses the registered cost hint", model, err)
+    return out
+
+
+def estimate(plan: Plan, space: Space, finetunes: list[TrialSpec], trials: list[TrialSpec],
+             timings: dict[str, Any], cache_root: Path | None) -> None:
+    """Fill in plan.cpu_seconds and plan.serial_seconds (see the module docstring)."""
+    total = serial = 0.0
+    unknown: list[str] = []
+    for model in space.models:
+        timing = timings.get(model)
+        model_ft = [s for s in finetunes if s.model == model]
+        model_trials = [s for s in trials if s.model == model]
+        if timing is None:
+            hinted = _hinted(space, model, model_ft, model_trials)
+            if hinted is None:
+                unknown.append(model)
+                continue
+            total += hinted
+            continue
+        build = _fp_build_s(model, timing, space.fp_seed, cache_root) if (model_ft or model_trials) else 0.0
+        serial += build * CONTENTION
+        total += build * CONTENTION
+        total += CONTENTION * sum(_finetune_s(s, timing) for s in model_ft)
+        total += CONTENTION * sum(_trial_s(s, timing) for s in model_trials)
+    plan.unknown_cost = unknown
+    plan.cpu_seconds = None if unknown else total
+    plan.serial_seconds = serial
+    plan.source = "measured on this machine" if timings and len(timings) == len(space.models) else \
+        "measured on this machine, cost hints for " + ", ".join(m for m in space.models if m not in timings) \
+        if timings else "cost hints of a reference 2-core CPU"
+
+
+def _hinted(space: Space, model: str, finetunes: list[TrialSpec], trials: list[TrialSpec]) -> float | None:
+    cost = MODELS.get(model).cost
+    if not cost:
+        return None
+    examples_k = (space.finetune.train_subset or 0) * space.finetune.epochs / 1000
+    return len(finetunes) * examples_k * cost["train_s_per_1k"] + len(trials) * cost["ptq_s"]
+
+
+def _arm_step_cost(spec: TrialSpec) -> float:
+    arm = spec.arm
+    key = arm.arm + ("/grid" if getattr(arm, "delta_observer", None) is not None else "")
+    return ARM_STEP_COST.get(key, ARM_STEP_COST.get(arm.arm, DEFAULT_ARM_STEP_COST))
+
+
+def _calibration_s(method: str, examples: int, timing: Any) -> float:
+    return CALIB_COST.get(method, DEFAULT_CALIB_COST) * examples * timing.eval_s
+
+
+def _finetune_s(spec: TrialSpec, timing: Any) -> float:
+    """One fine-tune: its steps, a validation pass per epoch, the test evaluation, the target runs."""
+    ft = spec.finetune
+    n_train = ft.train_subset if ft.train_subset is not None else max(timing.train_size - ft.val_size, 0)
+    seconds = ft.epochs * n_train * timing.train_s * _arm_step_cost(spec)
+    seconds += ft.epochs * ft.val_size * timing.eval_s + timing.test_size * timing.eval_s
+    if ft.epoch_q_eval:
+        seconds += ft.epochs * (_calibration_s(spec.ptq.method, spec.ptq.resolved_calib_size, timing)
+                                + ft.val_size * timing.qeval_s)
+    runs = _target_runs(spec, n_train)
+    if runs:
+        from arnq.arms.noise import ptq_calib_size
+        from arnq.arms.shadow import shadow_config
+
+        shadow = shadow_config(spec.ptq, ptq_calib_size(spec.arm, spec.ptq))
+        seconds += runs * _calibration_s(shadow.method, ptq_calib_size(spec.arm, spec.ptq), timing)
+    return seconds
+
+
+def _target_runs(spec: TrialSpec, n_train: int) -> int:
+    """PTQ-aware ARNQ's in-training runs of the target method: at install, each epoch start, every ptq_refresh steps."""
+    arm = spec.arm
+    if getattr(arm, "ptq_aware", False) is not True:
+        return 0
+    ft = spec.finetune
+    steps = ft.epochs * math.ceil(n_train / ft.batch_size)
+    return 1 + ft.epochs + steps // max(arm.ptq_refresh, 1)
+
+
+def _trial_s(spec: TrialSpec, timing: Any) -> float:
+    """One PTQ trial: the method's calibration and the quantized test evaluation."""
+    return _calibration_s(spec.ptq.method, spec.ptq.resolved_calib_size, timing) + timing.test_size * timing.qeval_s
+
+
+def _fp_build_s(model: str, timing: Any, seed: int, cache_root: Path | None) -> float:
+    """Training the FP checkpoint, if neither shipped nor cached: its recipe's epochs, then a test evaluation."""
+    from types import SimpleNamespace
+
+    from arnq.models.fp import CACHE_KIND, fp_cache_spec
+    from arnq.models.shipped import shipped_checkpoint
+
+    spec = MODELS.get(model)
+    if spec.recipe is None or (spec.source == "scratch" and shipped_checkpoint(spec, seed) is not None):
+        return 0.0
+    data = SimpleNamespace(name=timing.data_name, task=timing.data_task, train=range(timing.train_size),
+                           test=range(timing.test_size))
+    if entry_path(CACHE_KIND, fp_cache_spec(spec, seed=seed, data=data), cache_root).exists():
+        return 0.0
+    n = min(spec.fp_train_subset or timing.train_size, timing.train_size)
+    return spec.recipe.epochs * n * timing.train_s + timing.test_size * timing.eval_s

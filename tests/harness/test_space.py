@@ -50,15 +50,20 @@ def test_plan_counts_trials_finetunes_and_cache(tmp_path):
     space = parse_space({**BASE, "bits": ["W4A4", "W8A8"], "ptq": ["minmax", "omse"], "seeds": [0, 1],
                          "arms": ["plain", {"name": "arnq", "schedule": ["linear", "cosine"]}, "quanttune"],
                          "finetune": {"train_subset": 1000, "epochs": 2}})
-    plan = make_plan(space, cache_root=tmp_path, slots=2)
-    assert (plan.trials, plan.finetunes, plan.finetunes_cached) == (32, 20, 0)
+    plan = make_plan(space, cache_root=tmp_path, slots=2, measure=False)
+    assert (plan.trials, plan.finetunes, plan.finetunes_cached, plan.trials_cached) == (32, 20, 0, 0)
     cost = __import__("arnq.models", fromlist=["MODELS"]).MODELS.get("vit_mnist").cost
     assert plan.cpu_seconds == pytest.approx(20 * 2.0 * cost["train_s_per_1k"] + 32 * cost["ptq_s"])
     assert plan.wall_seconds == pytest.approx(plan.cpu_seconds / 2)
+    assert "cost hints" in plan.source
     from arnq.cache import entry_path
+    from harness.pipeline import TRIAL_KIND, trial_cache_spec
 
     entry_path(FINETUNE_KIND, space.trials()[0].finetune_spec(), tmp_path).mkdir(parents=True)  # one cached
-    assert make_plan(space, cache_root=tmp_path).finetunes_cached == 1
+    entry_path(TRIAL_KIND, trial_cache_spec(space.trials()[0], "cpu"), tmp_path).mkdir(parents=True)
+    again = make_plan(space, cache_root=tmp_path, measure=False)
+    assert (again.finetunes_cached, again.trials_cached) == (1, 1)
+    assert again.cpu_seconds == pytest.approx(19 * 2.0 * cost["train_s_per_1k"] + 31 * cost["ptq_s"])
     assert any("cost estimate: ~" in line for line in plan.lines())
 
 

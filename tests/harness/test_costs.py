@@ -1,0 +1,66 @@
+"""The cost estimate of `arnq validate`: a cached timing per model, and what the plan adds up from it."""
+
+import dataclasses
+
+import pytest
+
+from harness.costs import Timing, measure
+from harness.space import parse_space
+
+BASE = {"name": "t", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"], "calib_size": 256}
+
+
+def _timing(**changes):
+    base = Timing(model="vit_mnist", threads=1, batch_size=64, train_s=0.002, eval_s=0.0001, qeval_s=0.0002,
+                  train_size=4000, test_size=1000, data_name="mnist5k", data_task="mnist", measured_s=1.0, machine="m")
+    return dataclasses.replace(base, **changes)
+
+
+def test_a_timing_is_measured_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    import harness.costs
+
+    calls = []
+    monkeypatch.setattr(harness.costs, "_measure", lambda *a: calls.append(a) or _timing())
+    first = measure("vit_mnist", threads=1, batch_size=64, cache_root=tmp_path)
+    assert measure("vit_mnist", threads=1, batch_size=64, cache_root=tmp_path) == first
+    assert len(calls) == 1
+    measure("vit_mnist", threads=2, batch_size=64, cache_root=tmp_path)  # another thread count: measured anew
+    assert len(calls) == 2
+
+
+def test_the_real_measurement_times_training_and_both_evaluations(tmp_path):
+    timing = measure("vit_mnist", threads=1, batch_size=64, cache_root=tmp_path)
+    assert 0 < timing.eval_s < timing.train_s and timing.qeval_s > 0
+    assert (timing.train_size, timing.test_size) == (4000, 1000)
+
+
+def test_the_estimate_adds_fine_tunes_target_runs_and_trials(tmp_path, monkeypatch):
+    import harness.plan
+
+    timing = _timing()
+    monkeypatch.setattr(harness.plan, "_timings", lambda space, root: {"vit_mnist": timing})
+    monkeypatch.setattr(harness.plan, "_fp_build_s", lambda *a: 0.0)  # vit_mnist is built in seconds; not this test
+    ft = {"epochs": 2, "train_subset": 1000, "val_size": 200, "batch_size": 50, "epoch_q_eval": False}
+    plain = harness.plan.make_plan(parse_space({**BASE, "finetune": ft}), cache_root=tmp_path, slots=1)
+    aware = harness.plan.make_plan(parse_space({**BASE, "finetune": ft, "arms": ["plain", "arnq"]}), cache_root=tmp_path,
+                                   slots=1)
+    c = harness.plan.CONTENTION
+    ft_plain = 2 * 1000 * 0.002 + 2 * 200 * 0.0001 + 1000 * 0.0001
+    trial = harness.plan.CALIB_COST["minmax"] * 256 * 0.0001 + 1000 * 0.0002
+    assert plain.cpu_seconds == pytest.approx(c * (ft_plain + trial))
+    runs = 1 + 2 + 40 // 25  # install, two epoch starts, every 25 of the 40 steps
+    ft_arnq = ft_plain + 2 * 1000 * 0.002 * (harness.plan.ARM_STEP_COST["arnq"] - 1) + runs * 64 * 0.0001
+    assert aware.cpu_seconds == pytest.approx(c * (ft_plain + ft_arnq + 2 * trial))
+    assert "measured on this machine" in aware.source
+
+
+def test_an_fp_checkpoint_counts_only_when_it_must_be_trained(tmp_path):
+    from arnq.models import MODELS
+    from harness.plan import _fp_build_s
+
+    assert _fp_build_s("vit_fmnist", _timing(), 0, tmp_path) == 0.0  # shipped
+    text = _timing(model="minilm_rt", train_size=10092, test_size=2716, data_name="rotten_tomatoes",
+                   data_task="rotten_tomatoes")
+    spec = MODELS.get("minilm_rt")
+    expected = spec.recipe.epochs * spec.fp_train_subset * text.train_s + 2716 * text.eval_s
+    assert _fp_build_s("minilm_rt", text, 0, tmp_path) == pytest.approx(expected)
