@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 STEPS = 3  # timed batches of each kind, after one warm-up batch
-EVAL_BATCH = 128  # the evaluation batch of arnq.finetune
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,7 @@ def _timed(name: str, threads: int, batch_size: int, start: float) -> Timing:
     import copy
 
     from arnq.data import DataConfig, load_data
+    from arnq.finetune import EVAL_BATCH
     from arnq.models import MODELS
     from arnq.models.build import build_model, load_tokenizer
     from arnq.models.collate import make_collate

@@ -167,9 +167,11 @@ def estimate(plan: Plan, space: Space, finetunes: list[TrialSpec], trials: list[
     plan.unknown_cost = unknown
     plan.cpu_seconds = None if unknown else total
     plan.serial_seconds = serial
-    plan.source = "measured on this machine" if timings and len(timings) == len(space.models) else \
-        "measured on this machine, cost hints for " + ", ".join(m for m in space.models if m not in timings) \
-        if timings else "cost hints of a reference 2-core CPU"
+    hinted = [m for m in space.models if m not in timings]
+    if not timings:
+        plan.source = "cost hints of a reference 2-core CPU"
+    else:
+        plan.source = "measured on this machine" + (f", cost hints for {', '.join(hinted)}" if hinted else "")
 
 
 def _hinted(space: Space, model: str, finetunes: list[TrialSpec], trials: list[TrialSpec]) -> float | None:
@@ -202,10 +204,8 @@ def _finetune_s(spec: TrialSpec, timing: Any) -> float:
     runs = _target_runs(spec, n_train)
     if runs:
         from arnq.arms.noise import ptq_calib_size
-        from arnq.arms.shadow import shadow_config
 
-        shadow = shadow_config(spec.ptq, ptq_calib_size(spec.arm, spec.ptq))
-        seconds += runs * _calibration_s(shadow.method, ptq_calib_size(spec.arm, spec.ptq), timing)
+        seconds += runs * _calibration_s(spec.ptq.method, ptq_calib_size(spec.arm, spec.ptq), timing)
     return seconds
 
 

@@ -67,10 +67,9 @@ def graceful_signals() -> Iterator[list[int]]:
 
     def handler(signum: int, frame: Any) -> None:
         tune_listens = callable(signal.getsignal(signal.SIGUSR1))  # installed by Tune while fit runs
-        if received or not tune_listens:
-            received.append(signum)
-            raise KeyboardInterrupt
         received.append(signum)
+        if len(received) > 1 or not tune_listens:
+            raise KeyboardInterrupt
         log.warning("%s: stopping the running trials and saving the sweep (send it again to abort at once)",
                     signal.Signals(signum).name)
         os.kill(os.getpid(), signal.SIGUSR1)

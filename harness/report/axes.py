@@ -17,14 +17,12 @@ Cell = tuple[str, str, str, Variant]  # (model, bits, ptq, variant)
 def variant_label(arm: str, arm_params: str | Mapping[str, Any] = "{}") -> str:
     """'arnq[schedule=linear]': an arm and every parameter of its grid point (the legend's full name)."""
     params = json.loads(arm_params) if isinstance(arm_params, str) else dict(arm_params)
-    if not params:
-        return arm
-    text = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items()))
-    return f"{arm}[{text}]"
+    return f"{arm}[{params_text(params)}]" if params else arm
 
 
-def _value_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+def params_text(params: Mapping[str, Any], sep: str = ",") -> str:
+    """'bernoulli_p=0.5,delta_observer=minmax': parameters by name, strings bare, other values as JSON."""
+    return sep.join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(params.items()))
 
 
 def _distinguishing_keys(params: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -57,8 +55,8 @@ def short_labels(variants: Sequence[Variant], given: Mapping[Variant, str] | Non
         params = [json.loads(v[1]) for v in members]
         keys = _distinguishing_keys(params) if len(members) > 1 else ()
         for variant, p in zip(members, params, strict=True):
-            shown = [f"{k}={_value_text(p[k])}" for k in keys if k in p]
-            labels[variant] = f"{base}[{','.join(shown)}]" if shown else base
+            shown = params_text({k: p[k] for k in keys if k in p})
+            labels[variant] = f"{base}[{shown}]" if shown else base
     clashes = [label for label in set(labels.values()) if list(labels.values()).count(label) > 1]
     if clashes:
         raise ValueError(f"arm label(s) {sorted(clashes)} name more than one arm variant; give each variant its own "

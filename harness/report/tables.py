@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.report.axes import PLAIN, Axes, Cell, Variant, axes_from_rows, axes_from_space
+from harness.report.axes import PLAIN, Axes, Cell, Variant, axes_from_rows, axes_from_space, params_text
 from harness.report.provenance import STATUS_ORDER, distinct, provenance
 from harness.report.stats import add_baselines, mean, mean_std, normalize, stats
 
@@ -329,8 +329,7 @@ def _variants_view(axes: Axes) -> pd.DataFrame:
     """The legend: each arm variant's label, arm and the parameters it sets (the rest are the arm's defaults)."""
     records = []
     for arm, params in axes.variants:
-        knobs = json.loads(params)
-        text = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(knobs.items()))
+        text = params_text(json.loads(params), ", ")
         records.append({"label": axes.label((arm, params)), "arm": arm, "parameters": text or "the arm's defaults"})
     return pd.DataFrame(records, columns=["label", "arm", "parameters"])
 
