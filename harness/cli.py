@@ -1,4 +1,4 @@
-"""The `arnq` command line: quantize, ls (sweep, validate and report build on these)."""
+"""The `arnq` command line: quantize, sweep, validate, report, reproduce and ls."""
 
 from __future__ import annotations
 
@@ -108,6 +108,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         ptq_params=_ptq_params(args.param),
     )
     console = _console()
+    warn_if_dirty(console)
     start = time.perf_counter()
     columns = ("model", "bits", "ptq", "fp_acc", "q_acc", "calib_s", "eval_s")
 
@@ -184,6 +185,47 @@ def duration_text(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
+def warn_if_dirty(console) -> None:
+    """Say, before any work, that rows of this run cannot be traced to a commit (they record git_dirty)."""
+    from harness.store import git_dirty
+
+    if git_dirty():
+        console.print("warning: the working tree has uncommitted changes; the rows will record git_dirty=true and "
+                      "cannot be regenerated from a commit. Commit first for results you will publish.", soft_wrap=True)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from harness import reproduce as rp
+
+    result = rp.select(rp.load_result(args.result_dir), cells=args.cells, seeds=args.seeds)
+    tol, tol_text = rp.tolerance(result, args.tolerance)
+    console = _console()
+    name = result.name
+    out = Path(args.out or f"results/runs/reproduce/{name}")
+    dirty = rp.dirty_rows(result.rows)
+    console.print(f"{args.result_dir}: {result.kind} '{name}', {len(result.rows)} committed rows to reproduce"
+                  + (f" ({dirty} from a tree with uncommitted changes: their code is not in any commit)" if dirty else "")
+                  + f"; tolerance {tol_text}", soft_wrap=True)
+    if not result.rows:
+        raise rp.ReproduceError("the selection holds no committed rows; widen --cells / --seeds")
+    warn_if_dirty(console)
+    start = time.perf_counter()
+    new = rp.run(result, out, Path(args.cache) if args.cache else None)
+    lines = rp.compare(result.rows, new, tol)
+    columns = ("model", "bits", "ptq", "arm", "seed", "metric", "committed", "new", "diff", "within", "note")
+    console.print(_table(f"{name}: committed vs reproduced", lines, columns))
+    import csv
+
+    with (out / "reproduce.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(lines)
+    console.print(f"rows: {out / 'run' / 'rows.jsonl'}; comparison: {out / 'reproduce.csv'}; "
+                  f"took {duration_text(time.perf_counter() - start)}", soft_wrap=True)
+    console.print(rp.summary(lines, tol_text), soft_wrap=True)
+    return 0 if all(line["within"] for line in lines) else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
@@ -244,6 +286,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     console = _console()
     for line in make_plan(space, measure=not (args.address or os.environ.get("RAY_ADDRESS"))).lines():
         console.print(line)
+    warn_if_dirty(console)
     start = time.perf_counter()
     wandb = bool(space.wandb) and space.wandb["mode"] != "disabled"
     try:
@@ -307,6 +350,10 @@ EXAMPLES = {
     "report": """examples:
   arnq report results/runs/quickstart
   arnq report results/runs/quickstart --format md --out /tmp/report""",
+    "reproduce": """examples:
+  arnq reproduce results/composition/fmnist_core                       # every cell, from an empty cache
+  arnq reproduce results/quickstart --cells vit_fmnist --seeds 0       # a subset
+  arnq reproduce results/ptq_methods/vit_fmnist --cells W4A4 repq_vit  # a quantize job's cells""",
     "ls": """examples:
   arnq ls spaces
   arnq ls schedules --plot schedules.png""",
@@ -362,6 +409,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="write the report here instead of RUN_DIR/report")
     r.add_argument("--wandb", action="store_true", help="also log a W&B reporter run (offline unless WANDB_MODE=online)")
     r.set_defaults(func=cmd_report)
+
+    rp = sub.add_parser("reproduce", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["reproduce"],
+                        help="re-run a committed results folder from an empty cache and compare every value")
+    rp.add_argument("result_dir", help="a results folder holding rows.jsonl and space.json (a sweep) or job.json "
+                                       "(a quantize job)")
+    rp.add_argument("--cells", nargs="+", default=[], metavar="NAME",
+                    help="only these models, bit-widths, PTQ methods or arms (same kind: any of them; "
+                         "different kinds: all of them), e.g. --cells vit_fmnist W4A4")
+    rp.add_argument("--seeds", nargs="+", type=int, default=[], help="only these seeds")
+    rp.add_argument("--tolerance", type=float, default=None,
+                    help="largest accepted |new - committed| in accuracy points (default: 0 when the code, library "
+                         "versions and CPU device match the committed rows, else 1)")
+    rp.add_argument("--out", default=None, help="where the new run goes (default results/runs/reproduce/<name>)")
+    rp.add_argument("--cache", default=None,
+                    help="cache folder (default: a new, empty OUT/cache, so nothing computed earlier is reused)")
+    rp.set_defaults(func=cmd_reproduce)
 
     ls = sub.add_parser("ls", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["ls"],
                            help="list registered models, datasets or PTQ methods")

@@ -26,6 +26,7 @@ from harness.store import ROWS, append_row, provenance, read_rows, set_aside
 EVAL_BATCH = 128
 CALIB_BATCH = 64
 JOB = "job.json"  # the job of a quantize run, as space.json is the space of a sweep
+QUANTIZE_CODE = ("arnq", "harness.quantize")  # the code a quantize row's numbers depend on (its `code`)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,9 @@ def quantize_into(
     run_dir.mkdir(parents=True, exist_ok=True)
     job_record = {"job": asdict(job), "command": "arnq " + shlex.join(sys.argv[1:])}
     (run_dir / JOB).write_text(json.dumps(job_record, indent=1) + "\n")
-    extra = {**provenance(), "host": platform.node()}
+    from arnq.cache import code_fingerprint
+
+    extra = {**provenance(), "code": code_fingerprint(*QUANTIZE_CODE), "host": platform.node()}
 
     def store(row: dict[str, Any]) -> None:
         append_row(run_dir / ROWS, {**row, "trial_id": _trial_id(row, job), **extra})

@@ -297,3 +297,26 @@ def load_space(path: str | Path) -> Space:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise SpaceError(f"{path}: YAML syntax error{where}: {getattr(err, 'problem', err)}") from None
     return parse_space(raw, str(path))
+
+
+def space_from_record(record: Mapping[str, Any]) -> Space:
+    """The Space a run directory's `space.json` (`Space.to_dict`) records, validated as a YAML space is,
+    with the recorded `source_hash` (older records without labels or plugins read as having none)."""
+    labels = [tuple(entry) for entry in record.get("labels") or []]
+    arms = []
+    for arm, params in record.get("arms") or []:
+        entry = {"name": arm, **params}
+        try:
+            points = expand_params(arm, params)
+        except (ValueError, TypeError, UnknownNameError):
+            points = []  # parse_space names the problem
+        named = [label for a, point, label in labels if a == arm and point in points]
+        if named:
+            entry["label"] = named[0]
+        arms.append(entry)
+    raw = {key: record[key] for key in TOP_KEYS if key in record and record[key] is not None}
+    raw |= {"arms": arms, "ptq": [{"name": method, **params} for method, params in record.get("ptq") or []]}
+    if "plugins" in raw and not raw["plugins"]:
+        del raw["plugins"]
+    space = parse_space(raw, f"space.json of {record.get('name')!r}")
+    return dataclasses.replace(space, source_hash=record.get("source_hash") or space.source_hash)

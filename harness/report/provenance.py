@@ -58,6 +58,10 @@ def provenance(
     counts = ", ".join(f"{statuses[s]} {s}" for s in dict.fromkeys(("ok", *STATUS_ORDER, *statuses.index))
                        if s in statuses)
     seeds = sorted({r["seed"] for r in rows if r["status"] == "ok"})
+    dirty = sum(1 for r in rows if row_commit(r)[1])
+    marks = {"uncommitted_code": f"{dirty} of {len(rows)} rows ran from a tree with uncommitted changes "
+                                 "(git_commit +dirty): their code is in no commit, so arnq reproduce cannot "
+                                 "regenerate them"} if dirty else {}
     return {
         "space": name,
         "space_hash": (space or {}).get("source_hash") or distinct(rows, "space_hash") or "unknown",
@@ -69,4 +73,5 @@ def provenance(
         "hardware": hardware or machine_description(),
         "trial_hosts": distinct(rows, "host") or "not recorded",
         "seeds": f"{len(seeds)} ({', '.join(map(str, seeds))})",
+        **marks,
     }

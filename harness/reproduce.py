@@ -1,0 +1,251 @@
+"""`arnq reproduce`: re-run a committed result folder from an empty cache and compare it, value by value.
+
+A result folder is reproducible when it holds its results store (`rows.jsonl`) and what made
+it: `space.json` (an `arnq sweep`) or `job.json` (an `arnq quantize`). The rows record the
+commit, the code fingerprint and the library versions they were computed with, so the
+expected agreement is known before anything runs: the same code fingerprint, library versions
+and CPU device give the same numbers bit for bit (the pipeline is seeded and single-threaded
+per trial), so the tolerance is 0; anything else gets a stated tolerance in accuracy points.
+
+Cells are compared on `fp_acc`, `ft_acc` and `q_acc`, paired by (model, bits, PTQ method and
+parameters, arm and parameters, seed); a trial that ASHA stopped in either run has no final
+accuracy and is listed, not compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.space import Space, SpaceError, space_from_record
+from harness.store import ROWS, provenance, read_rows, row_commit, set_aside
+
+METRICS = ("fp_acc", "ft_acc", "q_acc")
+DEFAULT_TOLERANCE = 1.0  # accuracy points, when exactness cannot be expected (other code, versions or device)
+SPACE, JOB = "space.json", "job.json"
+
+
+class ReproduceError(ValueError):
+    """A result folder cannot be reproduced as asked (what is missing, and what to do instead)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """A committed result folder: what regenerates it and its rows."""
+
+    path: Path
+    kind: str  # "sweep" or "quantize"
+    spec: Any  # Space or QuantizeJob
+    rows: list[dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.kind == "sweep" else self.path.name
+
+    def axes(self) -> dict[str, list[str]]:
+        """What `--cells` can name: the result's models, bits, PTQ methods and (sweeps) arms and their labels."""
+        spec = self.spec
+        axes = {"model": list(spec.models), "bits": list(spec.bits),
+                "ptq": [m for m, _ in spec.ptq] if self.kind == "sweep" else list(spec.ptq)}
+        if self.kind == "sweep":
+            axes["arm"] = list(dict.fromkeys([a for a, _ in spec.arms] + [label for *_, label in spec.labels]))
+        return axes
+
+
+def load_result(path: Path | str) -> Result:
+    """Read a result folder; a clear error if it cannot be regenerated (and why)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReproduceError(f"{path}: no such folder; give a results folder holding rows.jsonl and space.json "
+                             "or job.json, e.g. results/composition/minilm_w4a4")
+    rows = read_rows(path / ROWS)
+    if not rows:
+        raise ReproduceError(f"{path}: no {ROWS}; this folder predates the results store and cannot be regenerated "
+                             "by arnq reproduce (re-run its space with arnq sweep to replace it)")
+    if (path / SPACE).is_file():
+        try:
+            spec: Any = space_from_record(json.loads((path / SPACE).read_text()))
+        except SpaceError as err:
+            raise ReproduceError(f"{path / SPACE}: {err}") from None
+        return Result(path, "sweep", spec, rows)
+    if (path / JOB).is_file():
+        from harness.quantize import QuantizeJob
+
+        record = json.loads((path / JOB).read_text())
+        try:
+            spec = QuantizeJob(**record["job"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ReproduceError(f"{path / JOB}: not a quantize job this version can run ({err})") from None
+        return Result(path, "quantize", spec, rows)
+    raise ReproduceError(f"{path}: has {ROWS} but neither {SPACE} nor {JOB}, so what made it is unknown")
+
+
+def select(result: Result, cells: Sequence[str] = (), seeds: Sequence[int] = ()) -> Result:
+    """The part of `result` named by `cells` (names of models, bits, PTQ methods or arms: the same kind
+    OR-ed, different kinds AND-ed) and `seeds`; the spec narrowed to it and the rows that belong to it."""
+    axes = result.axes()
+    chosen: dict[str, list[str]] = {}
+    for token in cells:
+        kinds = [kind for kind, names in axes.items() if token in names]
+        if not kinds:
+            known = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in axes.items())
+            raise ReproduceError(f"--cells {token!r} names nothing in {result.path} ({known})")
+        chosen.setdefault(kinds[0], []).append(token)
+    spec = result.spec
+    all_seeds = list(spec.seeds) if result.kind == "sweep" else [spec.seed]
+    unknown = [s for s in seeds if s not in all_seeds]
+    if unknown:
+        raise ReproduceError(f"--seeds {unknown}: {result.path} ran seeds {all_seeds}")
+    if result.kind == "sweep":
+        arms = chosen.get("arm")
+        labels = {label: arm for arm, _, label in spec.labels}
+        keep_arms = [(a, p) for a, p in spec.arms if arms is None or a in arms or any(
+            labels.get(t) == a and _label_in(spec, a, p, t) for t in arms)]
+        spec = dataclasses.replace(
+            spec, models=tuple(chosen.get("model", spec.models)), bits=tuple(chosen.get("bits", spec.bits)),
+            ptq=tuple((m, p) for m, p in spec.ptq if m in chosen.get("ptq", [m])), arms=tuple(keep_arms),
+            seeds=tuple(seeds or spec.seeds), wandb=None)
+    else:
+        spec = dataclasses.replace(spec, models=tuple(chosen.get("model", spec.models)),
+                                   bits=tuple(chosen.get("bits", spec.bits)), ptq=tuple(chosen.get("ptq", spec.ptq)))
+    if result.kind == "sweep":
+        keys = {cell_key(r) for r in expected_rows(spec)}
+        rows = [r for r in result.rows if cell_key(r) in keys]
+    else:
+        rows = [r for r in result.rows if r["model"] in spec.models and r["bits"] in spec.bits and r["ptq"] in spec.ptq]
+    return Result(result.path, result.kind, spec, rows)
+
+
+def _label_in(space: Space, arm: str, params: Mapping[str, Any], label: str) -> bool:
+    from harness.grid import expand_params
+
+    points = expand_params(arm, dict(params))
+    return any(a == arm and lab == label and point in points for a, point, lab in space.labels)
+
+
+def expected_rows(space: Space) -> list[dict[str, Any]]:
+    """The cell fields (model, bits, PTQ method and parameters, arm and parameters, seed) of every trial of `space`."""
+    from harness.pipeline import cell_fields
+
+    return [cell_fields(trial) for trial in space.trials()]
+
+
+def _params(value: Any) -> str:
+    """A row's parameters (a JSON string or a mapping) in one canonical text."""
+    if isinstance(value, str):
+        value = json.loads(value or "{}")
+    return json.dumps(dict(value or {}), sort_keys=True)
+
+
+def cell_key(row: Mapping[str, Any]) -> tuple:
+    """What a value is paired on: (model, bits, ptq, ptq_params, arm, arm_params, seed)."""
+    return (row["model"], row["bits"], row["ptq"], _params(row.get("ptq_params")), row.get("arm", "plain"),
+            _params(row.get("arm_params")), int(row["seed"]))
+
+
+def current_code(kind: str) -> str:
+    """The code fingerprint a new row of this kind would record."""
+    from arnq.cache import code_fingerprint
+
+    if kind == "sweep":
+        from harness.pipeline import PIPELINE_CODE
+
+        return code_fingerprint(*PIPELINE_CODE)
+    from harness.quantize import QUANTIZE_CODE
+
+    return code_fingerprint(*QUANTIZE_CODE)
+
+
+def tolerance(result: Result, given: float | None = None) -> tuple[float, str]:
+    """The largest |new - committed| accepted, in accuracy points, and why that much."""
+    if given is not None:
+        return given, f"±{given:g} points, given with --tolerance"
+    versions = provenance()["versions"]
+    code = current_code(result.kind)
+    reasons = []
+    if any(r.get("versions") != versions for r in result.rows):
+        old = " | ".join(dict.fromkeys(str(r.get("versions")) for r in result.rows))
+        reasons.append(f"library versions differ (committed {old}; now {versions})")
+    if any(r.get("code") != code for r in result.rows):
+        old = ", ".join(dict.fromkeys(str(r.get("code") or "not recorded") for r in result.rows))
+        reasons.append(f"the code changed since (committed code fingerprint {old}; now {code})")
+    gpu = result.spec.resources.get("gpu", 0) if result.kind == "sweep" else result.spec.device != "cpu"
+    if gpu:
+        reasons.append("it runs on a GPU, whose kernels are not bit-for-bit deterministic")
+    if not reasons:
+        return 0.0, "exact: same code fingerprint, library versions and CPU device as the committed rows"
+    return DEFAULT_TOLERANCE, f"±{DEFAULT_TOLERANCE:g} points: {'; '.join(reasons)}"
+
+
+def run(result: Result, out: Path, cache: Path | None = None) -> list[dict[str, Any]]:
+    """Re-run `result`'s spec into `out/run` with the cache `cache` (default: a new empty `out/cache`);
+    an earlier folder at `out` is moved aside. The new rows."""
+    set_aside(out)
+    cache = cache or out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["ARNQ_CACHE"] = str(cache.resolve())  # FP checkpoints too, in this process and its workers
+    run_dir = out / "run"
+    if result.kind == "sweep":
+        from harness.sweep import run_sweep
+
+        return run_sweep(result.spec, run_dir, cache_root=cache.resolve(), own_tempdir=True)
+    from harness.quantize import quantize_into
+
+    return quantize_into(result.spec, run_dir)
+
+
+def compare(committed: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]], tol: float) -> list[dict[str, Any]]:
+    """One line per (cell, metric): committed and new value, their difference and whether it is within `tol`;
+    cells missing from the new run, or stopped by ASHA in either, are lines with a note and no difference."""
+    fresh = {cell_key(r): r for r in new}
+    lines = []
+    for row in committed:
+        key = cell_key(row)
+        other = fresh.get(key)
+        where = {"model": row["model"], "bits": row["bits"], "ptq": row["ptq"], "arm": _arm_text(row),
+                 "seed": row["seed"]}
+        if other is None or row.get("status") != "ok" or other.get("status") != "ok":
+            note = ("no new row" if other is None else
+                    f"not compared: {row.get('status')} in the committed run, {other.get('status')} in the new one")
+            lines.append({**where, "metric": "", "committed": "", "new": "", "diff": "", "within": other is not None
+                          and row.get("status") != "failed" and other.get("status") != "failed", "note": note})
+            continue
+        for metric in METRICS:
+            a, b = row.get(metric), other.get(metric)
+            if a is None and b is None:
+                continue
+            diff = None if a is None or b is None else round(float(b) - float(a), 4)
+            lines.append({**where, "metric": metric, "committed": a, "new": b, "diff": diff,
+                          "within": diff is not None and abs(diff) <= tol + 1e-9, "note": ""})
+    return lines
+
+
+def _arm_text(row: Mapping[str, Any]) -> str:
+    params = _params(row.get("arm_params"))
+    return row.get("arm", "plain") + ("" if params == "{}" else params)
+
+
+def summary(lines: Sequence[Mapping[str, Any]], tol_text: str) -> str:
+    """The verdict line."""
+    values = [line for line in lines if line["metric"]]
+    bad = [line for line in lines if not line["within"]]
+    worst = max((abs(line["diff"]) for line in values if line["diff"] is not None), default=0.0)
+    verdict = "reproduced" if not bad else "NOT reproduced"
+    return (f"{verdict}: {len(values) - sum(1 for b in bad if b['metric'])} of {len(values)} values within "
+            f"tolerance (largest difference {worst:.2f} points); tolerance {tol_text}"
+            + (f"; {sum(1 for b in bad if not b['metric'])} cell(s) missing or failed" if any(not b["metric"] for b in bad)
+               else ""))
+
+
+def dirty_rows(rows: Iterable[Mapping[str, Any]]) -> int:
+    """How many rows were computed from a tree with uncommitted changes."""
+    return sum(1 for r in rows if row_commit(r)[1])
+
+
+__all__ = ["DEFAULT_TOLERANCE", "METRICS", "ReproduceError", "Result", "cell_key", "compare", "dirty_rows",
+           "expected_rows", "load_result", "run", "select", "summary", "tolerance"]

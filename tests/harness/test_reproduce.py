@@ -1,0 +1,138 @@
+"""`arnq reproduce`: reading a result folder, narrowing it, the stated tolerance, the comparison and the
+command's verdict (the real re-run of a committed sweep is in the slow tier)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import reproduce as rp
+from harness.cli import main
+from harness.pipeline import cell_fields
+from harness.space import parse_space, space_from_record
+from harness.store import provenance
+
+SPACE = {"name": "tiny", "models": ["vit_mnist"], "bits": ["W4A4", "W8A8"], "ptq": ["minmax", "repq_vit"],
+         "arms": ["plain", {"name": "arnq", "delta_observer": ["minmax", None], "label": "arnq-x"}],
+         "seeds": [0, 1], "finetune": {"epochs": 1, "train_subset": 64, "val_size": 32}}
+
+
+def _result(tmp_path: Path, *, code: str | None = None, versions: str | None = None, q: float = 50.0) -> Path:
+    """A sweep result folder whose rows carry this checkout's code and versions unless told otherwise."""
+    space = parse_space(SPACE)
+    folder = tmp_path / "result"
+    folder.mkdir(parents=True)
+    (folder / "space.json").write_text(json.dumps(space.to_dict()))
+    meta = provenance()
+    rows = [{**cell_fields(t), "trial_id": f"t{i}", "status": "ok", "fp_acc": 90.0, "ft_acc": 89.0,
+             "q_acc": q + i, "code": code or rp.current_code("sweep"), "versions": versions or meta["versions"],
+             "git_commit": "abc", "git_dirty": False} for i, t in enumerate(space.trials())]
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_a_space_record_reads_back_as_the_same_space_labels_included():
+    space = parse_space(SPACE)
+    again = space_from_record(json.loads(json.dumps(space.to_dict())))
+    assert [t.to_dict() for t in again.trials()] == [t.to_dict() for t in space.trials()]
+    assert again.labels == space.labels and again.source_hash == space.source_hash
+
+
+def test_folders_that_cannot_be_regenerated_say_why(tmp_path):
+    with pytest.raises(rp.ReproduceError, match="no such folder"):
+        rp.load_result(tmp_path / "nope")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.csv").write_text("model\n")
+    with pytest.raises(rp.ReproduceError, match="predates the results store"):
+        rp.load_result(tmp_path / "old")
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "rows.jsonl").write_text(json.dumps({"trial_id": "a", "status": "ok"}) + "\n")
+    with pytest.raises(rp.ReproduceError, match="neither space.json nor job.json"):
+        rp.load_result(tmp_path / "bare")
+
+
+def test_cells_and_seeds_narrow_the_space_and_the_rows(tmp_path):
+    result = rp.load_result(_result(tmp_path))
+    assert result.kind == "sweep" and len(result.rows) == 2 * 2 * 3 * 2
+    part = rp.select(result, cells=["W4A4", "repq_vit"], seeds=[1])
+    assert part.spec.bits == ("W4A4",) and [m for m, _ in part.spec.ptq] == ["repq_vit"] and part.spec.seeds == (1,)
+    assert len(part.rows) == 3 and {(r["bits"], r["ptq"], r["seed"]) for r in part.rows} == {("W4A4", "repq_vit", 1)}
+    both = rp.select(result, cells=["minmax", "repq_vit", "arnq-x"])  # same kind: either; the label names its arm
+    assert len(both.rows) == 2 * 2 * 2 * 2 + 2 * 2 * 2  # plain is always in a space's grid
+    with pytest.raises(rp.ReproduceError, match=r"--cells 'W3A3' names nothing.*bits: W4A4, W8A8"):
+        rp.select(result, cells=["W3A3"])
+    with pytest.raises(rp.ReproduceError, match=r"--seeds \[7\]:.*ran seeds \[0, 1\]"):
+        rp.select(result, seeds=[7])
+
+
+def test_the_tolerance_is_exact_only_for_the_same_code_and_versions(tmp_path):
+    same = rp.load_result(_result(tmp_path / "a"))
+    assert rp.tolerance(same) == (0.0, "exact: same code fingerprint, library versions and CPU device as the "
+                                       "committed rows")
+    other = rp.load_result(_result(tmp_path / "b", code="0123456789abcdef", versions='{"torch": "1.0"}'))
+    tol, why = rp.tolerance(other)
+    assert tol == rp.DEFAULT_TOLERANCE and "0123456789abcdef" in why and "library versions differ" in why
+    assert rp.tolerance(other, 0.25) == (0.25, "±0.25 points, given with --tolerance")
+
+
+def test_compare_pairs_cells_flags_differences_and_lists_what_it_cannot_compare():
+    base = {"model": "m", "bits": "W4A4", "ptq": "minmax", "ptq_params": "{}", "arm": "plain", "arm_params": "{}",
+            "fp_acc": 90.0, "ft_acc": 89.0, "status": "ok"}
+    committed = [{**base, "seed": 0, "q_acc": 50.0}, {**base, "seed": 1, "q_acc": 51.0},
+                 {**base, "seed": 2, "q_acc": 52.0, "status": "stopped"}, {**base, "seed": 3, "q_acc": 53.0}]
+    new = [{**base, "seed": 0, "q_acc": 50.0}, {**base, "seed": 1, "q_acc": 51.5, "ptq_params": {}},
+           {**base, "seed": 2, "q_acc": 52.0}]
+    lines = rp.compare(committed, new, tol=0.0)
+    q = {line["seed"]: line for line in lines if line["metric"] == "q_acc"}
+    assert q[0]["within"] and q[0]["diff"] == 0.0
+    assert not q[1]["within"] and q[1]["diff"] == 0.5
+    notes = {line["seed"]: line for line in lines if not line["metric"]}
+    assert notes[2]["within"] and "stopped in the committed run" in notes[2]["note"]
+    assert not notes[3]["within"] and notes[3]["note"] == "no new row"
+    assert rp.summary(lines, "exact").startswith("NOT reproduced: 5 of 6 values within tolerance (largest difference "
+                                                 "0.50 points); tolerance exact; 1 cell(s) missing or failed")
+    assert all(line["within"] for line in rp.compare(committed[:1], new, tol=0.0))
+
+
+@pytest.mark.parametrize("shift, code", [(0.0, 0), (0.01, 1)])
+def test_the_command_prints_each_value_and_fails_beyond_the_tolerance(tmp_path, monkeypatch, capsys, shift, code):
+    folder = _result(tmp_path)
+    committed = rp.load_result(folder).rows
+
+    def rerun(result, out, cache=None):  # the new run: the committed numbers, shifted
+        assert cache is None and not list(out.glob("*"))
+        out.mkdir(parents=True, exist_ok=True)
+        return [{**r, "q_acc": r["q_acc"] + shift} for r in result.rows]
+
+    monkeypatch.setattr(rp, "run", rerun)
+    out = tmp_path / "out"
+    assert main(["reproduce", str(folder), "--cells", "W8A8", "minmax", "--seeds", "0", "--out", str(out)]) == code
+    text = " ".join(capsys.readouterr().out.split())
+    assert "sweep 'tiny', 3 committed rows to reproduce; tolerance exact" in text
+    verdict = "reproduced: 9 of 9 values" if not shift else "NOT reproduced: 6 of 9 values"
+    assert verdict in text and (out / "reproduce.csv").is_file()
+    assert len(committed) == 24
+
+
+def test_a_bad_selection_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(rp, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    assert main(["reproduce", str(_result(tmp_path)), "--cells", "deit_small"]) == 2
+    assert "--cells 'deit_small' names nothing" in capsys.readouterr().err
+
+
+def test_a_quantize_job_folder_is_read_and_narrowed_and_rows_without_code_get_a_tolerance(tmp_path):
+    folder = tmp_path / "q"
+    folder.mkdir()
+    job = {"models": ["vit_mnist"], "ptq": ["minmax", "omse"], "bits": ["W8A8", "W4A4"], "seed": 0}
+    (folder / "job.json").write_text(json.dumps({"job": job, "command": "arnq quantize ..."}))
+    rows = [{"model": "vit_mnist", "bits": b, "ptq": m, "ptq_params": "{}", "arm": "plain", "arm_params": "{}",
+             "seed": 0, "status": "ok", "q_acc": 90.0, "trial_id": f"{m}{b}", "versions": provenance()["versions"]}
+            for m in job["ptq"] for b in job["bits"]]
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    part = rp.select(rp.load_result(folder), cells=["W4A4"])
+    assert part.kind == "quantize" and part.spec.bits == ("W4A4",) and part.spec.ptq == ("minmax", "omse")
+    assert [r["bits"] for r in part.rows] == ["W4A4", "W4A4"]
+    tol, why = rp.tolerance(part)
+    assert tol == rp.DEFAULT_TOLERANCE and "committed code fingerprint not recorded" in why
+    with pytest.raises(rp.ReproduceError, match=r"--seeds \[1\]:.*ran seeds \[0\]"):
+        rp.select(part, seeds=[1])
