@@ -1,12 +1,14 @@
 """ARNQ noise: distribution, step size, adaptivity and schedule wiring, measured on tiny models."""
 
+import copy
+
 import pytest
 import torch
 
 from arnq.arms import DiffQConfig
 from arnq.arms.noise import NoiseConfig, NoiseInjector, noise_variance, target_key
 from arnq.quant import QuantConfig
-from arnq.quant.fake_quant import calc_qparams
+from arnq.quant.fake_quant import calc_qparams, fake_quantize
 from arnq.quant.quantizer import FakeQuantizer
 from tests.conftest import image_batch, tiny_bert, tiny_vit
 
@@ -106,8 +108,12 @@ def test_bernoulli_mask_rate_and_grid():
     q = inj.model.blocks[0].attn.qkv.input_quantizer
     x = torch.randn(32, 50, 64, generator=torch.Generator().manual_seed(5))
     out = q(x)
-    changed = (out != x).float().mean().item()
-    assert changed == pytest.approx(0.3, abs=0.02)
+    changed = out != x
+    assert changed.float().mean().item() == pytest.approx(0.3, abs=0.02)
+    point = _point_of(inj, q)
+    on_grid = fake_quantize(x, point.delta, point.zero_point, 0, 15)
+    assert torch.equal(out[changed], on_grid[changed])  # a masked element is moved onto the 4-bit grid, exactly
+    assert (on_grid != x)[changed].all()
 
 
 def test_delta_refreshes_on_schedule():
@@ -145,9 +151,27 @@ def test_bert_padding_is_excluded_and_modules_filter():
     inj = NoiseInjector(tiny_bert(), NoiseConfig(delta_observer="target", target="A", modules=("*.layer.*[0-9].output.dense",)),
                         QuantConfig(w_bits=4, a_bits=4))
     assert len(inj.points) == 2  # the FFN output Linear of each of the 2 layers (not attention.output.dense)
-    inj.model.train()
-    inj.on_step(0, 10)
-    inj.model(**text_batch(pad_first=6))
+
+    def deltas(batch):  # each point's step and kurtosis from one training batch (marked as training marks it)
+        from arnq.batch import token_mask
+        from arnq.quant.quantizer import token_mask_context
+
+        model = copy.deepcopy(inj.model)
+        fresh = NoiseInjector(model, NoiseConfig(delta_observer="target", target="A", modules=("*.layer.*[0-9].output.dense",)),
+                              QuantConfig(w_bits=4, a_bits=4))
+        model.train()
+        fresh.on_step(0, 10)
+        torch.manual_seed(0)  # the same dropout masks for every batch
+        with torch.no_grad(), token_mask_context(token_mask(batch)):
+            model(**batch)
+        return [(float(p.delta), p.stats.kurtosis) for p in fresh.points]
+
+    batch = text_batch(pad_first=6)
+    other_pads = {**batch, "input_ids": batch["input_ids"].clone()}
+    other_pads["input_ids"][0, -6:] = torch.arange(100, 106)  # what sits under the padding: not seen by the observer
+    assert deltas(other_pads) == deltas(batch)
+    unmasked = {**other_pads, "attention_mask": torch.ones_like(batch["attention_mask"])}
+    assert deltas(unmasked) != deltas(batch)  # the same tokens counted as real ones do move the statistics
 
 
 @pytest.mark.parametrize("kwargs", [{"target": "X"}, {"dist": "laplace"}, {"adapt": "hessian"}, {"refresh": 0},

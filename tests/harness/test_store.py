@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,10 @@ def test_provenance_names_the_commit_its_state_and_the_libraries():
     assert info["git_commit"] == git_commit() and info["git_dirty"] == git_dirty()
     assert row_provenance() == {"git_commit": info["git_commit"], "git_dirty": info["git_dirty"]}
     assert info["git_commit"] is None or len(info["git_commit"]) == 40  # a clean hash: dirtiness is its own field
+    root = Path(__file__).resolve().parents[2]
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True)
+    if top.returncode == 0 and Path(top.stdout.strip()).resolve() == root:  # this package runs from a checkout:
+        assert info["git_commit"] is not None and info["git_dirty"] is not None  # rows must name its commit
 
 
 def _git(repo, *args: str) -> str:
