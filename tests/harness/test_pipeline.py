@@ -147,3 +147,22 @@ def test_changing_the_code_behind_a_stage_changes_its_cache_keys(tmp_path, monke
     module.write_text('def f():\n    """Doc."""\n    return 2\n')
     after = keys()
     assert all(a != b for a, b in zip(after, before, strict=True))
+
+
+@pytest.mark.slow
+def test_the_headline_path_minilm_rt_with_the_default_arnq_arm_and_a_ptq_evaluation(monkeypatch, tmp_path):
+    """What users run, end to end at a tiny budget and from an empty cache: the real minilm_rt FP build
+    (rotten_tomatoes, 82.25 % at fp_seed 0 with these library versions), a PTQ-aware ARNQ fine-tune
+    against RepQ-ViT at W4A4 with its in-training target runs, and the PTQ evaluation on the full test split."""
+    monkeypatch.setenv("ARNQ_CACHE", str(tmp_path / "cache"))
+    budget = FinetuneConfig(epochs=1, lr=2e-4, batch_size=32, train_subset=128, val_size=64, diagnostics_batches=1,
+                            epoch_q_eval=False)
+    plain, arnq = build_trials(["minilm_rt"], ["W4A4"], [("repq_vit", {})], [("arnq", {})], [0], budget, calib_size=64)
+    rows = {spec.arm.arm: pipeline.run_trial(spec, cache_root=tmp_path / "cache") for spec in (plain, arnq)}
+    for arm, row in rows.items():
+        assert row["status"] == "ok", row
+        assert abs(row["fp_acc"] - 82.25) < 1.5, row  # the FP model trained as the committed results' was
+        assert row["ft_acc"] > 75.0 and 60.0 < row["q_acc"] <= row["ft_acc"] + 1.0, (arm, row)
+    shadow = json.loads(rows["arnq"]["arm_stats"])["ptq_shadow"]
+    assert shadow["refreshes"] >= 1 and shadow["seconds"] > 0  # the noise came from RepQ-ViT's own quantizers
+    assert rows["arnq"]["ft_acc"] != rows["plain"]["ft_acc"] or rows["arnq"]["q_acc"] != rows["plain"]["q_acc"]
