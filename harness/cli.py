@@ -307,9 +307,10 @@ def smoke_space(space):
     import dataclasses
 
     finetune = dataclasses.replace(space.finetune, epochs=1, train_subset=256, val_size=64, diagnostics_batches=1)
-    return dataclasses.replace(space, name=f"{space.name}-smoke", models=space.models[:1], bits=space.bits[:1],
-                               ptq=space.ptq[:1], arms=space.arms[:2], seeds=space.seeds[:1], finetune=finetune,
-                               calib_size=64)
+    first = space.narrowed(models=space.models[:1])
+    first = first.narrowed(bits=first.bits_of(first.models[0])[:1])
+    return dataclasses.replace(first, name=f"{space.name}-smoke", ptq=space.ptq[:1], arms=space.arms[:2],
+                               seeds=space.seeds[:1], finetune=finetune, calib_size=64)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -106,9 +106,12 @@ def select(result: Result, cells: Sequence[str] = (), seeds: Sequence[int] = ())
         labels = {label: arm for arm, _, label in spec.labels}
         keep_arms = [(a, p) for a, p in spec.arms if arms is None or a in arms or any(
             labels.get(t) == a and _label_in(spec, a, p, t) for t in arms)]
+        try:
+            spec = spec.narrowed(models=chosen.get("model"), bits=chosen.get("bits"))
+        except SpaceError:
+            raise ReproduceError(f"--cells {' '.join(cells)}: no (model, bits) cell of {result.path} is left") from None
         spec = dataclasses.replace(
-            spec, models=tuple(chosen.get("model", spec.models)), bits=tuple(chosen.get("bits", spec.bits)),
-            ptq=tuple((m, p) for m, p in spec.ptq if m in chosen.get("ptq", [m])), arms=tuple(keep_arms),
+            spec, ptq=tuple((m, p) for m, p in spec.ptq if m in chosen.get("ptq", [m])), arms=tuple(keep_arms),
             seeds=tuple(seeds or spec.seeds), wandb=None)
     else:
         spec = dataclasses.replace(spec, models=tuple(chosen.get("model", spec.models)),

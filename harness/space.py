@@ -4,7 +4,7 @@ Schema (every key but `name`, `models`, `bits`, `ptq` optional):
 
     name: quickstart
     models: [vit_mnist, minilm_rt]
-    bits: [W8A8, W6A6, W4A4]
+    bits: [W8A8, W6A6, W4A4]                            # or per model: {vit_mnist: [W4A4], minilm_rt: [W4A4, W3A4]}
     ptq: [minmax, {name: percentile, pct: 0.9999}]      # a name, or {name: ..., param: value}
     arms:                                               # plain (the baseline) is always run
       - plain
@@ -26,7 +26,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +92,31 @@ class Space:
     plugins: tuple[str, ...] = ()  # modules imported before the space is read (and in every trial's worker)
     labels: tuple[tuple[str, Mapping[str, Any], str], ...] = ()  # (arm, grid point, its entry's `label:`)
     source_hash: str = ""
+    model_bits: tuple[tuple[str, tuple[str, ...]], ...] = ()  # `bits:` given per model; `bits` is then their union
+
+    def bits_of(self, model: str) -> tuple[str, ...]:
+        """The bit-widths the space runs `model` at."""
+        return dict(self.model_bits).get(model, self.bits) if self.model_bits else self.bits
 
     def trials(self) -> list[TrialSpec]:
         """Every cell of the grid as a TrialSpec (plain included)."""
-        return build_trials(self.models, self.bits, self.ptq, self.arms, self.seeds, self.finetune,
-                            calib_size=self.calib_size, fp_seed=self.fp_seed)
+        if not self.model_bits:
+            return build_trials(self.models, self.bits, self.ptq, self.arms, self.seeds, self.finetune,
+                                calib_size=self.calib_size, fp_seed=self.fp_seed)
+        return [spec for model in self.models for spec in build_trials(
+            [model], self.bits_of(model), self.ptq, self.arms, self.seeds, self.finetune, calib_size=self.calib_size,
+            fp_seed=self.fp_seed)]
+
+    def narrowed(self, models: Sequence[str] | None = None, bits: Sequence[str] | None = None) -> Space:
+        """The space restricted to these models and bit-widths (None: all); a model left with no bits is dropped."""
+        models = [m for m in self.models if models is None or m in models]
+        keep = {m: tuple(b for b in self.bits_of(m) if bits is None or b in bits) for m in models}
+        models = [m for m in models if keep[m]]
+        if not models:
+            raise SpaceError("no (model, bits) cell of the space is left")
+        union = tuple(b for b in self.bits if any(b in keep[m] for m in models))
+        model_bits = tuple((m, keep[m]) for m in models) if self.model_bits else ()
+        return dataclasses.replace(self, models=tuple(models), bits=union, model_bits=model_bits)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -121,12 +141,7 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
         for i, model in enumerate(models):
             if model not in MODELS:
                 raise SpaceError(f"models[{i}]: {MODELS.unknown_message(model)}")
-        bits = [str(b) for b in _list(raw, "bits")]
-        for i, b in enumerate(bits):
-            try:
-                parse_bits(b)
-            except ValueError as err:
-                raise SpaceError(f"bits[{i}]: {err}") from None
+        bits, model_bits = _bits(raw.get("bits"), models)
         ptq = []
         for i, entry in enumerate(_list(raw, "ptq")):
             method, params = _named(entry, f"ptq[{i}]")
@@ -175,7 +190,34 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
     return Space(name=name, models=tuple(models), bits=tuple(bits), ptq=tuple(ptq), arms=tuple(arms),
                  finetune=finetune, seeds=tuple(seeds), calib_size=calib_size, fp_seed=fp_seed,
                  scheduler=scheduler, resources=resources, wandb=wandb, plugins=plugins, labels=tuple(labels),
-                 source_hash=digest)
+                 source_hash=digest, model_bits=model_bits)
+
+
+def _bits(raw: Any, models: list[str]) -> tuple[list[str], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """`bits:` as a list for every model, or a mapping model -> list: (their union in order, per-model tuples)."""
+    if isinstance(raw, Mapping):
+        stray = [m for m in raw if m not in models]
+        missing = [m for m in models if m not in raw]
+        if stray or missing:
+            raise _err("bits", dict(raw), f"give bits for exactly the space's models ({', '.join(models)}); "
+                       + (f"not in models: {', '.join(map(str, stray))}" if stray else
+                          f"missing: {', '.join(missing)}"))
+        per_model = {m: [str(b) for b in _list(raw, m)] for m in models}
+        for model, bits in per_model.items():
+            _check_bits(bits, f"bits.{model}")
+        union = list(dict.fromkeys(b for m in models for b in per_model[m]))
+        return union, tuple((m, tuple(per_model[m])) for m in models)
+    bits = [str(b) for b in _list({"bits": raw} if raw is not None else {}, "bits")]
+    _check_bits(bits, "bits")
+    return bits, ()
+
+
+def _check_bits(bits: list[str], key: str) -> None:
+    for i, b in enumerate(bits):
+        try:
+            parse_bits(b)
+        except ValueError as err:
+            raise SpaceError(f"{key}[{i}]: {err}") from None
 
 
 def _check_labels(arms: list[tuple[str, dict[str, Any]]], labels: list[tuple[str, dict[str, Any], str]]) -> None:
@@ -315,6 +357,8 @@ def space_from_record(record: Mapping[str, Any]) -> Space:
             entry["label"] = named[0]
         arms.append(entry)
     raw = {key: record[key] for key in TOP_KEYS if key in record and record[key] is not None}
+    if record.get("model_bits"):
+        raw["bits"] = {model: list(bits) for model, bits in record["model_bits"]}
     raw |= {"arms": arms, "ptq": [{"name": method, **params} for method, params in record.get("ptq") or []]}
     if "plugins" in raw and not raw["plugins"]:
         del raw["plugins"]

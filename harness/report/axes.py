@@ -80,6 +80,7 @@ class Axes:
     variants: tuple[Variant, ...]
     seeds: tuple[int, ...]
     given_labels: tuple[tuple[Variant, str], ...] = field(default=(), compare=False)  # a space's `label:`s
+    model_bits: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a space's bits per model; () = every model every bits
 
     @cached_property
     def labels(self) -> dict[Variant, str]:
@@ -90,16 +91,21 @@ class Axes:
         return self.labels.get(variant) or variant_label(*variant)
 
     def grid(self) -> set[tuple[str, str, str, Variant, int]]:
-        return set(itertools.product(self.models, self.bits, self.ptqs, self.variants, self.seeds))
+        per_model = dict(self.model_bits)
+        return {cell for cell in itertools.product(self.models, self.bits, self.ptqs, self.variants, self.seeds)
+                if not per_model or cell[1] in per_model.get(cell[0], self.bits)}
 
     def extended(self, other: Axes) -> Axes:
         """These axes, then whatever `other` has that they lack."""
         def merge(a: tuple, b: tuple) -> tuple:
             return a + tuple(x for x in b if x not in a)
 
+        both = dict(self.model_bits) if self.model_bits and other.model_bits else {}
+        for model, bits in other.model_bits if both else ():
+            both[model] = merge(both.get(model, ()), bits)
         return Axes(merge(self.models, other.models), merge(self.bits, other.bits), merge(self.ptqs, other.ptqs),
                     merge(self.variants, other.variants), merge(self.seeds, other.seeds),
-                    merge(self.given_labels, other.given_labels))
+                    merge(self.given_labels, other.given_labels), tuple(both.items()))
 
     def sort_key(self, model: str, bits: str, ptq: str, variant: Variant, seed: int | None = None) -> tuple[int, ...]:
         pairs = ((self.models, model), (self.bits, bits), (self.ptqs, ptq), (self.variants, variant),
@@ -153,7 +159,8 @@ def axes_from_space(space: Mapping[str, Any], seen: Iterable[Variant] = ()) -> A
     given = tuple((variant(arm, point), label) for arm, point, label in space.get("labels", ()))
     return Axes(models=tuple(space["models"]), bits=tuple(space["bits"]),
                 ptqs=tuple(dict.fromkeys(name for name, _ in space["ptq"])), variants=tuple(variants),
-                seeds=tuple(space["seeds"]), given_labels=given)
+                seeds=tuple(space["seeds"]), given_labels=given,
+                model_bits=tuple((m, tuple(b)) for m, b in space.get("model_bits") or ()))
 
 
 def _changed(arm: str, point: Mapping[str, Any]) -> dict[str, Any]:

@@ -136,3 +136,29 @@ def test_a_quantize_job_folder_is_read_and_narrowed_and_rows_without_code_get_a_
     assert tol == rp.DEFAULT_TOLERANCE and "committed code fingerprint not recorded" in why
     with pytest.raises(rp.ReproduceError, match=r"--seeds \[1\]:.*ran seeds \[0\]"):
         rp.select(part, seeds=[1])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_committed_sweep_reproduces_from_an_empty_cache(ray_home, tmp_path):
+    """The real thing on a small committed result: two vit_fmnist fine-tunes (plain and PTQ-aware ARNQ, seed 3)
+    and their RepQ-ViT W3A3 evaluations, from an empty cache, against results/composition/fmnist_replication.
+    If this fails after a change meant to alter the numbers, regenerate that result with its space."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "HOME": str(ray_home), "RAY_USAGE_STATS_ENABLED": "0", "WANDB_MODE": "offline",
+           "RAY_TMPDIR": tempfile.gettempdir()}
+    env.pop("ARNQ_CACHE", None)
+    out = tmp_path / "again"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "reproduce", "results/composition/fmnist_replication",
+                           "--cells", "repq_vit", "plain", "arnq", "--seeds", "3", "--out", str(out)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "2 committed rows to reproduce" in text and "reproduced: 6 of 6 values within tolerance" in text
+    lines = (out / "reproduce.csv").read_text().splitlines()
+    assert len(lines) == 1 + 6 and (out / "cache" / "finetunes").is_dir()

@@ -1,5 +1,6 @@
 """Search-space validation: every shipped space loads; bad input names the key, value and fix."""
 
+import json
 
 import pytest
 import yaml
@@ -136,3 +137,45 @@ def test_a_plugin_registers_an_arm_the_space_can_name():
                          "plugins": ["tests.harness.fault_arms"]})
     assert space.plugins == ("tests.harness.fault_arms",)
     assert [t.arm.arm for t in space.trials()] == ["plain", "diverge"]
+
+
+PER_MODEL = {"name": "pm", "models": ["vit_mnist", "minilm_rt"], "bits": {"vit_mnist": ["W4A4", "W3A3"],
+             "minilm_rt": ["W4A4", "W3A4"]}, "ptq": ["minmax"], "arms": ["plain", "arnq"], "seeds": [0, 1]}
+
+
+def test_bits_per_model_run_each_model_at_its_own_bit_widths():
+    from harness.space import space_from_record
+
+    space = parse_space(PER_MODEL)
+    assert space.bits == ("W4A4", "W3A3", "W3A4") and space.bits_of("minilm_rt") == ("W4A4", "W3A4")
+    cells = {(t.model, t.bits) for t in space.trials()}
+    assert cells == {("vit_mnist", "W4A4"), ("vit_mnist", "W3A3"), ("minilm_rt", "W4A4"), ("minilm_rt", "W3A4")}
+    assert len(space.trials()) == 4 * 2 * 2
+    again = space_from_record(json.loads(json.dumps(space.to_dict())))
+    assert [t.to_dict() for t in again.trials()] == [t.to_dict() for t in space.trials()]
+    part = space.narrowed(bits=["W3A4"])
+    assert part.models == ("minilm_rt",) and {t.bits for t in part.trials()} == {"W3A4"}
+
+
+@pytest.mark.parametrize("bits, message", [
+    ({"vit_mnist": ["W4A4"]}, r"bits: .*give bits for exactly the space's models.*missing: minilm_rt"),
+    ({"vit_mnist": ["W4A4"], "minilm_rt": ["W4A4"], "deit_small": ["W4A4"]}, r"not in models: deit_small"),
+    ({"vit_mnist": ["W4A4"], "minilm_rt": ["W9"]}, r"bits.minilm_rt\[0\]"),
+])
+def test_bits_per_model_errors_name_the_problem(bits, message):
+    with pytest.raises(SpaceError, match=message):
+        parse_space({**PER_MODEL, "bits": bits})
+
+
+def test_the_report_of_a_per_model_space_lists_no_cell_the_space_never_runs():
+    from harness.report.axes import axes_from_space
+
+    grid = axes_from_space(parse_space(PER_MODEL).to_dict()).grid()
+    assert {(m, b) for m, b, *_ in grid} == {(t.model, t.bits) for t in parse_space(PER_MODEL).trials()}
+
+
+def test_the_smoke_slice_of_a_per_model_space_keeps_one_cell():
+    from harness.cli import smoke_space
+
+    smoke = smoke_space(parse_space(PER_MODEL))
+    assert {(t.model, t.bits, t.seed) for t in smoke.trials()} == {("vit_mnist", "W4A4", 0)}
