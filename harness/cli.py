@@ -306,11 +306,14 @@ def smoke_space(space):
     """A minutes-long slice of a space: first model, bits and PTQ method, seed 0, one short epoch."""
     import dataclasses
 
-    finetune = dataclasses.replace(space.finetune, epochs=1, train_subset=256, val_size=64, diagnostics_batches=1)
+    def short(ft):
+        return dataclasses.replace(ft, epochs=1, train_subset=256, val_size=64, diagnostics_batches=1)
+
     first = space.narrowed(models=space.models[:1])
     first = first.narrowed(bits=first.bits_of(first.models[0])[:1])
     return dataclasses.replace(first, name=f"{space.name}-smoke", ptq=space.ptq[:1], arms=space.arms[:2],
-                               seeds=space.seeds[:1], finetune=finetune, calib_size=64)
+                               seeds=space.seeds[:1], finetune=short(space.finetune), calib_size=64,
+                               model_finetune=tuple((m, short(ft)) for m, ft in first.model_finetune))
 
 
 class _Parser(argparse.ArgumentParser):

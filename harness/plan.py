@@ -137,7 +137,8 @@ def _timings(space: Space, cache_root: Path | None) -> dict[str, Any]:
     out = {}
     for model in space.models:
         try:
-            out[model] = measure(model, threads=threads, batch_size=space.finetune.batch_size, cache_root=cache_root)
+            out[model] = measure(model, threads=threads, batch_size=space.finetune_of(model).batch_size,
+                                 cache_root=cache_root)
         except (OSError, ValueError, RuntimeError, ImportError) as err:  # weights or data not on this machine
             log.info("cannot time %s here (%s); its estimate uses the registered cost hint", model, err)
     return out
@@ -178,7 +179,8 @@ def _hinted(space: Space, model: str, finetunes: list[TrialSpec], trials: list[T
     cost = MODELS.get(model).cost
     if not cost:
         return None
-    examples_k = (space.finetune.train_subset or 0) * space.finetune.epochs / 1000
+    ft = space.finetune_of(model)
+    examples_k = (ft.train_subset or 0) * ft.epochs / 1000
     return len(finetunes) * examples_k * cost["train_s_per_1k"] + len(trials) * cost["ptq_s"]
 
 

@@ -10,7 +10,8 @@ Schema (every key but `name`, `models`, `bits`, `ptq` optional):
       - plain
       - {name: arnq, schedule: [cosine, linear], adapt: outlier}   # a list = a grid over it
       - {name: arnq, label: arnq-minmax, delta_observer: minmax}     # label: its name in tables and plots
-    finetune: {epochs: 2, lr: 5.0e-5, batch_size: 32, train_subset: 2000}
+    finetune: {epochs: 2, lr: 5.0e-5, batch_size: 32, train_subset: 2000,
+               models: {vit_fmnist: {lr: 1.0e-4, batch_size: 64}}}    # optional per-model changes
     seeds: [0, 1, 2]
     calib_size: 256                                     # optional; default: each method's own
     scheduler: {name: asha, grace_period: 1, reduction_factor: 2}   # or none
@@ -93,6 +94,11 @@ class Space:
     labels: tuple[tuple[str, Mapping[str, Any], str], ...] = ()  # (arm, grid point, its entry's `label:`)
     source_hash: str = ""
     model_bits: tuple[tuple[str, tuple[str, ...]], ...] = ()  # `bits:` given per model; `bits` is then their union
+    model_finetune: tuple[tuple[str, FinetuneConfig], ...] = ()  # `finetune.models`: a model's own budget
+
+    def finetune_of(self, model: str) -> FinetuneConfig:
+        """The fine-tuning budget of `model`: `finetune`, with the model's `finetune.models` entry applied."""
+        return dict(self.model_finetune).get(model, self.finetune)
 
     def bits_of(self, model: str) -> tuple[str, ...]:
         """The bit-widths the space runs `model` at."""
@@ -100,12 +106,12 @@ class Space:
 
     def trials(self) -> list[TrialSpec]:
         """Every cell of the grid as a TrialSpec (plain included)."""
-        if not self.model_bits:
+        if not self.model_bits and not self.model_finetune:
             return build_trials(self.models, self.bits, self.ptq, self.arms, self.seeds, self.finetune,
                                 calib_size=self.calib_size, fp_seed=self.fp_seed)
         return [spec for model in self.models for spec in build_trials(
-            [model], self.bits_of(model), self.ptq, self.arms, self.seeds, self.finetune, calib_size=self.calib_size,
-            fp_seed=self.fp_seed)]
+            [model], self.bits_of(model), self.ptq, self.arms, self.seeds, self.finetune_of(model),
+            calib_size=self.calib_size, fp_seed=self.fp_seed)]
 
     def narrowed(self, models: Sequence[str] | None = None, bits: Sequence[str] | None = None) -> Space:
         """The space restricted to these models and bit-widths (None: all); a model left with no bits is dropped."""
@@ -116,7 +122,9 @@ class Space:
             raise SpaceError("no (model, bits) cell of the space is left")
         union = tuple(b for b in self.bits if any(b in keep[m] for m in models))
         model_bits = tuple((m, keep[m]) for m in models) if self.model_bits else ()
-        return dataclasses.replace(self, models=tuple(models), bits=union, model_bits=model_bits)
+        model_finetune = tuple((m, ft) for m, ft in self.model_finetune if m in models)
+        return dataclasses.replace(self, models=tuple(models), bits=union, model_bits=model_bits,
+                                   model_finetune=model_finetune)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -168,8 +176,9 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
             arms.append((arm, params))
             labels += [(arm, point, label) for point in points if label is not None]
         _check_labels(arms, labels)
-        finetune = _finetune(raw.get("finetune", {}))
-        if finetune.epochs == 0 and any(arm != "plain" for arm, _ in arms):
+        finetune, model_finetune = _finetunes(raw.get("finetune", {}), models)
+        if any(ft.epochs == 0 for ft in (finetune, *dict(model_finetune).values())) and any(
+                arm != "plain" for arm, _ in arms):
             raise _err("finetune.epochs", 0, "0 means no fine-tuning (the FP model as it is), which only the plain "
                        "arm can do; give epochs >= 1 or keep arms: [plain]")
         seeds = _list(raw, "seeds", [0])
@@ -190,7 +199,7 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
     return Space(name=name, models=tuple(models), bits=tuple(bits), ptq=tuple(ptq), arms=tuple(arms),
                  finetune=finetune, seeds=tuple(seeds), calib_size=calib_size, fp_seed=fp_seed,
                  scheduler=scheduler, resources=resources, wandb=wandb, plugins=plugins, labels=tuple(labels),
-                 source_hash=digest, model_bits=model_bits)
+                 source_hash=digest, model_bits=model_bits, model_finetune=model_finetune)
 
 
 def _bits(raw: Any, models: list[str]) -> tuple[list[str], tuple[tuple[str, tuple[str, ...]], ...]]:
@@ -247,6 +256,30 @@ def _plugins(raw: Any) -> tuple[str, ...]:
 def import_plugin(module: str) -> None:
     """Import a plugin module once per process (its registrations run at import)."""
     importlib.import_module(module)
+
+
+def _finetunes(raw: Any, models: list[str]) -> tuple[FinetuneConfig, tuple[tuple[str, FinetuneConfig], ...]]:
+    """`finetune:` and its optional `models:` mapping of per-model changes: (the budget, per-model budgets)."""
+    if not isinstance(raw, Mapping):
+        raise _err("finetune", raw, "use a mapping, e.g. {epochs: 2, lr: 5.0e-5}")
+    raw = dict(raw)
+    per_model = raw.pop("models", None) or {}
+    if not isinstance(per_model, Mapping):
+        raise _err("finetune.models", per_model, "map model names to changes, e.g. {vit_fmnist: {lr: 1.0e-4}}")
+    stray = [m for m in per_model if m not in models]
+    if stray:
+        raise _err("finetune.models", dict(per_model), f"{', '.join(map(str, stray))} not in the space's models "
+                   f"({', '.join(models)})")
+    base = _finetune(raw)
+    out = []
+    for model, changes in per_model.items():
+        if not isinstance(changes, Mapping):
+            raise _err(f"finetune.models.{model}", changes, "use a mapping of finetune keys, e.g. {lr: 1.0e-4}")
+        try:
+            out.append((model, _finetune({**raw, **changes})))
+        except SpaceError as err:
+            raise SpaceError(f"finetune.models.{model}: {str(err).removeprefix('finetune: ')}") from None
+    return base, tuple(out)
 
 
 def _finetune(raw: Any) -> FinetuneConfig:
@@ -359,6 +392,8 @@ def space_from_record(record: Mapping[str, Any]) -> Space:
     raw = {key: record[key] for key in TOP_KEYS if key in record and record[key] is not None}
     if record.get("model_bits"):
         raw["bits"] = {model: list(bits) for model, bits in record["model_bits"]}
+    if record.get("model_finetune"):  # recorded whole: the recorded values override the base's
+        raw["finetune"] = {**record["finetune"], "models": {model: ft for model, ft in record["model_finetune"]}}
     raw |= {"arms": arms, "ptq": [{"name": method, **params} for method, params in record.get("ptq") or []]}
     if "plugins" in raw and not raw["plugins"]:
         del raw["plugins"]

@@ -192,7 +192,7 @@ def make_scheduler(space: Space) -> Any:
             key = cell_key(spec)
             if key not in self.cells:
                 self.cells[key] = AsyncHyperBandScheduler(
-                    time_attr="epoch", metric=METRIC, mode="max", max_t=space.finetune.epochs,
+                    time_attr="epoch", metric=METRIC, mode="max", max_t=spec["finetune"]["epochs"],
                     grace_period=params.get("grace_period", 1), reduction_factor=params.get("reduction_factor", 2),
                 )
             return self.cells[key]
@@ -207,7 +207,7 @@ def make_scheduler(space: Space) -> Any:
             if cell is None or METRIC not in result:
                 return TrialScheduler.CONTINUE
             decision = cell.on_trial_result(tune_controller, trial, result)
-            if result.get("epoch", 0) >= space.finetune.epochs:
+            if result.get("epoch", 0) >= trial_of(trial.config)["finetune"]["epochs"]:
                 # ASHA answers STOP once time_attr reaches max_t; here that is the end of
                 # fine-tuning, and the trial must go on to its PTQ evaluation
                 return TrialScheduler.CONTINUE

@@ -179,3 +179,23 @@ def test_the_smoke_slice_of_a_per_model_space_keeps_one_cell():
 
     smoke = smoke_space(parse_space(PER_MODEL))
     assert {(t.model, t.bits, t.seed) for t in smoke.trials()} == {("vit_mnist", "W4A4", 0)}
+
+
+def test_a_model_gets_its_own_fine_tuning_budget_under_finetune_models():
+    from harness.cli import smoke_space
+    from harness.space import space_from_record
+
+    raw = {**PER_MODEL, "finetune": {"epochs": 2, "lr": 2.0e-4, "batch_size": 32, "train_subset": 2000,
+                                     "models": {"vit_mnist": {"lr": 1.0e-4, "batch_size": 64}}}}
+    space = parse_space(raw)
+    budgets = {t.model: t.finetune for t in space.trials()}
+    assert (budgets["vit_mnist"].lr, budgets["vit_mnist"].batch_size, budgets["vit_mnist"].train_subset) == (1e-4, 64, 2000)
+    assert (budgets["minilm_rt"].lr, budgets["minilm_rt"].batch_size) == (2e-4, 32)
+    again = space_from_record(json.loads(json.dumps(space.to_dict())))
+    assert [t.to_dict() for t in again.trials()] == [t.to_dict() for t in space.trials()]
+    smoke = smoke_space(space)
+    assert {(t.finetune.lr, t.finetune.epochs, t.finetune.train_subset) for t in smoke.trials()} == {(1e-4, 1, 256)}
+    with pytest.raises(SpaceError, match=r"finetune.models: .*deit_small not in the space's models"):
+        parse_space({**raw, "finetune": {"models": {"deit_small": {"lr": 1.0}}}})
+    with pytest.raises(SpaceError, match=r"finetune.models.vit_mnist: unknown key\(s\) \['lrr'\]"):
+        parse_space({**raw, "finetune": {"models": {"vit_mnist": {"lrr": 1.0}}}})
