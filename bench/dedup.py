@@ -7,9 +7,9 @@ cell that needs it. The naive run wraps the same trainable so every trial gets i
 empty cache: each trial fine-tunes. Printed: fine-tunes run and wall time of each, and
 their ratio.
 
-    .venv/bin/python -m bench.dedup                 # quickstart restricted to vit_mnist
+    .venv/bin/python -m bench.dedup                 # bench/spaces/tour.yaml restricted to vit_mnist
     .venv/bin/python -m bench.dedup --space FILE    # any space (the naive run fine-tunes per trial)
-    .venv/bin/python -m bench.dedup --count-only search_spaces/quickstart.yaml   # counts, no runs
+    .venv/bin/python -m bench.dedup --count-only --space bench/spaces/tour.yaml   # counts, no runs
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def run(space: Any, workdir: Path, naive: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", type=Path, default=ROOT / "search_spaces" / "quickstart.yaml")
+    parser.add_argument("--space", type=Path, default=ROOT / "bench" / "spaces" / "tour.yaml")
     parser.add_argument("--models", nargs="+", default=["vit_mnist"], help="restrict the space to these models")
     parser.add_argument("--count-only", action="store_true", help="print trial and fine-tune counts, run nothing")
     args = parser.parse_args()

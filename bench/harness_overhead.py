@@ -4,13 +4,13 @@ Runs a space through `run_sweep` with fresh fine-tune and trial caches (FP check
 reused from the user's cache), then reads every trial's compute time from the Tune
 experiment (`time_total_s`: the trainable's own running time, fine-tune + PTQ + eval,
 ASHA-stopped trials included). Ideal = sum of compute / concurrent trial slots.
-Overhead = wall / ideal - 1 (target: within 10 % on the quickstart space on 2 cores).
+Overhead = wall / ideal - 1 (target: within 10 % on bench/spaces/tour.yaml (the former quickstart) on 2 cores).
 
 Also measured, to say where per-trial fixed cost goes: Ray start, a fresh worker's
 start plus the pipeline imports, and loading each model from the cache in a fresh
 process (what a trial pays when its actor is not reused).
 
-    .venv/bin/python -m bench.harness_overhead                        # search_spaces/quickstart.yaml
+    .venv/bin/python -m bench.harness_overhead                        # bench/spaces/tour.yaml
     .venv/bin/python -m bench.harness_overhead --rerun default default:nowandb   # + all-cached reruns
     .venv/bin/python -m bench.harness_overhead --models vit_mnist --rerun default 2 default:nowandb
 """
@@ -106,7 +106,7 @@ def sweep(space: Any, run_dir: Path, cache: Path, pending: str = "default") -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", type=Path, default=ROOT / "search_spaces" / "quickstart.yaml")
+    parser.add_argument("--space", type=Path, default=ROOT / "bench" / "spaces" / "tour.yaml")
     parser.add_argument("--models", nargs="+", default=None, help="restrict the space to these models")
     parser.add_argument("--pending", nargs="+", default=["default"],
                         help="TUNE_MAX_PENDING_TRIALS_PG per run, each with fresh stage caches ('default': Tune's "

@@ -49,7 +49,7 @@ def test_a_wheel_install_lists_validates_and_resolves_the_shipped_spaces(tmp_pat
     assert all(f"search_spaces/{name}" in listing for name in shipped), listing
     for arg in ("search_spaces/quickstart.yaml", "quickstart"):
         out = run(cli + ["validate", arg], cwd=cwd, env=env).stdout
-        assert "valid space 'quickstart'" in out and "trials (PTQ evaluations): 72" in out
+        assert "valid space 'quickstart'" in out and "trials (PTQ evaluations): 12" in out
     missing = subprocess.run(cli + ["validate", "quickstrt"], capture_output=True, text=True, cwd=cwd, env=env,
                              timeout=600)
     assert missing.returncode == 2 and "Did you mean 'quickstart'?" in missing.stderr

@@ -32,10 +32,10 @@ def test_asha_top3_ranks_by_quantized_accuracy_with_arm_params():
     assert [a for a, _ in asha.top(rows)] == ['arnq{"target":"W"}', 'quanttune{"lam":0.01}', "plain"]
 
 
-def test_dedup_counts_the_quickstart_fine_tunes():
+def test_dedup_counts_the_tour_fine_tunes():
     out = run_bench("dedup", "--count-only", "--models", "vit_mnist", "minilm_rt", timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "quickstart (vit_mnist, minilm_rt): 72 trials, 16 distinct fine-tunes" in out.stdout
+    assert "tour (vit_mnist, minilm_rt): 72 trials, 16 distinct fine-tunes" in out.stdout
 
 
 @pytest.mark.ray
