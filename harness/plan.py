@@ -50,8 +50,15 @@ DEFAULT_ARM_STEP_COST = 1.3
 CALIB_COST = {"minmax": 1.0, "ema": 1.0, "percentile": 3.0, "omse": 15.0, "smoothquant": 2.0, "repq_vit": 15.0,
               "noisyquant": 16.0, "fq_vit": 3.0, "ptq4vit": 60.0, "liu2021": 60.0, "mrem": 30.0}
 DEFAULT_CALIB_COST = 10.0
-#: slowdown of each of several trials sharing a machine's cores, against one timed alone
-CONTENTION = 1.25
+#: slowdown of each of several trials sharing a machine's cores, against one timed alone. 1.0: the
+#: per-example timings extrapolated from a short run of one model already exceed what two trials
+#: sharing two cores take (results/composition/minilm_w4a4, 2 cores: PTQ-aware fine-tunes took
+#: 0.7-0.9x their estimate, PTQ trials 0.5-1.3x), and with 1.25 the wall-time estimates of the
+#: composition sweeps ran 25-70 % high (README, "Cost estimate")
+CONTENTION = 1.0
+#: a sweep's own cost besides its trials: starting Ray, the cache lookups, the report (the quickstart
+#: with every trial cached: 19 s on 2 cores)
+SWEEP_OVERHEAD_S = 15.0
 
 
 @dataclass
@@ -72,7 +79,7 @@ class Plan:
     def wall_seconds(self) -> float | None:
         if self.cpu_seconds is None:
             return None
-        return self.serial_seconds + (self.cpu_seconds - self.serial_seconds) / max(self.slots, 1)
+        return SWEEP_OVERHEAD_S + self.serial_seconds + (self.cpu_seconds - self.serial_seconds) / max(self.slots, 1)
 
     def lines(self) -> list[str]:
         out = [

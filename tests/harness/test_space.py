@@ -7,6 +7,7 @@ import yaml
 
 from harness.cli import spaces_dir
 from harness.pipeline import get_key
+from harness.plan import SWEEP_OVERHEAD_S
 from harness.space import SpaceError, load_space, parse_space
 
 SPACES = sorted(spaces_dir().glob("*.yaml"))
@@ -55,7 +56,7 @@ def test_plan_counts_trials_finetunes_and_cache(tmp_path):
     assert (plan.trials, plan.finetunes, plan.finetunes_cached, plan.trials_cached) == (32, 20, 0, 0)
     cost = __import__("arnq.models", fromlist=["MODELS"]).MODELS.get("vit_mnist").cost
     assert plan.cpu_seconds == pytest.approx(20 * 2.0 * cost["train_s_per_1k"] + 32 * cost["ptq_s"])
-    assert plan.wall_seconds == pytest.approx(plan.cpu_seconds / 2)
+    assert plan.wall_seconds == pytest.approx(SWEEP_OVERHEAD_S + plan.cpu_seconds / 2)
     assert "cost hints" in plan.source
     from arnq.cache import entry_path
     from harness.pipeline import TRIAL_KIND, trial_cache_spec
