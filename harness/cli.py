@@ -280,6 +280,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import SweepInterrupted, run_sweep
 
     space = load_space(_space_path(args.space))  # validated before Ray starts
+    from arnq.cache import cache_root
+
+    # importing timm makes torch's compile cache folder at once, in the temp directory unless told where:
+    # keep it with the other caches, out of the system temp directory (the driver and the trials alike)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torchinductor"))
     if args.smoke:
         space = smoke_space(space)
     run_dir = Path(args.out or f"results/runs/{space.name}")

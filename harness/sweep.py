@@ -282,6 +282,7 @@ class Store(_callback_base()):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if result.get("done_row"):
+            self.running.discard(trial.trial_id)  # ended: the progress line written now must not count it
             self._write(json.loads(result["row"]))
 
     def _ended(self, trial: Any, status: str, error: str | None = None, error_file: str | None = None) -> None:
