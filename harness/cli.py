@@ -13,6 +13,7 @@ from pathlib import Path
 
 DEFAULT_BITS = ("W8A8", "W6A6", "W4A4")
 LISTINGS = ("models", "datasets", "ptq", "arms", "schedules", "spaces")
+MODEL_COMMANDS = ("quantize", "sweep", "validate", "reproduce")  # the commands that load models (and timm)
 
 
 def spaces_dir() -> Path:
@@ -202,7 +203,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     console = _console()
     name = result.name
     out = Path(args.out or f"results/runs/reproduce/{name}")
-    dirty = rp.dirty_rows(result.rows)
+    from harness.store import dirty_rows
+
+    dirty = dirty_rows(result.rows)
     console.print(f"{args.result_dir}: {result.kind} '{name}', {len(result.rows)} committed rows to reproduce"
                   + (f" ({dirty} from a tree with uncommitted changes: their code is not in any commit)" if dirty else "")
                   + f"; tolerance {tol_text}", soft_wrap=True)
@@ -280,11 +283,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import SweepInterrupted, run_sweep
 
     space = load_space(_space_path(args.space))  # validated before Ray starts
-    from arnq.cache import cache_root
-
-    # importing timm makes torch's compile cache folder at once, in the temp directory unless told where:
-    # keep it with the other caches, out of the system temp directory (the driver and the trials alike)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torchinductor"))
     if args.smoke:
         space = smoke_space(space)
     run_dir = Path(args.out or f"results/runs/{space.name}")
@@ -459,6 +457,12 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "offline")
     args = build_parser().parse_args(argv)
+    if args.command in MODEL_COMMANDS:
+        from arnq.cache import cache_root
+
+        # importing timm makes torch's compile cache folder at once, in the temp directory unless told where:
+        # keep it with the other caches, out of the system temp directory (this process and its Ray workers)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torchinductor"))
     _setup_logging(args.verbose)
     try:
         return args.func(args)

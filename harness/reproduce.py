@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.report.axes import canonical
 from harness.space import Space, SpaceError, space_from_record
-from harness.store import ROWS, provenance, read_rows, row_commit, set_aside
+from harness.store import ROWS, provenance, read_rows, set_aside
 
 METRICS = ("fp_acc", "ft_acc", "q_acc")
 DEFAULT_TOLERANCE = 1.0  # accuracy points, when exactness cannot be expected (other code, versions or device)
@@ -103,9 +104,8 @@ def select(result: Result, cells: Sequence[str] = (), seeds: Sequence[int] = ())
         raise ReproduceError(f"--seeds {unknown}: {result.path} ran seeds {all_seeds}")
     if result.kind == "sweep":
         arms = chosen.get("arm")
-        labels = {label: arm for arm, _, label in spec.labels}
         keep_arms = [(a, p) for a, p in spec.arms if arms is None or a in arms or any(
-            labels.get(t) == a and _label_in(spec, a, p, t) for t in arms)]
+            _label_in(spec, a, p, t) for t in arms)]
         try:
             spec = spec.narrowed(models=chosen.get("model"), bits=chosen.get("bits"))
         except SpaceError:
@@ -113,13 +113,11 @@ def select(result: Result, cells: Sequence[str] = (), seeds: Sequence[int] = ())
         spec = dataclasses.replace(
             spec, ptq=tuple((m, p) for m, p in spec.ptq if m in chosen.get("ptq", [m])), arms=tuple(keep_arms),
             seeds=tuple(seeds or spec.seeds), wandb=None)
-    else:
-        spec = dataclasses.replace(spec, models=tuple(chosen.get("model", spec.models)),
-                                   bits=tuple(chosen.get("bits", spec.bits)), ptq=tuple(chosen.get("ptq", spec.ptq)))
-    if result.kind == "sweep":
         keys = {cell_key(r) for r in expected_rows(spec)}
         rows = [r for r in result.rows if cell_key(r) in keys]
     else:
+        spec = dataclasses.replace(spec, models=tuple(chosen.get("model", spec.models)),
+                                   bits=tuple(chosen.get("bits", spec.bits)), ptq=tuple(chosen.get("ptq", spec.ptq)))
         rows = [r for r in result.rows if r["model"] in spec.models and r["bits"] in spec.bits and r["ptq"] in spec.ptq]
     return Result(result.path, result.kind, spec, rows)
 
@@ -138,17 +136,10 @@ def expected_rows(space: Space) -> list[dict[str, Any]]:
     return [cell_fields(trial) for trial in space.trials()]
 
 
-def _params(value: Any) -> str:
-    """A row's parameters (a JSON string or a mapping) in one canonical text."""
-    if isinstance(value, str):
-        value = json.loads(value or "{}")
-    return json.dumps(dict(value or {}), sort_keys=True)
-
-
 def cell_key(row: Mapping[str, Any]) -> tuple:
     """What a value is paired on: (model, bits, ptq, ptq_params, arm, arm_params, seed)."""
-    return (row["model"], row["bits"], row["ptq"], _params(row.get("ptq_params")), row.get("arm", "plain"),
-            _params(row.get("arm_params")), int(row["seed"]))
+    return (row["model"], row["bits"], row["ptq"], canonical(row.get("ptq_params") or None), row.get("arm", "plain"),
+            canonical(row.get("arm_params") or None), int(row["seed"]))
 
 
 def current_code(kind: str) -> str:
@@ -229,7 +220,7 @@ def compare(committed: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, A
 
 
 def _arm_text(row: Mapping[str, Any]) -> str:
-    params = _params(row.get("arm_params"))
+    params = canonical(row.get("arm_params") or None)
     return row.get("arm", "plain") + ("" if params == "{}" else params)
 
 
@@ -245,10 +236,5 @@ def summary(lines: Sequence[Mapping[str, Any]], tol_text: str) -> str:
                else ""))
 
 
-def dirty_rows(rows: Iterable[Mapping[str, Any]]) -> int:
-    """How many rows were computed from a tree with uncommitted changes."""
-    return sum(1 for r in rows if row_commit(r)[1])
-
-
-__all__ = ["DEFAULT_TOLERANCE", "METRICS", "ReproduceError", "Result", "cell_key", "compare", "dirty_rows",
+__all__ = ["DEFAULT_TOLERANCE", "METRICS", "ReproduceError", "Result", "cell_key", "compare",
            "expected_rows", "load_result", "run", "select", "summary", "tolerance"]

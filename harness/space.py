@@ -102,7 +102,7 @@ class Space:
 
     def bits_of(self, model: str) -> tuple[str, ...]:
         """The bit-widths the space runs `model` at."""
-        return dict(self.model_bits).get(model, self.bits) if self.model_bits else self.bits
+        return dict(self.model_bits).get(model, self.bits)
 
     def trials(self) -> list[TrialSpec]:
         """Every cell of the grid as a TrialSpec (plain included)."""
@@ -149,7 +149,7 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
         for i, model in enumerate(models):
             if model not in MODELS:
                 raise SpaceError(f"models[{i}]: {MODELS.unknown_message(model)}")
-        bits, model_bits = _bits(raw.get("bits"), models)
+        bits, model_bits = _bits(raw, models)
         ptq = []
         for i, entry in enumerate(_list(raw, "ptq")):
             method, params = _named(entry, f"ptq[{i}]")
@@ -202,21 +202,23 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
                  source_hash=digest, model_bits=model_bits, model_finetune=model_finetune)
 
 
-def _bits(raw: Any, models: list[str]) -> tuple[list[str], tuple[tuple[str, tuple[str, ...]], ...]]:
-    """`bits:` as a list for every model, or a mapping model -> list: (their union in order, per-model tuples)."""
-    if isinstance(raw, Mapping):
-        stray = [m for m in raw if m not in models]
-        missing = [m for m in models if m not in raw]
+def _bits(raw: Mapping[str, Any], models: list[str]) -> tuple[list[str], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The space's `bits:`, a list for every model or a mapping model -> list: (their union in order,
+    per-model tuples, or () for a list)."""
+    per_model_raw = raw.get("bits")
+    if isinstance(per_model_raw, Mapping):
+        stray = [m for m in per_model_raw if m not in models]
+        missing = [m for m in models if m not in per_model_raw]
         if stray or missing:
-            raise _err("bits", dict(raw), f"give bits for exactly the space's models ({', '.join(models)}); "
+            raise _err("bits", dict(per_model_raw), f"give bits for exactly the space's models ({', '.join(models)}); "
                        + (f"not in models: {', '.join(map(str, stray))}" if stray else
                           f"missing: {', '.join(missing)}"))
-        per_model = {m: [str(b) for b in _list(raw, m)] for m in models}
+        per_model = {m: [str(b) for b in _list(per_model_raw, m)] for m in models}
         for model, bits in per_model.items():
             _check_bits(bits, f"bits.{model}")
         union = list(dict.fromkeys(b for m in models for b in per_model[m]))
         return union, tuple((m, tuple(per_model[m])) for m in models)
-    bits = [str(b) for b in _list({"bits": raw} if raw is not None else {}, "bits")]
+    bits = [str(b) for b in _list(raw, "bits")]
     _check_bits(bits, "bits")
     return bits, ()
 

@@ -16,7 +16,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -146,6 +146,11 @@ def row_commit(row: Mapping[str, Any]) -> tuple[str | None, bool | None]:
     if isinstance(commit, str) and commit.endswith("+dirty"):
         return commit.removesuffix("+dirty"), True
     return commit, row.get("git_dirty")
+
+
+def dirty_rows(rows: Iterable[Mapping[str, Any]]) -> int:
+    """How many rows were computed from a tree with uncommitted changes."""
+    return sum(1 for r in rows if row_commit(r)[1])
 
 
 def utc_timestamp(when: datetime | None = None) -> str:

@@ -185,8 +185,8 @@ def make_scheduler(space: Space) -> Any:
             super().__init__()
             self.cells: dict[str, AsyncHyperBandScheduler] = {}
 
-        def _cell(self, trial: Any) -> AsyncHyperBandScheduler | None:
-            spec = trial_of(trial.config)  # decoded once per result: this runs on every report
+        def _cell(self, trial: Any, spec: Mapping[str, Any] | None = None) -> AsyncHyperBandScheduler | None:
+            spec = spec or trial_of(trial.config)
             if spec["arm"]["arm"] == "plain":
                 return None
             key = cell_key(spec)
@@ -203,11 +203,12 @@ def make_scheduler(space: Space) -> Any:
                 cell.on_trial_add(tune_controller, trial)
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-            cell = self._cell(trial)
+            spec = trial_of(trial.config)  # decoded once per result: this runs on every report
+            cell = self._cell(trial, spec)
             if cell is None or METRIC not in result:
                 return TrialScheduler.CONTINUE
             decision = cell.on_trial_result(tune_controller, trial, result)
-            if result.get("epoch", 0) >= trial_of(trial.config)["finetune"]["epochs"]:
+            if result.get("epoch", 0) >= spec["finetune"]["epochs"]:
                 # ASHA answers STOP once time_attr reaches max_t; here that is the end of
                 # fine-tuning, and the trial must go on to its PTQ evaluation
                 return TrialScheduler.CONTINUE

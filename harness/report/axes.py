@@ -96,16 +96,14 @@ class Axes:
                 if not per_model or cell[1] in per_model.get(cell[0], self.bits)}
 
     def extended(self, other: Axes) -> Axes:
-        """These axes, then whatever `other` has that they lack."""
+        """These axes, then whatever `other` has that they lack (every model at every bits: per-model bits
+        describe one space's grid, not a union)."""
         def merge(a: tuple, b: tuple) -> tuple:
             return a + tuple(x for x in b if x not in a)
 
-        both = dict(self.model_bits) if self.model_bits and other.model_bits else {}
-        for model, bits in other.model_bits if both else ():
-            both[model] = merge(both.get(model, ()), bits)
         return Axes(merge(self.models, other.models), merge(self.bits, other.bits), merge(self.ptqs, other.ptqs),
                     merge(self.variants, other.variants), merge(self.seeds, other.seeds),
-                    merge(self.given_labels, other.given_labels), tuple(both.items()))
+                    merge(self.given_labels, other.given_labels))
 
     def sort_key(self, model: str, bits: str, ptq: str, variant: Variant, seed: int | None = None) -> tuple[int, ...]:
         pairs = ((self.models, model), (self.bits, bits), (self.ptqs, ptq), (self.variants, variant),

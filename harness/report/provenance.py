@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.store import row_commit
+from harness.store import dirty_rows, row_commit
 
 STATUS_ORDER = ("failed", "stopped")  # then any other status, then missing
 
@@ -58,7 +58,7 @@ def provenance(
     counts = ", ".join(f"{statuses[s]} {s}" for s in dict.fromkeys(("ok", *STATUS_ORDER, *statuses.index))
                        if s in statuses)
     seeds = sorted({r["seed"] for r in rows if r["status"] == "ok"})
-    dirty = sum(1 for r in rows if row_commit(r)[1])
+    dirty = dirty_rows(rows)
     marks = {"uncommitted_code": f"{dirty} of {len(rows)} rows ran from a tree with uncommitted changes "
                                  "(git_commit +dirty): their code is in no commit, so arnq reproduce cannot "
                                  "regenerate them"} if dirty else {}
