@@ -67,6 +67,12 @@ def _cache_file(model: str, threads: int, batch_size: int, cache_root: Path | No
     return Path(cache_root or default_root()) / "costs" / f"{model}-t{threads}-b{batch_size}-{key}.json"
 
 
+def cached(model: str, *, threads: int = 1, batch_size: int = 32, cache_root: Path | None = None) -> Timing | None:
+    """The cached timing of `model` on this machine, or None when it was never measured here (nothing is run)."""
+    path = _cache_file(model, threads, batch_size, cache_root)
+    return Timing(**json.loads(path.read_text())) if path.exists() else None
+
+
 def measure(model: str, *, threads: int = 1, batch_size: int = 32, cache_root: Path | None = None,
             refresh: bool = False) -> Timing:
     """The cached timing of `model`, measured now on a miss (or with `refresh`); see the module docstring."""

@@ -68,13 +68,16 @@ def build_trials(
     ]
 
 
-def schedule(specs: Sequence[TrialSpec]) -> list[TrialSpec]:
+def schedule(specs: Sequence[TrialSpec], costs: Any = None) -> list[TrialSpec]:
     """Specs reordered so each distinct fine-tune appears once before any trial that reuses it.
 
-    The fine-tune producers of different FP models are interleaved (round-robin, in the
-    order the models first appear): the first trials of a fresh sweep build the FP
-    checkpoints side by side, instead of two trials of one model started together leaving
-    a slot idle while one waits on the other's build (docs/api.md#typed-trials).
+    Without `costs`, the fine-tune producers of different FP models are interleaved
+    (round-robin, in the order the models first appear): the first trials of a fresh sweep
+    build the FP checkpoints side by side, instead of two trials of one model started
+    together leaving a slot idle while one waits on the other's build. With `costs`
+    (`harness.plan.TrialCosts`: estimated seconds per trial and per FP build, and the slots),
+    the producers follow a simulated list schedule (`cost_order`) and the reusing trials come
+    after them, longest first (docs/api.md#typed-trials).
     """
     by_model: dict[tuple[str, int], list[TrialSpec]] = {}
     rest, seen = [], set()
@@ -85,8 +88,66 @@ def schedule(specs: Sequence[TrialSpec]) -> list[TrialSpec]:
         else:
             by_model.setdefault((spec.model, spec.fp_seed), []).append(spec)
             seen.add(key)
+    if costs is not None:
+        producers = [s for queue in by_model.values() for s in queue]
+        return cost_order(producers, costs) + sorted(rest, key=lambda s: -costs.seconds.get(trial_id(s), 0.0))
     queues = list(by_model.values())
     first = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
     return first + rest
 
 
+def cost_order(specs: Sequence[TrialSpec], costs: Any) -> list[TrialSpec]:
+    """The order in which a greedy list schedule on `costs.slots` slots starts `specs`.
+
+    Ray Tune starts trials in the order given, one per slot as slots free up. Each time a
+    slot frees, the simulation starts the longest trial that can run at once: one whose FP
+    checkpoint is ready, or the first of its FP model, which builds the checkpoint
+    (`costs.build`) before its own work while that model's other trials wait. When every
+    remaining trial would wait, it starts the one whose checkpoint is ready first. Longest
+    first keeps the short trials for the end, where they fill the slots that would otherwise
+    idle while the last long trial runs.
+    """
+    seconds = {trial_id(s): costs.seconds.get(trial_id(s), 0.0) for s in specs}
+    queues: dict[tuple[str, int], list[TrialSpec]] = {}  # per FP model, longest last (ties: given order first)
+    for _, spec in sorted(enumerate(specs), key=lambda item: (seconds[trial_id(item[1])], -item[0])):
+        queues.setdefault((spec.model, spec.fp_seed), []).append(spec)
+    free = [0.0] * max(int(costs.slots), 1)
+    ready: dict[tuple[str, int], float] = {}  # FP checkpoint -> when its build ends (started ones only)
+    order: list[TrialSpec] = []
+    while queues:
+        slot = min(range(len(free)), key=free.__getitem__)
+        now = free[slot]
+        # a model's trials all start at the same time: its longest goes first
+        starts = {fp: (max(now, ready[fp]), seconds[trial_id(q[-1])]) if fp in ready
+                  else (now, costs.build.get(fp, 0.0) + seconds[trial_id(q[-1])]) for fp, q in queues.items()}
+        fp = min(starts, key=lambda f: (starts[f][0], -starts[f][1]))
+        ready.setdefault(fp, now + costs.build.get(fp, 0.0))
+        free[slot] = starts[fp][0] + starts[fp][1]
+        order.append(queues[fp].pop())
+        if not queues[fp]:
+            del queues[fp]
+    return order
+
+
+def simulated_wall(order: Sequence[TrialSpec], costs: Any) -> float:
+    """Seconds until the last of `order` ends when `costs.slots` slots start them in this order.
+
+    What Ray Tune does with the order `schedule` gives: a freed slot starts the next trial;
+    the first trial of an FP model builds its checkpoint while that model's later trials wait
+    for it, and a trial reusing a fine-tune waits for the trial that builds it.
+    """
+    free = [0.0] * max(int(costs.slots), 1)
+    ready: dict[tuple[str, int], float] = {}
+    built: dict[str, float] = {}  # fine-tune key -> when its producer ends
+    end = 0.0
+    for spec in order:
+        slot = min(range(len(free)), key=free.__getitem__)
+        fp, key = (spec.model, spec.fp_seed), get_key(spec)
+        start = free[slot]
+        if fp not in ready:
+            ready[fp] = start + costs.build.get(fp, 0.0)
+        start = max(start, ready[fp], built.get(key, 0.0))
+        free[slot] = start + costs.seconds.get(trial_id(spec), 0.0)
+        built.setdefault(key, free[slot])
+        end = max(end, free[slot])
+    return end

@@ -15,9 +15,12 @@ example), what the sweep will compute that the cache does not hold:
 - each PTQ trial: the method's calibration (`CALIB_COST` forwards per calibration
   example) and a quantized evaluation of the test split.
 
-FP checkpoints are built first, each by one trial while the others wait for it; the rest
-shares `slots` trials at once, each slowed by `CONTENTION` (trials that share the cores
-also share memory bandwidth). Models that cannot be timed here (weights or data not on
+With every model timed, the wall time is that of the sweep's own trial order on `slots`
+slots (`harness.grid.schedule`, `simulated_wall`: FP checkpoints built by the first trial of
+their model while its others wait, trials reusing a fine-tune after the one that builds it),
+times `CONTENTION` (trials that share the cores also share memory bandwidth). Otherwise FP
+builds count as serial and the rest as spread evenly over the slots.
+Models that cannot be timed here (weights or data not on
 this machine) fall back on their registered cost hints (`ModelSpec.cost`, a reference
 2-core CPU); the estimate says so.
 """
@@ -74,11 +77,14 @@ class Plan:
     trials_cached: int = 0
     serial_seconds: float = 0.0  # FP checkpoints to build first, one trial each while the rest waits
     source: str = "hints"  # "measured on this machine" or the registered hints
+    scheduled_seconds: float | None = None  # the trials' span in the sweep's own order (measured timings only)
 
     @property
     def wall_seconds(self) -> float | None:
         if self.cpu_seconds is None:
             return None
+        if self.scheduled_seconds is not None:
+            return SWEEP_OVERHEAD_S + self.scheduled_seconds
         return SWEEP_OVERHEAD_S + self.serial_seconds + (self.cpu_seconds - self.serial_seconds) / max(self.slots, 1)
 
     def lines(self) -> list[str]:
@@ -133,6 +139,12 @@ def make_plan(space: Space, cache_root: Path | None = None, slots: int | None = 
     todo_trials = [spec for i, spec in enumerate(specs) if i not in trials_cached]
     timings = _timings(space, cache_root) if measure and not space.resources["gpu"] else {}
     estimate(plan, space, todo_ft, todo_trials, timings, cache_root)
+    if timings and set(timings) == set(space.models):
+        from harness.grid import schedule, simulated_wall
+
+        costs = trial_costs(space, specs, cache_root, slots)
+        if costs is not None:
+            plan.scheduled_seconds = CONTENTION * simulated_wall(schedule(specs, costs), costs)
     return plan
 
 
@@ -249,3 +261,51 @@ def _fp_build_s(model: str, timing: Any, seed: int, cache_root: Path | None) -> 
         return 0.0
     n = min(spec.fp_train_subset or timing.train_size, timing.train_size)
     return spec.recipe.epochs * n * timing.train_s + timing.test_size * timing.eval_s
+
+
+@dataclass(frozen=True)
+class TrialCosts:
+    """Estimated seconds of each trial of a sweep, for ordering it (`harness.grid.schedule`).
+
+    `seconds[trial_id]`: the trial's fine-tune (where it is the first trial of a fine-tune the
+    cache lacks) plus its PTQ trial (0 when the trial cache holds it); `build[(model, fp_seed)]`:
+    training that FP checkpoint first (0 when shipped or cached); `slots`: trials at once.
+    """
+
+    seconds: dict[str, float]
+    build: dict[tuple[str, int], float]
+    slots: int
+
+
+def trial_costs(space: Space, specs: list[TrialSpec], cache_root: Path | None = None,
+                slots: int | None = None) -> TrialCosts | None:
+    """Per-trial estimates from the timings already cached on this machine (`arnq validate` and
+    `arnq sweep` measure them); None when a model has none, or on a GPU space. Nothing is timed."""
+    from harness.costs import cached
+    from harness.grid import trial_id
+
+    if space.resources["gpu"]:
+        return None
+    threads = max(1, int(space.resources["cpu"]))
+    timings = {m: cached(m, threads=threads, batch_size=space.finetune_of(m).batch_size, cache_root=cache_root)
+               for m in space.models}
+    if any(t is None for t in timings.values()):
+        return None
+    device = "cpu"
+    seconds: dict[str, float] = {}
+    producers: set[str] = set()
+    for spec in specs:
+        timing = timings[spec.model]
+        cost = 0.0
+        key = get_key(spec)
+        if spec.finetune.epochs and key not in producers:
+            producers.add(key)
+            if not entry_path(FINETUNE_KIND, spec.finetune_spec(), cache_root).exists():
+                cost += _finetune_s(spec, timing)
+        if not entry_path(TRIAL_KIND, trial_cache_spec(spec, device), cache_root).exists():
+            cost += _trial_s(spec, timing)
+        seconds[trial_id(spec)] = cost
+    build = {(s.model, s.fp_seed): _fp_build_s(s.model, timings[s.model], s.fp_seed, cache_root) for s in specs}
+    if slots is None:
+        slots = max(1, int((os.cpu_count() or 1) // max(space.resources["cpu"], 1e-9)))
+    return TrialCosts(seconds=seconds, build=build, slots=slots)

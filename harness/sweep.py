@@ -24,6 +24,7 @@ from typing import Any
 
 from harness.grid import ended_row, schedule, trial_id
 from harness.pipeline import TrialSpec, run_trial
+from harness.plan import trial_costs
 from harness.space import Space, SpaceError, import_plugin
 from harness.store import FINISHED, ROWS, StoreError, append_row, finished_ids, provenance, read_rows
 
@@ -505,7 +506,9 @@ def run_sweep(
     if own_tempdir:
         use_run_tempdir(run_dir)
     rows_path = run_dir / ROWS
-    specs = schedule(space.trials())
+    specs = space.trials()
+    local = not (address or os.environ.get("RAY_ADDRESS"))  # this machine's timings say nothing of a cluster's
+    specs = schedule(specs, trial_costs(space, specs, cache_root) if local else None)
     finished = finished_ids(rows_path)
     todo = [s for s in specs if trial_id(s) not in finished]
     log.info("%s: %d trials, %d already in the store, %d to run", space.name, len(specs), len(specs) - len(todo),
@@ -516,7 +519,9 @@ def run_sweep(
         _start_ray(address)
     except KeyboardInterrupt:
         raise SweepInterrupted(signal.SIGINT, read_rows(rows_path), len(specs)) from None
-    with graceful_signals() as received:  # after ray.init, whose core installs its own SIGTERM handler
+    # after ray.init, whose core installs its own SIGTERM handler; Tune's legacy output engine at verbose 0
+    # prints nothing (the new one prints an experiment box and a TensorBoard hint whatever the verbosity)
+    with graceful_signals() as received, scoped_env(RAY_AIR_NEW_OUTPUT="0"):
         try:
             _fit(space, run_dir, todo, resume, trainable_fn, cache_root, on_row, received)
         except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,11 +10,14 @@ from typing import Any
 
 from harness.report.tables import ALL, Report
 
+log = logging.getLogger(__name__)
+
 
 def log_wandb(report: Report, plots: Mapping[str, Path], run_dir: Path, settings: Mapping[str, Any] | None = None) -> Path:
     """One W&B run (job_type 'report') with every table, plot and the average improvements; returns its directory.
 
     Offline unless WANDB_MODE says otherwise; `settings` is the space's wandb block (project, entity).
+    W&B itself prints nothing; an online run's URL is logged.
     """
     import wandb
 
@@ -22,7 +26,10 @@ def log_wandb(report: Report, plots: Mapping[str, Path], run_dir: Path, settings
     wandb_dir.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=settings.get("project", "arnq-bench"), entity=settings.get("entity"),
                      group=settings.get("group", report.name), name=f"{report.name}-report", job_type="report",
-                     dir=str(wandb_dir), mode=os.environ.get("WANDB_MODE", "offline"), config=report.provenance)
+                     dir=str(wandb_dir), mode=os.environ.get("WANDB_MODE", "offline"), config=report.provenance,
+                     settings=wandb.Settings(silent=True, console="off"))  # its banner and summary: not in our output
+    if not run.offline:  # online: the one line of W&B's banner a user needs
+        log.info("W&B report run: %s", run.url)
     try:
         tables = {"leaderboard": report.leaderboard, "thesis": report.thesis,
                   "literature": report.views["literature"], "issues": report.issues}

@@ -169,6 +169,9 @@ def test_a_sweep_with_wandb_leaves_nothing_in_the_temp_directory(ray_home, tmp_p
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 trials: 2 ok, 0 stopped early by ASHA, 0 failed in" in " ".join(done.stdout.split())
+    # the terminal shows the harness's lines only: no Tune experiment box or TensorBoard hint, no W&B banner
+    for foreign in ("Configuration for experiment", "TensorBoard", "wandb:"):
+        assert foreign not in done.stdout + done.stderr, (foreign, done.stdout[-3000:] + done.stderr[-3000:])
     assert list((run / "wandb" / "wandb").glob("offline-run-*"))
     assert list(systmp.iterdir()) == []
     assert not (run / "tmp").exists()
