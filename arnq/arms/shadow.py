@@ -93,8 +93,17 @@ def _change(new: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
 
 
 def shadow_config(target: PTQConfig, calib_examples: int) -> PTQConfig:
-    """The target config the in-training run uses: the handler's cheaper `shadow_params`, `calib_examples`."""
-    params = dict(handler_for(target).shadow_params)
+    """The target config the in-training run uses: the handler's cheaper `shadow_params`, `calib_examples`.
+
+    Raises ValueError for a method whose quantizers the shadow cannot map back (`shadow_mirrorable`).
+    """
+    handler = handler_for(target)
+    if not handler.shadow_mirrorable:
+        raise ValueError(
+            f"PTQ-aware ARNQ cannot aim at '{target.method}': it quantizes in rotated coordinates (dense "
+            "orthogonal maps), and the noise is mapped back to the training model through per-channel maps only; "
+            "give the arm uniform-grid noise instead (delta_observer: target, or an observer name such as minmax)")
+    params = dict(handler.shadow_params)
     return replace(target, calib_size=calib_examples, **params)
 
 

@@ -16,9 +16,11 @@ from arnq.ptq import (  # noqa: F401
     calibrators,
     fq_vit,
     gptq,
+    hadamard,
     liu2021,
     mrem,
     noisyquant,
+    os_plus,
     ptq4vit,
     repq_vit,
     smoothquant,
@@ -48,16 +50,19 @@ from arnq.ptq.calibrators import (
 )
 from arnq.ptq.fq_vit import FQViTConfig
 from arnq.ptq.gptq import GPTQConfig
+from arnq.ptq.hadamard import HadamardConfig
 from arnq.ptq.liu2021 import Liu2021Config
 from arnq.ptq.mrem import MREMConfig
 from arnq.ptq.noisyquant import NoisyQuantConfig
+from arnq.ptq.os_plus import OSPlusConfig
 from arnq.ptq.ptq4vit import PTQ4ViTConfig
 from arnq.ptq.repq_vit import RepQViTConfig
 from arnq.ptq.smoothquant import SmoothQuantConfig
 
 __all__ = [
     "CALIBRATORS", "PTQ_METHODS", "AWQConfig", "AdaRoundConfig", "Calibration", "CalibratorConfig", "EMAConfig",
-    "FQViTConfig", "GPTQConfig", "Liu2021Config", "MREMConfig", "MinMaxConfig", "NoisyQuantConfig", "OMSEConfig",
+    "FQViTConfig", "GPTQConfig", "HadamardConfig", "Liu2021Config", "MREMConfig", "MinMaxConfig", "NoisyQuantConfig",
+    "OMSEConfig", "OSPlusConfig",
     "PTQ4ViTConfig", "PTQConfig", "PTQMethod", "PercentileConfig", "RepQViTConfig", "SmoothQuantConfig",
     "format_bits", "handler_for", "parse_bits", "ptq_config", "ptq_config_from_dict", "quantize_", "register_ptq",
 ]

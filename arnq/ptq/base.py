@@ -132,6 +132,9 @@ class PTQMethod:
     #: parameters of the method's repeated in-training runs (PTQ-aware ARNQ noise) where its full search
     #: costs too much to repeat every few steps; {} runs it as configured (docs/arms.md#ptq-aware-noise)
     shadow_params: ClassVar[dict[str, Any]] = {}
+    #: False: PTQ-aware ARNQ cannot express this method's quantizers in the training model's coordinates
+    #: (a dense rotation, not a per-channel map): an arm aiming at it must use uniform-grid noise
+    shadow_mirrorable: ClassVar[bool] = True
 
     def check_family(self, family: str) -> None:
         if family not in self.families:

@@ -1,0 +1,600 @@
+"""Hadamard rotation (QuaRot): orthogonal rotations folded into the weights, then W/A quantization.
+
+Ashkboos et al., "QuaRot: Outlier-Free 4-Bit Inference in Rotated LLMs" (NeurIPS 2024);
+official code spcl/QuaRot (`fake_quant/`).
+
+Every rotation keeps the FP function (quantization off) and spreads outlier channels:
+- residual. timm ViT/DeiT/Swin (pre-LN): each LayerNorm reading the stream has its affine folded
+  into the Linears that read it; a randomized Hadamard Q per width, composed with a Householder
+  reflection so that Q^T 1 = 1 (then LN(x Q) = LN(x) Q), is folded into every write to the stream
+  (patch embedding, class/position tokens, attn.proj, mlp.fc2, Swin's merging reduction:
+  W <- Q^T W) and every read (W <- W Q; I_4 (x) Q for Swin's merging). Swin's stem LayerNorm, whose
+  output starts the stream, becomes LN without affine followed by the FP map diag(w) Q. Post-LN BERT:
+  the LayerNorm output is the residual itself, so Q is applied online at the input quantization
+  point of the Linears that read it (query/key/value, intermediate.dense), W <- W Q.
+- ffn: a randomized Hadamard online at fc2's input (after GELU), W2 <- W2 H (QuaRot's down_proj).
+- heads: a randomized per-head Hadamard folded into the value rows and W_o's input columns, plus
+  QuaRot's online cross-head Hadamard at W_o's input.
+- qk: a randomized per-head Hadamard folded into the query and key rows (q k^T is unchanged; QuaRot
+  applies it online because of RoPE, which these models lack).
+A size n = m 2^k uses H_m (x) H_2^k with H_m from Paley's constructions; a size with none a seeded
+random orthogonal matrix. Then weights per output channel symmetric: round-to-nearest with QuaRot's
+clip search (`w_clip`) or GPTQ (`arnq.ptq.gptq`) on the rotated weights; Linear inputs and q/k/v
+symmetric per token (QuaRot's activation quantizer, `a_clip_ratio`) or static per tensor; the
+softmax output and the edges keep the project's quantizers. Details: docs/ptq.md#hadamard.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.gptq import blocks_in_order, gptq_quantize_weight, hessians, install_weights
+from arnq.quant import QuantConfig, calibrate, prepare, quantizers
+from arnq.quant.api import edge_patterns, name_matches
+from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
+from arnq.quant.modules import QuantLinear
+from arnq.quant.quantizer import FakeQuantizer, QuantSpec
+
+ROTATIONS = ("residual", "ffn", "heads", "qk")
+W_METHODS = ("rtn", "gptq")
+QKV_POINTS = ("attn_q", "attn_k", "attn_v")
+CLIP_GRID, CLIP_MAX_SHRINK, CLIP_NORM = 100, 0.8, 2.4  # QuaRot's weight clip search (quant_utils.WeightQuantizer)
+
+
+# --- rotation matrices ---------------------------------------------------------------------------------------
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % p for p in range(2, math.isqrt(n) + 1))
+
+
+def _jacobsthal(q: int) -> torch.Tensor:
+    """Q[i, j] = chi(j - i) mod q, chi the quadratic character of the prime q."""
+    chi = -torch.ones(q)
+    chi[0] = 0
+    chi[[(x * x) % q for x in range(1, q)]] = 1
+    idx = torch.arange(q)
+    return chi[(idx.unsqueeze(0) - idx.unsqueeze(1)) % q]
+
+
+def paley_hadamard(order: int) -> torch.Tensor | None:
+    """A +-1 Hadamard matrix of `order` from Paley's construction I (order - 1 a prime = 3 mod 4) or II
+    (order / 2 - 1 a prime = 1 mod 4), or None."""
+    q = order - 1
+    if _is_prime(q) and q % 4 == 3:
+        s = torch.zeros(order, order)
+        s[0, 1:], s[1:, 0], s[1:, 1:] = 1, -1, _jacobsthal(q)
+        return s + torch.eye(order)
+    q = order // 2 - 1
+    if order % 2 == 0 and _is_prime(q) and q % 4 == 1:
+        c = torch.zeros(q + 1, q + 1)
+        c[0, 1:], c[1:, 0], c[1:, 1:] = 1, 1, _jacobsthal(q)
+        plus, minus = torch.tensor([[1.0, 1.0], [1.0, -1.0]]), torch.tensor([[1.0, -1.0], [-1.0, -1.0]])
+        return torch.kron(c, plus) + torch.kron(torch.eye(q + 1), minus)
+    return None
+
+
+def hadamard_base(n: int) -> torch.Tensor | None:
+    """H_m with n = m 2^k and H_m a +-1 Hadamard matrix (m = 1 for powers of two), or None when none is known."""
+    pow2 = n & -n
+    m = n // pow2
+    while pow2 >= 1:
+        base = torch.ones(1, 1) if m == 1 else paley_hadamard(m)
+        if base is not None:
+            return base
+        m, pow2 = m * 2, pow2 // 2
+    return None
+
+
+def _fwht(x: torch.Tensor) -> torch.Tensor:
+    """x H over the last dimension (a power of two), H the unnormalized Sylvester Hadamard matrix."""
+    n, lead = x.shape[-1], x.shape[:-1]
+    h = 1
+    while h < n:
+        pairs = x.reshape(*lead, n // (2 * h), 2, h)
+        x = torch.stack((pairs[..., 0, :] + pairs[..., 1, :], pairs[..., 0, :] - pairs[..., 1, :]), dim=-2)
+        h *= 2
+    return x.reshape(*lead, n)
+
+
+def random_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random orthogonal matrix: QR of a Gaussian with the signs of diag(R) moved into Q (QuaRot's `random` mode)."""
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diag(r)).unsqueeze(0)
+
+
+class HadamardRotation(nn.Module):
+    """x -> x R over the last dimension, R orthogonal (n x n).
+
+    R = diag(signs) (H_m (x) H_2^k) / sqrt(n), applied in O(n log n) by a fast Walsh-Hadamard
+    transform and an m x m product; or a dense random orthogonal matrix where no Hadamard matrix
+    of order n is known (`dense`).
+    """
+
+    def __init__(self, n: int, base: torch.Tensor | None = None, signs: torch.Tensor | None = None,
+                 dense: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if (base is None) == (dense is None):
+            raise ValueError("give a Hadamard base matrix or a dense orthogonal matrix")
+        self.n = n
+        self.register_buffer("base", base, persistent=False)
+        self.register_buffer("signs", signs, persistent=False)
+        self.register_buffer("dense", dense, persistent=False)
+
+    def extra_repr(self) -> str:
+        kind = "dense orthogonal" if self.dense is not None else f"hadamard {self.base.shape[0]}x2^k"
+        return f"n={self.n}, {kind}, signs={self.signs is not None}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.signs is not None:
+            x = x * self.signs.to(x.dtype)
+        if self.dense is not None:
+            return x @ self.dense.to(x.dtype)
+        m = self.base.shape[0]
+        y = _fwht(x.reshape(-1, m, self.n // m))  # X H_2^k, X the (m, 2^k) view of each row
+        y = torch.einsum("lk,blj->bkj", self.base.to(x.dtype), y)  # H_m^T X H_2^k = row-major x (H_m (x) H_2^k)
+        return (y / math.sqrt(self.n)).reshape(x.shape)
+
+    def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The dense R (x R = forward(x))."""
+        ref = self.base if self.dense is None else self.dense
+        return self.forward(torch.eye(self.n, dtype=dtype, device=ref.device))
+
+
+class HeadMixing(nn.Module):
+    """x -> x (R (x) I_head_dim): rotates across the heads of a (..., heads * head_dim) tensor (QuaRot's
+    online partial Hadamard at W_o's input)."""
+
+    def __init__(self, rotation: HadamardRotation, head_dim: int) -> None:
+        super().__init__()
+        self.rotation = rotation
+        self.head_dim = head_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heads = x.unflatten(-1, (self.rotation.n, self.head_dim)).transpose(-1, -2)  # (..., head_dim, heads)
+        return self.rotation(heads).transpose(-1, -2).flatten(-2)
+
+    def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        across = self.rotation.matrix(dtype)
+        return torch.kron(across, torch.eye(self.head_dim, dtype=dtype, device=across.device))
+
+
+OnlineRotation = HadamardRotation | HeadMixing
+
+
+def make_rotation(n: int, seed: int, key: str, random_signs: bool) -> HadamardRotation:
+    """The seeded rotation of size n for one use (`key`): a (randomized) Hadamard, or random orthogonal."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(f"{key}:{n}".encode()))
+    base = hadamard_base(n)
+    if base is None:
+        return HadamardRotation(n, dense=random_orthogonal(n, gen))
+    signs = (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).float() if random_signs else None
+    return HadamardRotation(n, base=base, signs=signs)
+
+
+# --- quantization points -------------------------------------------------------------------------------------
+
+class RotatedQuantizer(FakeQuantizer):
+    """An activation point that rotates its input online (x -> x R, also when off) and quantizes per token with
+    ranges scaled by `clip_ratio` (QuaRot's ActQuantizer), or per tensor (static)."""
+
+    def __init__(self, spec: QuantSpec, point: str, rotation: OnlineRotation | None = None,
+                 clip_ratio: float = 1.0) -> None:
+        super().__init__(spec, point)
+        self.rotation = rotation
+        self.clip_ratio = clip_ratio
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", clip_ratio={self.clip_ratio}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rotation is not None:
+            x = self.rotation(x)
+        return super().forward(x)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.dynamic or self.clip_ratio == 1.0:
+            return super().quantize(x)
+        lo = x.detach().amin(dim=-1, keepdim=True) * self.clip_ratio
+        hi = x.detach().amax(dim=-1, keepdim=True) * self.clip_ratio
+        scale, zp = calc_qparams(lo, hi, self.spec.bits, self.spec.symmetric)
+        return fake_quantize(x, scale.to(x.dtype), zp.to(x.dtype), self.qmin, self.qmax)
+
+    def quantized_value(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantizing `x` here, in `x`'s own (unrotated) coordinates: q(x R) R^T."""
+        if self.rotation is None:
+            return self.quantize(x)
+        r = self.rotation.matrix(x.dtype).to(x.device)
+        return self.quantize(x @ r) @ r.T
+
+
+@torch.no_grad()
+def clipped_weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-row symmetric scale shrunk to the factor in 1, 0.99, ..., 0.21 with the least sum |q(w) - w|^2.4
+    (QuaRot's `--w_clip` search)."""
+    w = weight.detach().float().reshape(weight.shape[0], -1)
+    qmin, qmax = quant_range(bits, True)
+    amax = w.abs().amax(dim=1).clamp_min(1e-8)
+    best_scale, best_err = amax / qmax, torch.full_like(amax, float("inf"))
+    zero = torch.zeros(1, device=w.device)
+    for i in range(int(CLIP_MAX_SHRINK * CLIP_GRID)):
+        scale = (1 - i / CLIP_GRID) * amax / qmax
+        err = (fake_quantize(w, scale.unsqueeze(1), zero, qmin, qmax) - w).abs_().pow_(CLIP_NORM).sum(dim=1)
+        better = err < best_err
+        best_err, best_scale = torch.where(better, err, best_err), torch.where(better, scale, best_scale)
+    return best_scale
+
+
+# --- folding ---------------------------------------------------------------------------------------------------
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+def _rotate_inputs(linear: nn.Linear, r: torch.Tensor) -> None:
+    """W <- W R: the Linear reads x R instead of x."""
+    linear.weight.data = (linear.weight.double() @ r.to(linear.weight.device)).to(linear.weight.dtype)
+
+
+def _rotate_outputs(module: nn.Module, r: torch.Tensor) -> None:
+    """y -> y R: W <- R^T W, b <- R^T b (a Linear, or a conv over its output channels)."""
+    w = module.weight.double().reshape(module.weight.shape[0], -1)
+    r = r.to(w.device)
+    module.weight.data = (r.T @ w).reshape(module.weight.shape).to(module.weight.dtype)
+    if module.bias is not None:
+        module.bias.data = (module.bias.double() @ r).to(module.bias.dtype)
+
+
+def _rotate_rows(linear: nn.Linear, start: int, stop: int, r: torch.Tensor) -> None:
+    """Rotate the outputs start:stop of a Linear head by head: W_h <- R^T W_h, b_h <- b_h R."""
+    hd = r.shape[0]
+    r = r.to(linear.weight.device)
+    w = linear.weight.double()
+    w[start:stop] = (r.T @ w[start:stop].reshape(-1, hd, w.shape[1])).reshape(stop - start, -1)  # (heads, hd, in)
+    linear.weight.data = w.to(linear.weight.dtype)
+    if linear.bias is not None:
+        b = linear.bias.double()
+        b[start:stop] = (b[start:stop].reshape(-1, hd) @ r).flatten()
+        linear.bias.data = b.to(linear.bias.dtype)
+
+
+def _fold_norm(norm: nn.LayerNorm, linear: nn.Linear) -> None:
+    """W (x w + b_ln) + b = (W diag(w)) x + (b + W b_ln): the LayerNorm's affine moves into the Linear."""
+    w = linear.weight.double()
+    if norm.bias is not None:
+        shift = w @ norm.bias.double()
+        if linear.bias is None:
+            linear.bias = nn.Parameter(shift.to(linear.weight.dtype))
+        else:
+            linear.bias.data = (linear.bias.double() + shift).to(linear.bias.dtype)
+    if norm.weight is not None:
+        linear.weight.data = (w * norm.weight.double()).to(linear.weight.dtype)
+
+
+def ones_preserving(r: torch.Tensor) -> torch.Tensor:
+    """R P, P the Householder reflection taking R^T 1/sqrt(n) to 1/sqrt(n): orthogonal and (R P)^T 1 = 1, so
+    LayerNorm's mean subtraction commutes with it (LN(x R P) = LN(x) R P without affine)."""
+    n = r.shape[0]
+    one = torch.full((n,), n ** -0.5, dtype=r.dtype, device=r.device)
+    v = r.T @ one - one
+    if float(v.norm()) < 1e-12:
+        return r
+    return r - 2 * torch.outer(r @ v, v) / (v @ v)
+
+
+class RotatedNorm(nn.Module):
+    """A LayerNorm whose output starts the residual stream (Swin's patch-embedding norm), rotated:
+    LN(x) Q = norm(x) diag(w) Q + b Q, an FP d x d map at the stem (no quantization point)."""
+
+    def __init__(self, norm: nn.LayerNorm, q: torch.Tensor) -> None:
+        super().__init__()
+        d = norm.normalized_shape[-1]
+        w = norm.weight.double() if norm.weight is not None else torch.ones(d, dtype=torch.float64)
+        b = norm.bias.double() if norm.bias is not None else torch.zeros(d, dtype=torch.float64)
+        q = q.to(w.device)
+        self.normalized_shape, self.eps = tuple(norm.normalized_shape), norm.eps
+        self.register_buffer("weight_map", (w.unsqueeze(1) * q).float(), persistent=False)
+        self.register_buffer("bias_map", (b @ q).float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, eps=self.eps) @ self.weight_map.to(x.dtype) + self.bias_map.to(x.dtype)
+
+
+@dataclass
+class _Residual:
+    """Where a pre-LN timm model reads and writes its residual stream."""
+
+    readers: list[tuple[str, tuple[str, ...], int]] = field(default_factory=list)  # (norm, its Linears, repeat)
+    writers: list[str] = field(default_factory=list)  # Linears / the patch conv whose output joins the stream
+    tokens: list[str] = field(default_factory=list)  # parameters added to the stream (class, register, position)
+    stem_norms: list[str] = field(default_factory=list)  # LayerNorms whose output starts the stream
+    layer_scales: list[tuple[str, str]] = field(default_factory=list)  # (LayerScale, the writer it scales)
+
+
+@dataclass(frozen=True)
+class _Attention:
+    """The projections of one attention module: q/k/v as (Linear, first row), the output Linear, heads."""
+
+    q: tuple[str, int]
+    k: tuple[str, int]
+    v: tuple[str, int]
+    out: str
+    heads: int
+    head_dim: int
+
+
+def _unsupported(what: str) -> ValueError:
+    return ValueError(f"hadamard cannot rotate this model exactly: {what}; drop 'residual' from rotations "
+                      "(the ffn, heads and qk rotations need none of it) or use another method")
+
+
+def _is_identity(module: nn.Module | None) -> bool:
+    return module is None or isinstance(module, nn.Identity)
+
+
+def _timm_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if all(hasattr(m, a) for a in ("norm1", "attn", "norm2", "mlp"))]
+
+
+def _timm_residual(model: nn.Module, family: str) -> _Residual:
+    plan = _Residual()
+    for name, block in _timm_blocks(model):
+        p = f"{name}."
+        if not (isinstance(block.norm1, nn.LayerNorm) and isinstance(block.norm2, nn.LayerNorm)):
+            raise _unsupported(f"{name} does not use LayerNorm")
+        attn, mlp = block.attn, block.mlp
+        if not all(_is_identity(getattr(attn, a, None)) for a in ("q_norm", "k_norm", "norm", "gate")):
+            raise _unsupported(f"{name}.attn has q/k/scale norms or a gate")
+        if not _is_identity(getattr(mlp, "norm", None)):
+            raise _unsupported(f"{name}.mlp has a hidden-layer norm")
+        plan.readers += [(f"{p}norm1", (f"{p}attn.qkv",), 1), (f"{p}norm2", (f"{p}mlp.fc1",), 1)]
+        plan.writers += [f"{p}attn.proj", f"{p}mlp.fc2"]
+        for ls, writer in (("ls1", "attn.proj"), ("ls2", "mlp.fc2")):
+            if hasattr(getattr(block, ls, None), "gamma"):
+                plan.layer_scales.append((f"{p}{ls}", f"{p}{writer}"))
+            elif not _is_identity(getattr(block, ls, None)):
+                raise _unsupported(f"{name}.{ls} is neither LayerScale nor Identity")
+    for name, m in model.named_modules():
+        if hasattr(m, "reduction") and isinstance(getattr(m, "norm", None), nn.LayerNorm):  # Swin patch merging
+            plan.readers.append((f"{name}.norm", (f"{name}.reduction",), 4))
+            plan.writers.append(f"{name}.reduction")
+    if family == "vit":
+        if not (_is_identity(model.patch_embed.norm) and _is_identity(model.norm_pre)):
+            raise _unsupported("the ViT normalizes its patch embedding (patch_embed.norm / norm_pre)")
+        if getattr(model, "attn_pool", None) is not None:
+            raise _unsupported("the ViT pools with attention (global_pool='map')")
+        plan.writers.insert(0, "patch_embed.proj")
+        plan.tokens = [t for t in ("cls_token", "reg_token", "pos_embed") if getattr(model, t, None) is not None]
+        finals = [n for n in ("norm", "fc_norm") if isinstance(getattr(model, n, None), nn.LayerNorm)]
+        head = "head"
+    else:
+        plan.stem_norms = ["patch_embed.norm"]
+        finals, head = ["norm"], "head.fc"
+    if len(finals) != 1 or not isinstance(model.get_submodule(head), nn.Linear):
+        raise _unsupported("it needs one final LayerNorm and a Linear classifier head")
+    plan.readers.append((finals[0], (head,), 1))
+    return plan
+
+
+def _bert_layers(model: nn.Module) -> list[str]:
+    return [n for n, _ in model.named_modules() if n.rpartition(".")[0].endswith("encoder.layer")]
+
+
+def _attentions(model: nn.Module, family: str) -> list[_Attention]:
+    if family == "bert":
+        heads = model.config.num_attention_heads
+        hd = model.config.hidden_size // heads
+        return [_Attention(*((f"{layer}.attention.self.{p}", 0) for p in ("query", "key", "value")),
+                           f"{layer}.attention.output.dense", heads, hd) for layer in _bert_layers(model)]
+    found = []
+    for name, block in _timm_blocks(model):
+        attn = block.attn
+        d = attn.qkv.out_features // 3
+        qkv = f"{name}.attn.qkv"
+        found.append(_Attention((qkv, 0), (qkv, d), (qkv, 2 * d), f"{name}.attn.proj", attn.num_heads,
+                                d // attn.num_heads))
+    return found
+
+
+def _ffn_outputs(model: nn.Module, family: str) -> list[str]:
+    if family == "bert":
+        return [f"{layer}.output.dense" for layer in _bert_layers(model)]
+    return [f"{name}.mlp.fc2" for name, _ in _timm_blocks(model)]
+
+
+class _Rotations:
+    """The seeded rotations of one run, one per use and size, shared across layers (as QuaRot's single Q)."""
+
+    def __init__(self, seed: int, random_signs: bool, device: torch.device) -> None:
+        self.seed, self.random_signs, self.device = seed, random_signs, device
+        self.cache: dict[tuple[str, int], HadamardRotation] = {}
+
+    def get(self, key: str, n: int) -> HadamardRotation:
+        if (key, n) not in self.cache:
+            self.cache[key, n] = make_rotation(n, self.seed, key, self.random_signs).to(self.device)
+        return self.cache[key, n]
+
+
+@torch.no_grad()
+def rotate_model(model: nn.Module, family: str, rotations: tuple[str, ...], seed: int = 0,
+                 random_signs: bool = True) -> dict[str, OnlineRotation]:
+    """Fold the chosen rotations into `model` in place (FP function unchanged); the online rotations each
+    Linear's input still needs, by Linear name."""
+    rots = _Rotations(seed, random_signs, next(model.parameters()).device)
+    online: dict[str, OnlineRotation] = {}
+    if "residual" in rotations and family in ("vit", "swin"):
+        _fold_residual(model, _timm_residual(model, family), rots)
+    elif "residual" in rotations:  # post-LN BERT: online at the readers of every LayerNorm output
+        d = model.config.hidden_size
+        q = rots.get("residual", d)
+        q_matrix = q.matrix()
+        for layer in _bert_layers(model):
+            for name in (*(f"{layer}.attention.self.{p}" for p in ("query", "key", "value")),
+                         f"{layer}.intermediate.dense"):
+                _rotate_inputs(model.get_submodule(name), q_matrix)
+                online[name] = q
+    for att in _attentions(model, family):
+        if "qk" in rotations:
+            r = rots.get("qk", att.head_dim).matrix()
+            for linear, start in (att.q, att.k):
+                _rotate_rows(model.get_submodule(linear), start, start + att.heads * att.head_dim, r)
+        if "heads" in rotations:
+            r = rots.get("heads", att.head_dim)
+            linear, start = att.v
+            _rotate_rows(model.get_submodule(linear), start, start + att.heads * att.head_dim, r.matrix())
+            cross = HeadMixing(rots.get("heads_cross", att.heads), att.head_dim)
+            _rotate_inputs(model.get_submodule(att.out), torch.kron(cross.rotation.matrix(), r.matrix()))
+            online[att.out] = cross
+    if "ffn" in rotations:
+        for name in _ffn_outputs(model, family):
+            fc2 = model.get_submodule(name)
+            h = rots.get("ffn", fc2.in_features)
+            _rotate_inputs(fc2, h.matrix())
+            online[name] = h
+    return online
+
+
+def _fold_residual(model: nn.Module, plan: _Residual, rots: _Rotations) -> None:
+    def q_of(width: int) -> torch.Tensor:
+        return ones_preserving(rots.get("residual", width).matrix())
+
+    for ls_name, writer_name in plan.layer_scales:  # y * gamma = (diag(gamma) W) x + gamma b
+        ls, writer = model.get_submodule(ls_name), model.get_submodule(writer_name)
+        writer.weight.mul_(ls.gamma.unsqueeze(1))
+        if writer.bias is not None:
+            writer.bias.mul_(ls.gamma)
+        ls.gamma.fill_(1.0)
+    for norm_name, linears, repeat in plan.readers:
+        norm = model.get_submodule(norm_name)
+        r = torch.block_diag(*[q_of(norm.normalized_shape[-1] // repeat)] * repeat)  # Swin merging: 4 tokens
+        for name in linears:
+            linear = model.get_submodule(name)
+            _fold_norm(norm, linear)
+            _rotate_inputs(linear, r)
+        if norm.weight is not None:  # the affine now lives in the Linears: LN(x Q) = LN(x) Q
+            norm.weight.fill_(1.0)
+        if norm.bias is not None:
+            norm.bias.zero_()
+    for name in plan.writers:
+        writer = model.get_submodule(name)
+        _rotate_outputs(writer, q_of(writer.weight.shape[0]))
+    for name in plan.tokens:
+        token = getattr(model, name)
+        token.data = (token.double() @ q_of(token.shape[-1]).to(token.device)).to(token.dtype)
+    for name in plan.stem_norms:
+        norm = model.get_submodule(name)
+        _set_module(model, name, RotatedNorm(norm, q_of(norm.normalized_shape[-1])))
+
+
+# --- config and handler ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HadamardConfig(PTQConfig):
+    seed: int = 0
+    rotations: tuple[str, ...] = ROTATIONS  # any of residual, ffn, heads, qk; () = no rotation (ablation)
+    random_signs: bool = True  # R = diag(+-1) H / sqrt(n) for every rotation (False: plain Hadamards)
+    w_method: str = "rtn"  # "rtn" or "gptq"
+    w_clip: bool = True  # RTN: QuaRot's per-row clip search
+    a_granularity: str = "token"  # "token" (dynamic, QuaRot) or "tensor" (static min-max)
+    a_clip_ratio: float = 1.0  # per-token ranges scaled by this (QuaRot's a_clip_ratio)
+    percdamp: float = 0.01  # gptq
+    act_order: bool = False  # gptq
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r}: use a non-negative integer")
+        unknown = [r for r in self.rotations if r not in ROTATIONS]
+        if unknown or len(set(self.rotations)) != len(self.rotations):
+            raise ValueError(f"rotations={self.rotations!r}: give distinct names from {', '.join(ROTATIONS)}")
+        if self.w_method not in W_METHODS:
+            raise ValueError(f"w_method={self.w_method!r}: choose rtn or gptq")
+        if self.a_granularity not in ("token", "tensor"):
+            raise ValueError(f"a_granularity={self.a_granularity!r}: choose token (dynamic) or tensor (static)")
+        if not 0 < self.a_clip_ratio <= 1:
+            raise ValueError(f"a_clip_ratio={self.a_clip_ratio!r}: the per-token range factor must be in (0, 1]")
+        if self.a_clip_ratio != 1 and self.a_granularity != "token":
+            raise ValueError("a_clip_ratio scales per-token ranges: set a_granularity='token' or a_clip_ratio=1")
+        if self.w_method == "gptq" and self.w_clip:
+            raise ValueError("w_clip searches RTN's clipping; gptq uses arnq.ptq.gptq's max-abs grid: "
+                             "set w_clip=False with w_method='gptq'")
+        if self.w_method == "rtn" and self.act_order:
+            raise ValueError("act_order is a GPTQ option: set w_method='gptq' or act_order=False")
+        if not 0 <= self.percdamp < 1:
+            raise ValueError(f"percdamp={self.percdamp!r}: the damping fraction must be in [0, 1), e.g. 0.01")
+
+    def quant_scheme(self) -> QuantConfig:
+        return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, a_granularity=self.a_granularity)
+
+
+@register_ptq
+class Hadamard(PTQMethod):
+    name = "hadamard"
+    config_cls = HadamardConfig
+    quantizes = "W+A"
+    granularity = ("W per-channel sym (RTN with clip search, or GPTQ) on rotated weights; Linear inputs and "
+                   "q/k/v per-token sym after rotation (or per-tensor static); softmax per the scheme")
+    default_calib_size = 128
+    paper = "QuaRot (Ashkboos et al., NeurIPS 2024), spcl/QuaRot"
+    description = "randomized Hadamard rotations folded into the weights (online at fc2, W_o, post-LN inputs)"
+    #: PTQ-aware ARNQ (arnq.arms.shadow) maps a shadow's quantizers back to the training model through
+    #: diagonal input maps; the rotations here are dense, so the shadow cannot mirror this method
+    #: (docs/ptq.md#hadamard)
+    shadow_mirrorable: ClassVar[bool] = False
+
+    def _quantize(self, model: nn.Module, cfg: HadamardConfig, calib: Calibration) -> None:
+        family, batches, device = calib.family, calib.batches, calib.device
+        online = rotate_model(model, family, cfg.rotations, cfg.seed, cfg.random_signs)
+        pending = dict(online)
+        prepare(model, cfg.quant_scheme(), family)
+        edges = edge_patterns(model, family)
+        spec = QuantSpec(cfg.a_bits, True, cfg.a_granularity) if cfg.quantizes_activations else None
+        for path, q in list(quantizers(model)):
+            owner = path.rpartition(".")[0]
+            body_input = q.point == "linear_in" and not name_matches(owner, edges)
+            if spec is not None and (body_input or q.point in QKV_POINTS):
+                rotation = pending.pop(owner, None) if body_input else None
+                _set_module(model, path, RotatedQuantizer(spec, q.point, rotation, cfg.a_clip_ratio))
+        for name, rotation in pending.items():  # weight-only: the online rotations alone
+            module = model.get_submodule(name)
+            if module.input_quantizer is not None:
+                raise RuntimeError(f"{name} has an input point that cannot take its online rotation")
+            module.input_quantizer = rotation
+        if cfg.w_method == "gptq":
+            self._gptq(model, cfg, calib, online)
+        calibrate(model, batches, device=device)
+        if cfg.w_method == "rtn" and cfg.w_clip:
+            for name, module in model.named_modules():
+                if isinstance(module, QuantLinear) and module.weight_quantizer is not None and not name_matches(name, edges):
+                    scale = clipped_weight_scale(module.weight, module.weight_quantizer.spec.bits)
+                    module.weight_quantizer.set_qparams(scale, torch.zeros_like(scale))
+
+    @staticmethod
+    def _gptq(model: nn.Module, cfg: HadamardConfig, calib: Calibration, online: dict[str, OnlineRotation]) -> None:
+        """GPTQ block by block on the rotated weights; a Linear rotated online sees H = R^T H R."""
+        for names in blocks_in_order(model, calib.family):
+            hess = hessians(model, names, calib.batches)
+            for name in names:
+                module = model.get_submodule(name)
+                h = hess[name]
+                if name in online:
+                    r = online[name].matrix(h.dtype).to(h.device)
+                    h = r.T @ h @ r
+                weight, scales = gptq_quantize_weight(module.weight, h.to(module.weight.device), cfg.w_bits,
+                                                      percdamp=cfg.percdamp, act_order=cfg.act_order)
+                install_weights(module, weight, scales.to(module.weight.device), cfg.w_bits, None)
+                module.weight_quantizer.quantizing = True  # later blocks see this block's quantized weights
+
+
+__all__ = [
+    "ROTATIONS", "Hadamard", "HadamardConfig", "HadamardRotation", "HeadMixing", "RotatedNorm", "RotatedQuantizer",
+    "clipped_weight_scale", "hadamard_base", "make_rotation", "ones_preserving", "paley_hadamard", "rotate_model",
+]
