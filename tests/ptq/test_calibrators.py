@@ -20,6 +20,7 @@ W4A4_FLOOR_BERT_DB = -1.0
 SATURATING = {
     "fq_vit": "attention probabilities at 4 bits whatever the bits axis says (Log-Int-Softmax)",
     "repq_vit": "log-sqrt2 softmax: its top levels (1, 0.71, 0.5, ...) are the same at 6 and 8 bits",
+    "erq": "RepQ-ViT's quantizers, log-sqrt2 softmax included",
 }
 
 
