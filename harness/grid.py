@@ -107,10 +107,10 @@ def cost_order(specs: Sequence[TrialSpec], costs: Any) -> list[TrialSpec]:
     first keeps the short trials for the end, where they fill the slots that would otherwise
     idle while the last long trial runs.
     """
-    seconds = {trial_id(s): costs.seconds.get(trial_id(s), 0.0) for s in specs}
-    queues: dict[tuple[str, int], list[TrialSpec]] = {}  # per FP model, longest last (ties: given order first)
-    for _, spec in sorted(enumerate(specs), key=lambda item: (seconds[trial_id(item[1])], -item[0])):
-        queues.setdefault((spec.model, spec.fp_seed), []).append(spec)
+    timed = [(costs.seconds.get(trial_id(s), 0.0), s) for s in specs]
+    queues: dict[tuple[str, int], list[tuple[float, TrialSpec]]] = {}  # per FP model, longest last (ties: given order first)
+    for _, (seconds, spec) in sorted(enumerate(timed), key=lambda item: (item[1][0], -item[0])):
+        queues.setdefault((spec.model, spec.fp_seed), []).append((seconds, spec))
     free = [0.0] * max(int(costs.slots), 1)
     ready: dict[tuple[str, int], float] = {}  # FP checkpoint -> when its build ends (started ones only)
     order: list[TrialSpec] = []
@@ -118,12 +118,12 @@ def cost_order(specs: Sequence[TrialSpec], costs: Any) -> list[TrialSpec]:
         slot = min(range(len(free)), key=free.__getitem__)
         now = free[slot]
         # a model's trials all start at the same time: its longest goes first
-        starts = {fp: (max(now, ready[fp]), seconds[trial_id(q[-1])]) if fp in ready
-                  else (now, costs.build.get(fp, 0.0) + seconds[trial_id(q[-1])]) for fp, q in queues.items()}
+        starts = {fp: (max(now, ready[fp]), q[-1][0]) if fp in ready else (now, costs.build.get(fp, 0.0) + q[-1][0])
+                  for fp, q in queues.items()}
         fp = min(starts, key=lambda f: (starts[f][0], -starts[f][1]))
         ready.setdefault(fp, now + costs.build.get(fp, 0.0))
         free[slot] = starts[fp][0] + starts[fp][1]
-        order.append(queues[fp].pop())
+        order.append(queues[fp].pop()[1])
         if not queues[fp]:
             del queues[fp]
     return order

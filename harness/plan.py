@@ -131,18 +131,17 @@ def make_plan(space: Space, cache_root: Path | None = None, slots: int | None = 
     per_model = {m: {"trials": trials_per_model[m], "finetunes": ft_per_model[m], "cached": cached_per_model[m]}
                  for m in space.models}
     if slots is None:
-        slots = max(1, int((os.cpu_count() or 1) // max(space.resources["cpu"], 1e-9))) if not space.resources["gpu"] \
-            else 1
+        slots = local_slots(space) if not space.resources["gpu"] else 1
     plan = Plan(trials=len(specs), finetunes=len(seen), finetunes_cached=len(cached), ptq_evals=len(specs),
                 per_model=per_model, slots=slots, trials_cached=len(trials_cached))
     todo_ft = [spec for k, spec in seen.items() if k not in cached]
     todo_trials = [spec for i, spec in enumerate(specs) if i not in trials_cached]
     timings = _timings(space, cache_root) if measure and not space.resources["gpu"] else {}
     estimate(plan, space, todo_ft, todo_trials, timings, cache_root)
-    if timings and set(timings) == set(space.models):
+    if timings:  # every model timed here (else no costs): the span of the sweep's own order
         from harness.grid import schedule, simulated_wall
 
-        costs = trial_costs(space, specs, cache_root, slots)
+        costs = trial_costs(space, specs, cache_root, slots, timings)
         if costs is not None:
             plan.scheduled_seconds = CONTENTION * simulated_wall(schedule(specs, costs), costs)
     return plan
@@ -277,19 +276,25 @@ class TrialCosts:
     slots: int
 
 
+def local_slots(space: Space) -> int:
+    """Trials this machine runs at once: its CPUs over each trial's CPUs."""
+    return max(1, int((os.cpu_count() or 1) // max(space.resources["cpu"], 1e-9)))
+
+
 def trial_costs(space: Space, specs: list[TrialSpec], cache_root: Path | None = None,
-                slots: int | None = None) -> TrialCosts | None:
-    """Per-trial estimates from the timings already cached on this machine (`arnq validate` and
-    `arnq sweep` measure them); None when a model has none, or on a GPU space. Nothing is timed."""
+                slots: int | None = None, timings: dict[str, Any] | None = None) -> TrialCosts | None:
+    """Per-trial estimates from `timings` (each model's), by default those already cached on this
+    machine (`arnq validate` and `arnq sweep` measure them); None when a model has none, or on a
+    GPU space. Nothing is timed."""
     from harness.costs import cached
     from harness.grid import trial_id
 
     if space.resources["gpu"]:
         return None
     threads = max(1, int(space.resources["cpu"]))
-    timings = {m: cached(m, threads=threads, batch_size=space.finetune_of(m).batch_size, cache_root=cache_root)
-               for m in space.models}
-    if any(t is None for t in timings.values()):
+    timings = timings or {m: cached(m, threads=threads, batch_size=space.finetune_of(m).batch_size,
+                                    cache_root=cache_root) for m in space.models}
+    if any(timings.get(m) is None for m in space.models):
         return None
     device = "cpu"
     seconds: dict[str, float] = {}
@@ -306,6 +311,4 @@ def trial_costs(space: Space, specs: list[TrialSpec], cache_root: Path | None = 
             cost += _trial_s(spec, timing)
         seconds[trial_id(spec)] = cost
     build = {(s.model, s.fp_seed): _fp_build_s(s.model, timings[s.model], s.fp_seed, cache_root) for s in specs}
-    if slots is None:
-        slots = max(1, int((os.cpu_count() or 1) // max(space.resources["cpu"], 1e-9)))
-    return TrialCosts(seconds=seconds, build=build, slots=slots)
+    return TrialCosts(seconds=seconds, build=build, slots=slots or local_slots(space))
