@@ -144,6 +144,7 @@ TIMM_MODELS = {
     "vit_base": ("vit", "vit_base_patch16_224.augreg_in21k_ft_in1k"),
     "swin_tiny": ("swin", "swin_tiny_patch4_window7_224.ms_in1k"),
     "swin_small": ("swin", "swin_small_patch4_window7_224.ms_in1k"),
+    "swin_base": ("swin", "swin_base_patch4_window7_224.ms_in1k"),
 }
 for _name, (_family, _tag) in TIMM_MODELS.items():
     register_model(

@@ -18,6 +18,7 @@ CLUSTER_TIMM = {
     "vit_base": "vit_base_patch16_224.augreg_in21k_ft_in1k",
     "swin_tiny": "swin_tiny_patch4_window7_224.ms_in1k",
     "swin_small": "swin_small_patch4_window7_224.ms_in1k",
+    "swin_base": "swin_base_patch4_window7_224.ms_in1k",
 }
 GLUE = ("sst2", "mrpc", "qnli", "rte", "cola", "qqp", "mnli")
 
