@@ -28,7 +28,7 @@ PAPER_COST = {
     "noisyquant": "1000-step clip + 400 mean + 2000 range searches per layer",
     "smoothquant": "1 pass (512 samples)",
     "gptq": "O(d^3) per layer; minutes per 1B parameters, one GPU",
-    "awq": "grid of 20 scales per block + clip grid",
+    "awq": "grid of 20 scales per Linear set, scored on the attention / MLP output, + clip grid",
     "adaround": "10k Adam iterations per layer (1,024 images)",
     "liu2021": "alternating interval search per layer (~1,000 images)",
     "mrem": "hours on 1-4 GPUs (BERT-base); parallel ~4x faster",

@@ -52,6 +52,7 @@ class ERQConfig(PTQConfig):
     aqer: bool = True
     wqer: bool = True
     log_softmax: bool = True  # RepQ-ViT's log-sqrt2 softmax (ERQ's base framework)
+    widen_to_zero: bool = False  # RepQ-ViT's range rule for the per-channel steps (RepQViTConfig.widen_to_zero)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -226,10 +227,10 @@ def layer_statistics(model: nn.Module, names: list[str], batches) -> dict[str, d
     return stats
 
 
-def _set_weight_qparams(module: QuantLinear) -> None:
+def _set_weight_qparams(module: QuantLinear, widen_to_zero: bool) -> None:
     """Per-channel quantile-pair pick (RepQ-ViT) on the module's current weights."""
     wq = module.weight_quantizer
-    wq.set_qparams(*channel_qparams(module.weight.detach().T, wq.spec.bits, wq.spec.symmetric))
+    wq.set_qparams(*channel_qparams(module.weight.detach().T, wq.spec.bits, wq.spec.symmetric, widen_to_zero))
 
 
 def _write(module: QuantLinear, w_cat: torch.Tensor) -> None:
@@ -259,7 +260,7 @@ class ERQ(PTQMethod):
 
     def _quantize(self, model: nn.Module, cfg: ERQConfig, calib: Calibration) -> None:
         repq = RepQViTConfig(w_bits=cfg.w_bits, a_bits=cfg.a_bits, calib_size=cfg.calib_size,
-                             log_softmax=cfg.log_softmax)
+                             log_softmax=cfg.log_softmax, widen_to_zero=cfg.widen_to_zero)
         RepQViT()._quantize(model, repq, calib)  # quantizers placed and calibrated, all off
         names = [n for n, m in block_linears(model, calib.family)
                  if isinstance(m, QuantLinear) and isinstance(m.weight_quantizer, FakeQuantizer)]
@@ -270,7 +271,7 @@ class ERQ(PTQMethod):
             if cfg.aqer:
                 w_cat = aqer_update(w_cat, s["gram"], s["cross"], cfg.ridge(cfg.lambda_aqer, s["n"]))
                 _write(module, w_cat)
-            _set_weight_qparams(module)
+            _set_weight_qparams(module, cfg.widen_to_zero)
             if cfg.wqer:
                 wq = module.weight_quantizer
                 w_cat = wqer_quantize(w_cat, s["gram"], s["colsum"], s["n"], wq.scale, wq.zero_point, wq.qmin,

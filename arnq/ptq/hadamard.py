@@ -143,9 +143,9 @@ class HadamardRotation(nn.Module):
         return (y / math.sqrt(self.n)).reshape(x.shape)
 
     def matrix(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The dense R (x R = forward(x))."""
+        """The dense R (x R = forward(x)), contiguous (torch.kron needs it)."""
         ref = self.base if self.dense is None else self.dense
-        return self.forward(torch.eye(self.n, dtype=dtype, device=ref.device))
+        return self.forward(torch.eye(self.n, dtype=dtype, device=ref.device)).contiguous()
 
 
 class HeadMixing(nn.Module):

@@ -9,8 +9,9 @@ least L2 error), then reparameterised to one per-tensor quantizer whose per-chan
 are folded into the LayerNorm and the next Linear (pre-LN models) or applied at the Linear's
 input point (post-LN BERT); the function is unchanged with quantization off. The softmax output
 gets a log-sqrt2 quantizer; every other activation per tensor and the weights per channel,
-asymmetric, with the same quantile-pair pick. The steps, and the deviations from the paper's
-code: docs/ptq.md#repq_vit.
+asymmetric, with the same quantile-pair pick. As in the official `UniformQuantizer`, a per-channel
+pair is not widened to include 0 and its zero point is not clamped (`widen_to_zero=True` does both).
+The steps, and the deviations from the paper's code: docs/ptq.md#repq_vit.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
 from arnq.ptq.common import ScaledInput, collect, norm_groups, record_input_map, sample_rows
 from arnq.quant import QuantConfig, calibrate, prepare
-from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
+from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range, range_qparams
 from arnq.quant.log_quant import replace_probs_quantizers
 from arnq.quant.modules import QuantConv2d, QuantLinear
 
@@ -32,8 +33,15 @@ MAX_ROWS = 1 << 16
 
 
 @torch.no_grad()
-def channel_qparams(x: torch.Tensor, bits: int, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-column (scale, zero point) of x (N, C): the quantile pair with the least L2 error per column."""
+def channel_qparams(x: torch.Tensor, bits: int, symmetric: bool = False,
+                    widen_to_zero: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column (scale, zero point) of x (N, C): the quantile pair with the least L2 error per column.
+
+    Asymmetric columns get RepQ-ViT's parameters: the step spans the quantile pair itself and the zero
+    point is not clamped (`range_qparams`), so a column entirely above 0 keeps all 2^b levels on its own
+    range. `widen_to_zero` widens each pair to include 0 and clamps the zero point into [qmin, qmax]
+    (`calc_qparams`). Symmetric columns are centred on 0 either way.
+    """
     x = x.float()
     qmin, qmax = quant_range(bits, symmetric)
     best_err = torch.full((x.shape[1],), float("inf"))
@@ -42,7 +50,10 @@ def channel_qparams(x: torch.Tensor, bits: int, symmetric: bool = False) -> tupl
     bounds = torch.quantile(x, levels, dim=0)  # one sort per column for all six quantiles
     for i in range(len(QUANTILES)):
         hi, lo = bounds[i], bounds[len(QUANTILES) + i]
-        scale, zp = calc_qparams(lo, hi, bits, symmetric)
+        if symmetric or widen_to_zero:
+            scale, zp = calc_qparams(lo, hi, bits, symmetric)
+        else:
+            scale, zp = range_qparams(lo, hi, bits)
         err = (fake_quantize(x, scale, zp, qmin, qmax) - x).pow(2).mean(dim=0)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
@@ -52,7 +63,10 @@ def channel_qparams(x: torch.Tensor, bits: int, symmetric: bool = False) -> tupl
 
 
 def reparameterisation(scale: torch.Tensor, zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, float]:
-    """(r, b, s~, z~) turning per-channel (s_c, z_c) into one per-tensor quantizer (RepQ-ViT step 2)."""
+    """(r, b, s~, z~) turning per-channel (s_c, z_c) into one per-tensor quantizer (RepQ-ViT step 2).
+
+    s~ and z~ are the plain means, z~ neither rounded nor clamped, as the official code.
+    """
     target_scale, target_zp = scale.mean(), zero_point.mean()
     r = scale / target_scale
     b = (-zero_point * scale) / r - (-target_zp * target_scale)
@@ -72,7 +86,18 @@ def fold_into_linear(linear: nn.Linear, r: torch.Tensor, b: torch.Tensor) -> Non
 
 @dataclass(frozen=True)
 class RepQViTConfig(PTQConfig):
+    """RepQ-ViT's switches: the softmax quantizer and how the per-channel ranges become steps."""
+
     log_softmax: bool = True  # log-sqrt2 post-softmax quantizer (False: uniform, as the ablation)
+    #: False: each per-channel quantile pair spans the grid as it is, zero point unclamped (official);
+    #: True: the pair is widened to include 0 and the zero point clamped into [0, 2^b - 1]
+    widen_to_zero: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("log_softmax", "widen_to_zero"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: use true or false")
 
     def quant_scheme(self) -> QuantConfig:
         return QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits, w_symmetric=False, a_observer="percentile",
@@ -100,7 +125,8 @@ class RepQViT(PTQMethod):
         for g in groups:
             x = inputs[g.linears[0]]
             x = sample_rows(x, MAX_ROWS, torch.Generator().manual_seed(0))
-            r, b, target_scale, target_zp = reparameterisation(*channel_qparams(x, a_bits))
+            r, b, target_scale, target_zp = reparameterisation(*channel_qparams(x, a_bits,
+                                                                                widen_to_zero=cfg.widen_to_zero))
             r, b = r.to(x.device), b.to(x.device)
             with torch.no_grad():
                 if g.foldable:
@@ -124,6 +150,6 @@ class RepQViT(PTQMethod):
             if isinstance(module, (QuantLinear, QuantConv2d)) and module.weight_quantizer is not None:
                 wq = module.weight_quantizer
                 flat = module.weight.detach().reshape(module.weight.shape[0], -1)
-                wq.set_qparams(*channel_qparams(flat.T, wq.spec.bits, wq.spec.symmetric))
+                wq.set_qparams(*channel_qparams(flat.T, wq.spec.bits, wq.spec.symmetric, cfg.widen_to_zero))
         for name, (target_scale, target_zp) in reparam.items():
             model.get_submodule(name).input_quantizer.set_qparams(torch.tensor(target_scale), torch.tensor(target_zp))

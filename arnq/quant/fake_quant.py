@@ -2,8 +2,9 @@
 
 Forward math matches `torch.fake_quantize_per_{tensor,channel}_affine` bit for bit
 (`q = clamp(round(x * (1/s)) + z, qmin, qmax)`, `x_hat = (q - z) * s`, round half to
-even); the backward pass is the straight-through estimator with zero gradient where
-the value was clipped, as in torch's op.
+even) for the integer zero points in [qmin, qmax] that torch's op accepts; a fractional or
+out-of-range zero point follows the same formula. The backward pass is the straight-through
+estimator with zero gradient where the value was clipped, as in torch's op.
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ def calc_qparams(
     return scale, zero_point
 
 
+def range_qparams(min_val: torch.Tensor, max_val: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric scale and zero point spanning exactly [min_val, max_val] (not widened to include 0).
+
+    Step (max - min) / (2^b - 1) and zero point qmin - round(min / step), not clamped: a range
+    entirely above 0 gets a zero point below qmin and all 2^b levels on the range itself (RepQ-ViT's
+    `UniformQuantizer`). A range narrower than (2^b - 1) * SCALE_EPS (a constant channel, whose step
+    would be 0) gets `calc_qparams`'s parameters instead.
+    """
+    qmin, qmax = quant_range(bits, False)
+    lo, hi = min_val.float(), max_val.float()
+    scale = (hi - lo) / (qmax - qmin)
+    zero_point = qmin - torch.round(lo / scale.clamp_min(SCALE_EPS))
+    wide_scale, wide_zero_point = calc_qparams(lo, hi, bits, False)
+    narrow = ~(scale >= SCALE_EPS)  # NaN ranges too
+    return torch.where(narrow, wide_scale, scale), torch.where(narrow, wide_zero_point, zero_point)
+
+
 def fake_quantize_reference(
     x: torch.Tensor,
     scale: torch.Tensor,
@@ -76,6 +94,10 @@ def fake_quantize(
     qmax: int,
 ) -> torch.Tensor:
     """Quantize-dequantize `x`; `scale`/`zero_point` broadcast against `x`.
+
+    The zero point may lie outside [qmin, qmax] (`range_qparams`): the grid is then
+    {(q - z) s : q = qmin..qmax}, which need not contain 0. A fractional zero point (RepQ-ViT's
+    mean) gives the multiples of s within [(qmin - z) s, (qmax - z) s], as in RepQ-ViT's code.
 
     Without autograd (evaluation, calibration) the same ops run in place on one
     buffer (no intermediate tensors), with bit-identical results.

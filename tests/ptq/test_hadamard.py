@@ -42,6 +42,7 @@ def calib_batches(make_inputs):
 def test_rotations_are_orthogonal_and_the_fast_transform_is_the_matrix(n):
     rotation = make_rotation(n, seed=3, key="test", random_signs=True)
     r = rotation.matrix()
+    assert r.is_contiguous()  # torch.kron (the cross-head rotation of 12-head MiniLM) refuses a strided one
     torch.testing.assert_close(r @ r.T, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
     x = torch.randn(5, 2, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
     torch.testing.assert_close(rotation(x), x @ r, atol=1e-12, rtol=0)
@@ -95,6 +96,22 @@ def test_hadamard_leaves_the_fp_function_unchanged(family_case, bits):
         norms = [m for m in q.modules() if isinstance(m, nn.LayerNorm)]
         assert norms and all(bool((m.weight == 1).all()) for m in norms)
     assert any(isinstance(m, RotatedNorm) for m in q.modules()) == (family == "swin")
+
+
+def test_paley_sized_head_counts_stay_exact():
+    """12 heads (MiniLM's count): the cross-head rotation is Paley's H_12, whose dense matrix feeds torch.kron."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=96, depth=1, num_heads=12, num_classes=10).eval()
+    x = image_batch(seed=31)
+    with torch.no_grad():
+        reference = forward_logits(model, x)
+        q = quantize_(copy.deepcopy(model), ptq_config("hadamard", "W8A8"), calib_batches(image_batch))
+        with quantization_disabled(q):
+            torch.testing.assert_close(forward_logits(q, x), reference, atol=1e-5, rtol=1e-5)
+    mixing = q.blocks[0].attn.proj.input_quantizer.rotation
+    assert isinstance(mixing, HeadMixing) and mixing.rotation.base is not None
 
 
 def test_sizes_without_a_sylvester_hadamard_stay_exact():
