@@ -21,6 +21,7 @@ SATURATING = {
     "fq_vit": "attention probabilities at 4 bits whatever the bits axis says (Log-Int-Softmax)",
     "repq_vit": "log-sqrt2 softmax: its top levels (1, 0.71, 0.5, ...) are the same at 6 and 8 bits",
     "erq": "RepQ-ViT's quantizers, log-sqrt2 softmax included",
+    "adalog": "log-base softmax and post-GELU quantizers on RepQ-ViT's: tiny BERT 16.37 dB at W6A6, 16.33 at W8A8",
 }
 
 

@@ -126,31 +126,20 @@ def test_widen_to_zero_gives_the_calc_qparams_pick():
         assert scale[c] == candidates[pick[c]][0][c] and zp[c] == candidates[pick[c]][1][c]
 
 
-def test_widen_to_zero_reproduces_the_stored_repq_vit_logits():
-    """The option keeps the quantizers the golden logits were recorded with (bit for bit on that machine)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def test_the_range_rule_changes_only_models_with_channels_off_zero():
+    """On the golden cases' tiny ViT and Swin every post-LN channel and weight row straddles 0, so both rules give
+    the same logits bit for bit; tiny BERT has channels off 0, and its logits move."""
+    from tests.ptq.golden_logits import prepared_case
 
-    from tests.golden_machine import same_machine
-    from tests.ptq.golden_logits import GOLDEN, case_key, prepared_case
-
-    reference = load_file(str(GOLDEN))
-    with safe_open(str(GOLDEN), "pt") as f:
-        exact = same_machine((f.metadata() or {}).get("machine"))
     for family in ("bert", "swin", "vit"):
         model, calib, evaluation = prepared_case(family)
-        for bits in ("W4A4", "W6A6"):
+        logits = {}
+        for widen in (False, True):
             torch.manual_seed(0)
-            q = quantize_(copy.deepcopy(model), ptq_config("repq_vit", bits, widen_to_zero=True), calib)
+            q = quantize_(copy.deepcopy(model), ptq_config("repq_vit", "W4A4", widen_to_zero=widen), calib)
             with torch.no_grad():
-                got = forward_logits(q, evaluation)
-            ref = reference[case_key(family, "repq_vit", bits, {})]
-            if exact:
-                assert torch.equal(got, ref), (family, bits)
-            else:  # another machine's float kernels: the golden test's tolerance for searching methods
-                rel = float((got - ref).abs().max() / ref.abs().max())
-                agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
-                assert rel <= 0.1 and agree >= 0.75, (family, bits, rel, agree)
+                logits[widen] = forward_logits(q, evaluation)
+        assert torch.equal(logits[False], logits[True]) == (family != "bert"), family
 
 
 def test_fake_quantization_with_a_zero_point_outside_the_range():
