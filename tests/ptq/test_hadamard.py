@@ -98,29 +98,14 @@ def test_hadamard_leaves_the_fp_function_unchanged(family_case, bits):
     assert any(isinstance(m, RotatedNorm) for m in q.modules()) == (family == "swin")
 
 
-def test_paley_sized_head_counts_stay_exact():
-    """12 heads (MiniLM's count): the cross-head rotation is Paley's H_12, whose dense matrix feeds torch.kron."""
+def _cross_head_rotation_of_an_exact_vit(embed_dim: int, depth: int, num_heads: int, **kwargs) -> HeadMixing:
+    """Quantize a seeded timm ViT with hadamard at W8A8, check the FP function is unchanged with quantization off,
+    and return the first block's cross-head rotation."""
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=96, depth=1, num_heads=12, num_classes=10).eval()
-    x = image_batch(seed=31)
-    with torch.no_grad():
-        reference = forward_logits(model, x)
-        q = quantize_(copy.deepcopy(model), ptq_config("hadamard", "W8A8"), calib_batches(image_batch))
-        with quantization_disabled(q):
-            torch.testing.assert_close(forward_logits(q, x), reference, atol=1e-5, rtol=1e-5)
-    mixing = q.blocks[0].attn.proj.input_quantizer.rotation
-    assert isinstance(mixing, HeadMixing) and mixing.rotation.base is not None
-
-
-def test_sizes_without_a_sylvester_hadamard_stay_exact():
-    """Width 48 = 12 * 4 (Paley), FFN 192 = 12 * 16, 6 heads (no Hadamard: random orthogonal across heads)."""
-    from timm.models.vision_transformer import VisionTransformer
-
-    torch.manual_seed(0)
-    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=6, num_classes=10,
-                              init_values=0.5).eval()  # LayerScale folds into the writers
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                              num_classes=10, **kwargs).eval()
     x = image_batch(seed=30)
     with torch.no_grad():
         reference = forward_logits(model, x)
@@ -128,7 +113,19 @@ def test_sizes_without_a_sylvester_hadamard_stay_exact():
         with quantization_disabled(q):
             torch.testing.assert_close(forward_logits(q, x), reference, atol=1e-5, rtol=1e-5)
     mixing = q.blocks[0].attn.proj.input_quantizer.rotation
-    assert isinstance(mixing, HeadMixing) and mixing.rotation.dense is not None
+    assert isinstance(mixing, HeadMixing)
+    return mixing
+
+
+def test_paley_sized_head_counts_stay_exact():
+    """12 heads (MiniLM's count): the cross-head rotation is Paley's H_12, whose dense matrix feeds torch.kron."""
+    assert _cross_head_rotation_of_an_exact_vit(96, 1, 12).rotation.base is not None
+
+
+def test_sizes_without_a_sylvester_hadamard_stay_exact():
+    """Width 48 = 12 * 4 (Paley), FFN 192 = 12 * 16, 6 heads (no Hadamard: random orthogonal across heads)."""
+    mixing = _cross_head_rotation_of_an_exact_vit(48, 2, 6, init_values=0.5)  # LayerScale folds into the writers
+    assert mixing.rotation.dense is not None
 
 
 def test_rotation_spreads_the_outlier_channels():
