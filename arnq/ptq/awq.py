@@ -26,9 +26,8 @@ from torch.func import functional_call
 
 from arnq.batch import token_mask
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, collect, norm_groups, rows, sample_rows
+from arnq.ptq.common import AttentionCall, Batch, capture_calls, collect, norm_groups, rows, sample_rows
 from arnq.ptq.gptq import GroupWeightQuantizer, blocks_in_order, fit_group_size
-from arnq.ptq.os_plus import AttentionCall, capture_calls
 from arnq.quant import calibrate, prepare
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
 

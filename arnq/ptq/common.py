@@ -83,6 +83,29 @@ def run_hooked(model: nn.Module, batches: Sequence[Batch], handles: Iterable[Any
             handle.remove()
 
 
+
+@dataclass
+class AttentionCall:
+    """One captured call of a module (a self-attention, an MLP): its positional and keyword arguments, the token mask."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    mask: torch.Tensor | None
+
+
+def capture_calls(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, list[AttentionCall]]:
+    """The arguments every named module is called with over `batches`, with each batch's token mask."""
+    calls: dict[str, list[AttentionCall]] = {name: [] for name in names}
+    handles = []
+    for name in names:
+        def hook(_module, args, kwargs, name=name):
+            calls[name].append(AttentionCall(tuple(a.detach() if torch.is_tensor(a) else a for a in args),
+                                             dict(kwargs), _TOKEN_MASK.get()))
+
+        handles.append(model.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=True))
+    run_hooked(model, batches, handles)
+    return calls
+
 def collect(model: nn.Module, names: Iterable[str], batches: Sequence[Batch], what: str = "input") -> dict[str, torch.Tensor]:
     """Concatenated (N, C) inputs (or outputs) of the named modules over the calibration batches."""
     parts = fold_rows(model, names, batches, _append, what)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -32,19 +31,19 @@ from torch.func import functional_call
 
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
 from arnq.ptq.common import (
+    AttentionCall,
     Batch,
     NormGroup,
     ScaledInput,
+    capture_calls,
     collect,
     fold_rows,
     norm_groups,
     record_input_map,
     rows,
-    run_hooked,
 )
 from arnq.quant import calibrate, prepare
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
-from arnq.quant.quantizer import _TOKEN_MASK
 
 
 @dataclass(frozen=True)
@@ -183,15 +182,6 @@ class LinearObjective(MigrationObjective):
         return float(err.mean())
 
 
-@dataclass
-class AttentionCall:
-    """One captured call of a self-attention module: its positional and keyword arguments, the token mask."""
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    mask: torch.Tensor | None
-
-
 class AttentionObjective(MigrationObjective):
     """The attention context softmax(q k^T) v, the out-projection's input, over real tokens (q/k/v and the
     probabilities unquantized, as the official `qkv_function`); the module runs with the candidate's
@@ -253,20 +243,6 @@ def search_batches(batches: Sequence[Batch], examples: int) -> list[Batch]:
 
 
 @torch.no_grad()
-def capture_calls(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, list[AttentionCall]]:
-    """The arguments every named module is called with over `batches`, with each batch's token mask."""
-    calls: dict[str, list[AttentionCall]] = {name: [] for name in names}
-    handles = []
-    for name in names:
-        def hook(_module, args, kwargs, name=name):
-            calls[name].append(AttentionCall(tuple(a.detach() if torch.is_tensor(a) else a for a in args),
-                                             dict(kwargs), _TOKEN_MASK.get()))
-
-        handles.append(model.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=True))
-    run_hooked(model, batches, handles)
-    return calls
-
-
 def channel_range(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]
                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-channel (min, max) of each named module's input over the calibration rows (padding dropped)."""

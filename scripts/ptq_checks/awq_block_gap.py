@@ -10,9 +10,8 @@ import torch
 
 from arnq.ptq import ptq_config, quantize_
 from arnq.ptq.awq import BlockLoss, input_sets, inspected_module, search_scale
-from arnq.ptq.common import collect
+from arnq.ptq.common import capture_calls, collect
 from arnq.ptq.gptq import blocks_in_order, fit_group_size
-from arnq.ptq.os_plus import capture_calls
 from tests.conftest import FAMILY_CASES
 
 family, bits, group_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -15,9 +15,8 @@ from arnq.ptq.awq import (
     scale_candidates,
     search_scale,
 )
-from arnq.ptq.common import collect, rows
+from arnq.ptq.common import capture_calls, collect, rows
 from arnq.ptq.gptq import blocks_in_order
-from arnq.ptq.os_plus import capture_calls
 from tests.conftest import FAMILY_CASES, image_batch, text_batch, tiny_bert, tiny_vit
 
 #: per family: the inspected module (relative to the block) of each Linear set, None for the Linear's own output

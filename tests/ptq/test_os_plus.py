@@ -8,14 +8,13 @@ import torch
 import arnq.ptq.os_plus  # noqa: F401  (registers the method)
 from arnq.batch import forward_logits
 from arnq.ptq import ptq_config, quantize_
-from arnq.ptq.common import ScaledInput, collect, input_maps, materialize, norm_groups
+from arnq.ptq.common import ScaledInput, capture_calls, collect, input_maps, materialize, norm_groups
 from arnq.ptq.os_plus import (
     AttentionObjective,
     LinearObjective,
     OSPlus,
     OSPlusConfig,
     QuantBits,
-    capture_calls,
     channel_shift,
     find_migration,
     quantize_in_range,
