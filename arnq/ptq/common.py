@@ -93,6 +93,7 @@ class AttentionCall:
     mask: torch.Tensor | None
 
 
+@torch.no_grad()
 def capture_calls(model: nn.Module, names: Sequence[str], batches: Sequence[Batch]) -> dict[str, list[AttentionCall]]:
     """The arguments every named module is called with over `batches`, with each batch's token mask."""
     calls: dict[str, list[AttentionCall]] = {name: [] for name in names}

@@ -27,7 +27,15 @@ import torch
 from torch import nn
 
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
-from arnq.ptq.common import Batch, block_linears, collect, fold_rows, run_model, sample_rows
+from arnq.ptq.common import (
+    AttentionCall,
+    Batch,
+    block_linears,
+    capture_calls,
+    collect,
+    fold_rows,
+    sample_rows,
+)
 from arnq.ptq.gptq import block_name, blocks_in_order, symmetric_scale
 from arnq.quant import calibrate, prepare
 from arnq.quant.api import _is_hf_self_attention, _is_timm_attention, quantizers
@@ -179,39 +187,23 @@ def _attentions(model: nn.Module, family: str) -> list[_Attention]:
     return sites
 
 
-def _capture_calls(model: nn.Module, module: nn.Module, batches: Sequence[Batch]) -> list[tuple[tuple, dict]]:
-    calls: list[tuple[tuple, dict]] = []
-
-    def hook(_m, args, kwargs):
-        calls.append((tuple(a.detach() if torch.is_tensor(a) else a for a in args), dict(kwargs)))
-
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            for inputs, _ in batches:
-                run_model(model, inputs)
-    finally:
-        handle.remove()
-    return calls
-
-
 @torch.no_grad()
-def _replay(site: _Attention, calls: Sequence[tuple[tuple, dict]]) -> list[torch.Tensor]:
+def _replay(site: _Attention, calls: Sequence[AttentionCall]) -> list[torch.Tensor]:
     """Attention maps (softmax outputs, before their own quantizer) of the module on the captured calls."""
     maps: list[torch.Tensor] = []
     handle = site.probs.register_forward_hook(lambda _m, args, _out: maps.append(args[0].detach().float()))
     probs_state = site.probs.quantizing
     site.probs.quantizing = False
     try:
-        for args, kwargs in calls:
-            site.module(*args, **kwargs)
+        for call in calls:
+            site.module(*call.args, **call.kwargs)
     finally:
         handle.remove()
         site.probs.quantizing = probs_state
     return maps
 
 
-def search_attention(site: _Attention, calls: Sequence[tuple[tuple, dict]], grid: torch.Tensor, rounds: int,
+def search_attention(site: _Attention, calls: Sequence[AttentionCall], grid: torch.Tensor, rounds: int,
                      gamma: float, margin: float, pairs: int, gen: torch.Generator) -> tuple[float, float]:
     """Alternating search of the q and k step factors for Pearson(A, A^) - gamma * L_rank; returns (g_q, g_k)."""
     owned = [q for _, q in quantizers(site.module)]
@@ -337,7 +329,7 @@ class Liu2021(PTQMethod):
             block = block_name(names[0])
             for site in sites:
                 if site.name.startswith(block + "."):
-                    calls = _capture_calls(model, site.module, batches[:cfg.ranking_batches])
+                    calls = capture_calls(model, [site.name], batches[:cfg.ranking_batches])[site.name]
                     search_attention(site, calls, attention_grid, cfg.rounds, cfg.gamma, cfg.margin,
                                      cfg.ranking_pairs, gen)
             for qname, q in quantizers(model):
