@@ -130,7 +130,8 @@ class PTQMethod:
     #: parameters for a quick run (tests, smoke sweeps) of an iterative method; {} when the defaults are quick
     smoke_params: ClassVar[dict[str, Any]] = {}
     #: parameters of the method's repeated in-training runs (PTQ-aware ARNQ noise) where its full search
-    #: costs too much to repeat every few steps; {} runs it as configured (docs/arms.md#ptq-aware-noise)
+    #: costs too much to repeat every few steps, or where a measured surrogate trains a better fine-tune;
+    #: {} runs it as configured (docs/arms.md#ptq-aware-noise)
     shadow_params: ClassVar[dict[str, Any]] = {}
     #: False: PTQ-aware ARNQ cannot express this method's quantizers in the training model's coordinates
     #: (a dense rotation, not a per-channel map): an arm aiming at it must use uniform-grid noise

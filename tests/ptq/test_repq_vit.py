@@ -215,13 +215,18 @@ def test_offset_channels_stay_exact_in_fp_and_quantize_finer(family):
 
 @pytest.mark.parametrize("family", ["vit", "bert"])
 @pytest.mark.parametrize("method", ["repq_vit", "erq"])
-def test_ptq_aware_noise_mirrors_zero_points_outside_the_range(family, method):
+def test_ptq_aware_noise_mirrors_zero_points_outside_the_range(family, method, monkeypatch):
     """PTQ-aware ARNQ at full strength reproduces the target's quantized forward also when per-channel zero points
-    (and on BERT the per-tensor target's) lie outside [qmin, qmax]."""
+    (and on BERT the per-tensor target's) lie outside [qmin, qmax] (RepQ-ViT's in-training runs set to its
+    official range rule, which its `shadow_params` replace by the widened one)."""
     from arnq.arms.noise import NoiseConfig, NoiseInjector
     from arnq.ptq.base import handler_for
     from arnq.ptq.common import run_model
     from tests.conftest import image_batch, text_batch
+
+    monkeypatch.setattr(handler_for(ptq_config(method, "W4A4")), "shadow_params",
+                        {k: v for k, v in handler_for(ptq_config(method, "W4A4")).shadow_params.items()
+                         if k != "widen_to_zero"})
 
     batch = image_batch if family == "vit" else text_batch
     target = ptq_config(method, "W4A4", **handler_for(ptq_config(method, "W4A4")).smoke_params)
@@ -242,6 +247,16 @@ def test_ptq_aware_noise_mirrors_zero_points_outside_the_range(family, method):
     with torch.no_grad():
         torch.testing.assert_close(run_model(model, x), run_model(shadow, x), atol=2e-5, rtol=0)
     assert not inj.unmatched
+
+
+def test_ptq_aware_arnq_trains_against_the_widened_rule_and_quantizes_with_the_official_one():
+    from arnq.arms.noise import NoiseConfig, ptq_calib_size
+    from arnq.arms.shadow import shadow_config
+
+    target = RepQViTConfig(w_bits=4, a_bits=4)
+    shadow = shadow_config(target, ptq_calib_size(NoiseConfig(), target))
+    assert target.widen_to_zero is False and shadow.widen_to_zero is True
+    assert shadow_config(ERQConfig(w_bits=4, a_bits=4), 8).widen_to_zero is False  # not measured for ERQ
 
 
 def test_config_validation_and_round_trip():
