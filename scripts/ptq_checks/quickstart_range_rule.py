@@ -23,7 +23,7 @@ from harness.pipeline import (
 )
 
 cache = Path(sys.argv[1])
-rows = [json.loads(line) for line in open("results/quickstart/rows.jsonl")]
+rows = [json.loads(line) for line in open("results/quickstart/run5/rows.jsonl")]
 for r in rows:
     if r["model"] != "minilm_rt":
         continue
