@@ -204,10 +204,7 @@ def _compute_trial(spec: TrialSpec, report: Report | None, device: str, cache_ro
     loaded = _loaded(spec.model, spec.fp_seed, device, cache_root)
     state, record, hit = cached_finetune(spec, loaded, device=device, report=report,
                                          checkpoint_root=checkpoint_root, cache_root=cache_root)
-    splits = make_splits(loaded, spec.finetune, spec.seed, spec.ptq.resolved_calib_size)
-    text = loaded.data.modality == "text"
-    calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=text)
-    test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
+    calib, test = ptq_loaders(loaded, spec)
     ptq_start = time.perf_counter()
     q_acc = quantized_accuracy(loaded, state, spec.ptq, calib, test, device)
     row = {
@@ -221,6 +218,16 @@ def _compute_trial(spec: TrialSpec, report: Report | None, device: str, cache_ro
     if report is not None:
         report({"stage": "ptq", **_scalars(row)})
     return row
+
+
+def ptq_loaders(loaded: LoadedModel, spec: TrialSpec, calib_size: int | None = None) -> tuple[Any, Any]:
+    """(calibration, test) loaders a trial's PTQ evaluation uses: the trial seed's calibration draw of
+    `calib_size` examples (default: the target's resolved calibration size) and the full test split."""
+    splits = make_splits(loaded, spec.finetune, spec.seed, calib_size or spec.ptq.resolved_calib_size)
+    text = loaded.data.modality == "text"
+    calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=text)
+    test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=text)
+    return calib, test
 
 
 def cell_fields(spec: TrialSpec) -> dict[str, Any]:

@@ -83,7 +83,6 @@ def run_hooked(model: nn.Module, batches: Sequence[Batch], handles: Iterable[Any
             handle.remove()
 
 
-
 @dataclass
 class AttentionCall:
     """One captured call of a module (a self-attention, an MLP): its positional and keyword arguments, the token mask."""
@@ -106,6 +105,7 @@ def capture_calls(model: nn.Module, names: Sequence[str], batches: Sequence[Batc
         handles.append(model.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=True))
     run_hooked(model, batches, handles)
     return calls
+
 
 def collect(model: nn.Module, names: Iterable[str], batches: Sequence[Batch], what: str = "input") -> dict[str, torch.Tensor]:
     """Concatenated (N, C) inputs (or outputs) of the named modules over the calibration batches."""

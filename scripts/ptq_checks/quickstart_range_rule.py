@@ -11,16 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.pipeline import (
-    CALIB_BATCH,
-    EVAL_BATCH,
-    TrialSpec,
-    _loaded,
-    cached_finetune,
-    make_loader,
-    make_splits,
-    quantized_accuracy,
-)
+from harness.pipeline import TrialSpec, _loaded, cached_finetune, ptq_loaders, quantized_accuracy
 
 cache = Path(sys.argv[1])
 rows = [json.loads(line) for line in open("results/quickstart/run5/rows.jsonl")]
@@ -30,9 +21,7 @@ for r in rows:
     spec = TrialSpec.from_dict(json.loads(r["config"]))
     loaded = _loaded(spec.model, spec.fp_seed, "cpu", cache)
     state, record, hit = cached_finetune(spec, loaded, cache_root=cache)
-    splits = make_splits(loaded, spec.finetune, spec.seed, spec.ptq.resolved_calib_size)
-    calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=True)
-    test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=True)
+    calib, test = ptq_loaders(loaded, spec)
     widened = dataclasses.replace(spec.ptq, widen_to_zero=True)
     acc = quantized_accuracy(loaded, state, widened, calib, test, "cpu")
     print(r["arm"], r["seed"], "cache hit", hit, "official q_acc", r["q_acc"], "widened q_acc", round(100 * acc, 2),

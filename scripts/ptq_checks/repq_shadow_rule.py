@@ -23,16 +23,7 @@ from pathlib import Path
 import torch
 
 from arnq.ptq.base import handler_for
-from harness.pipeline import (
-    CALIB_BATCH,
-    EVAL_BATCH,
-    TrialSpec,
-    _loaded,
-    cached_finetune,
-    make_loader,
-    make_splits,
-    quantized_accuracy,
-)
+from harness.pipeline import TrialSpec, _loaded, cached_finetune, ptq_loaders, quantized_accuracy
 
 torch.set_num_threads(1)
 cache, variant, seeds = Path(sys.argv[1]), sys.argv[2], [int(s) for s in sys.argv[3].split(",")]
@@ -57,9 +48,7 @@ for seed in seeds:
     out = {"variant": variant, "seed": seed, "cache_hit": hit, "ft_seconds": round(time.time() - start),
            "ft_acc": round(100 * record["ft_acc"], 2)}
     for n, widen in ((256, False), (256, True), (64, False)):
-        splits = make_splits(loaded, spec.finetune, spec.seed, n)
-        calib = make_loader(splits.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=True)
-        test = make_loader(splits.test, loaded.collate, EVAL_BATCH, shuffle=False, length_bucketing=True)
+        calib, test = ptq_loaders(loaded, spec, n)
         ptq = dataclasses.replace(spec.ptq, widen_to_zero=widen, calib_size=n)
         key = f"q_acc_{'widened' if widen else 'official'}_calib{n}"
         out[key] = round(100 * quantized_accuracy(loaded, state, ptq, calib, test, "cpu"), 2)
