@@ -9,11 +9,14 @@ what the target's quantized model would compute there:
 
 - a plain point: Q~(x) = q.quantized_value(x) (log2 / twin-uniform / PTF / per-token /
   noisy-bias points alike);
-- the input of a Linear the method reparameterised by (r, b) (RepQ-ViT, SmoothQuant;
-  `arnq.ptq.common.InputMap`): Q~(x) = r (q(x / r - b) + b);
-- a weight: Q~(W) = q(W r + D) / r, where D is the method's own change to the weight
-  (GPTQ's error compensation, AdaRound's and MREM's learned rounding) at the time of the
-  refresh, and r = 1 without a reparameterisation;
+- the input of a Linear the method reparameterised by (r, b) and rotated by R (RepQ-ViT,
+  SmoothQuant, OS+: R = I; the Hadamard rotation: r, b its folded LayerNorm, R dense;
+  `arnq.ptq.common.InputMap`): Q~(x) = r (q((x / r - b) R) R^T + b);
+- a q/k/v point the method rotated head by head (`point_rotations`): Q~(x) = q(x R) R^T;
+- a weight: Q~(W) = L^-1 q(L W diag(r) R + D) R^T diag(1 / r), where D is the method's own
+  change to the weight (GPTQ's error compensation, AdaRound's and MREM's learned rounding)
+  at the time of the refresh, and L the map of its output channels (the Hadamard rotation's
+  writers and q/k/v rows; the identity elsewhere);
 - a Linear's bias: the method's own change to it (Liu 2021's bias correction), and, under
   a shifted reparameterisation, -(Q~(W) - W) (r b), because the folded bias W r b is
   multiplied by the unquantized W r while the weight is quantized.
@@ -37,7 +40,7 @@ from torch import nn
 
 from arnq.ptq import PTQConfig, quantize_
 from arnq.ptq.base import handler_for
-from arnq.ptq.common import Batch, InputMap, input_maps
+from arnq.ptq.common import Batch, InputMap, input_maps, point_rotations
 from arnq.quant import quantizers
 from arnq.quant.modules import QuantConv2d, QuantLinear
 from arnq.quant.quantizer import FakeQuantizer
@@ -60,28 +63,63 @@ class ShadowPoint:
 
 
 def _activation_source(q: FakeQuantizer, mapping: InputMap | None) -> Source:
-    if mapping is None:
+    if mapping is None or not mapping.moves_inputs:
         return q.quantized_value
-    scale, shift = mapping.scale, mapping.shift
+    scale, shift, rot = mapping.scale, mapping.shift, mapping.rotation
 
     def source(x: torch.Tensor) -> torch.Tensor:
         r = scale.to(x.dtype)
         mapped = x / r if shift is None else x / r - shift.to(x.dtype)
-        out = q.quantize(mapped)  # the bare quantizer: the map is applied here, not by a ScaledInput
+        if rot is not None:
+            mapped = mapped @ rot.to(x.dtype)
+        out = q.quantize(mapped)  # the bare quantizer: the map (and any online rotation) is applied here
+        if rot is not None:
+            out = out @ rot.to(x.dtype).T
         return (out if shift is None else out + shift.to(x.dtype)) * r
 
     return source
 
 
-def _weight_source(q: FakeQuantizer, mapping: InputMap | None, delta: torch.Tensor | None) -> Source:
-    scale = None if mapping is None else mapping.scale
+def _rotated_source(q: FakeQuantizer, rot: torch.Tensor) -> Source:
+    """An activation point that quantizes x @ rot of the training model's x (a head-wise q/k/v rotation)."""
 
+    def source(x: torch.Tensor) -> torch.Tensor:
+        r = rot.to(x.dtype)
+        return q.quantize(x @ r) @ r.T
+
+    return source
+
+
+def _to_shadow(w: torch.Tensor, mapping: InputMap | None) -> torch.Tensor:
+    """A training-model weight in the shadow's coordinates: left @ W diag(scale) @ rotation (2-D view)."""
+    if mapping is None:
+        return w
+    flat = w.reshape(w.shape[0], -1) * mapping.scale.to(w.dtype)
+    if mapping.rotation is not None:
+        flat = flat @ mapping.rotation.to(w.dtype)
+    if mapping.left is not None:
+        flat = mapping.left.to(w.dtype) @ flat
+    return flat.reshape(w.shape)
+
+
+def _from_shadow(w: torch.Tensor, mapping: InputMap | None) -> torch.Tensor:
+    """The inverse of `_to_shadow`."""
+    if mapping is None:
+        return w
+    flat = w.reshape(w.shape[0], -1)
+    if mapping.left_inv is not None:
+        flat = mapping.left_inv.to(w.dtype) @ flat
+    if mapping.rotation is not None:
+        flat = flat @ mapping.rotation.to(w.dtype).T
+    return (flat / mapping.scale.to(w.dtype)).reshape(w.shape)
+
+
+def _weight_source(q: FakeQuantizer, mapping: InputMap | None, delta: torch.Tensor | None) -> Source:
     def source(w: torch.Tensor) -> torch.Tensor:
-        mapped = w if scale is None else w * scale.to(w.dtype)
+        mapped = _to_shadow(w, mapping)
         if delta is not None:
             mapped = mapped + delta.to(w.dtype)
-        out = q.quantize(mapped)
-        return out if scale is None else out / scale.to(w.dtype)
+        return _from_shadow(q.quantize(mapped), mapping)
 
     return source
 
@@ -100,9 +138,9 @@ def shadow_config(target: PTQConfig, calib_examples: int) -> PTQConfig:
     handler = handler_for(target)
     if not handler.shadow_mirrorable:
         raise ValueError(
-            f"PTQ-aware ARNQ cannot aim at '{target.method}': it quantizes in rotated coordinates (dense "
-            "orthogonal maps), and the noise is mapped back to the training model through per-channel maps only; "
-            "give the arm uniform-grid noise instead (delta_observer: target, or an observer name such as minmax)")
+            f"PTQ-aware ARNQ cannot aim at '{target.method}': its quantizers cannot be mapped back to the "
+            "training model's coordinates; give the arm uniform-grid noise instead (delta_observer: target, or an "
+            "observer name such as minmax)")
     params = dict(handler.shadow_params)
     return replace(target, calib_size=calib_examples, **params)
 
@@ -135,7 +173,7 @@ class TargetShadow:
         before = {name: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
                   for name, m in shadow.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
         quantize_(shadow, self.target, self.batches, self.device)
-        maps = input_maps(shadow)
+        maps, rotated = input_maps(shadow), point_rotations(shadow)
         points: list[ShadowPoint] = []
         for name, module in shadow.named_modules():
             if isinstance(module, (QuantLinear, QuantConv2d)):
@@ -143,14 +181,20 @@ class TargetShadow:
                 if wq is not None and wq.quantizing:
                     mapping = maps.get(name)
                     w_ref, b_ref = before[name]
-                    ref = w_ref if mapping is None else w_ref * mapping.scale.to(w_ref.dtype)
+                    ref = _to_shadow(w_ref.double(), mapping).to(w_ref.dtype)
                     delta = _change(module.weight.detach(), ref)  # the method's own (GPTQ, AdaRound, MREM)
                     bias_change = shift = None
-                    if b_ref is not None:
-                        folded = b_ref if mapping is None or mapping.shift is None else b_ref + ref @ mapping.shift
-                        bias_change = _change(module.bias.detach(), folded)
-                        if mapping is not None and mapping.shift is not None:
-                            shift = mapping.scale * mapping.shift
+                    if mapping is not None and mapping.shift is not None:
+                        shift = mapping.scale * mapping.shift
+                    if module.bias is not None:
+                        folded = torch.zeros_like(module.bias) if b_ref is None else b_ref.double()
+                        if shift is not None:
+                            folded = folded + w_ref.double().reshape(w_ref.shape[0], -1) @ shift.double()
+                        if mapping is not None and mapping.left is not None:
+                            folded = mapping.left.double() @ folded
+                        bias_change = _change(module.bias.detach(), folded.to(module.bias.dtype))
+                        if bias_change is not None and mapping is not None and mapping.left_inv is not None:
+                            bias_change = mapping.left_inv.to(bias_change.dtype) @ bias_change
                     points.append(ShadowPoint(f"{name}.weight_quantizer", "weight", _weight_source(wq, mapping, delta),
                                               wq, bias_change, shift))
         for path, q in quantizers(shadow):
@@ -158,7 +202,8 @@ class TargetShadow:
                 continue
             owner = path.rsplit(".", 1)[0]
             mapping = maps.get(owner) if path.endswith(".input_quantizer") else None
-            points.append(ShadowPoint(path, q.point, _activation_source(q, mapping), q))
+            source = _rotated_source(q, rotated[path]) if path in rotated else _activation_source(q, mapping)
+            points.append(ShadowPoint(path, q.point, source, q))
         self.model = shadow
         self.refreshes += 1
         self.seconds += time.perf_counter() - start

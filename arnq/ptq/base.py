@@ -134,7 +134,7 @@ class PTQMethod:
     #: {} runs it as configured (docs/arms.md#ptq-aware-noise)
     shadow_params: ClassVar[dict[str, Any]] = {}
     #: False: PTQ-aware ARNQ cannot express this method's quantizers in the training model's coordinates
-    #: (a dense rotation, not a per-channel map): an arm aiming at it must use uniform-grid noise
+    #: (no `InputMap` describes what it did to a Linear): an arm aiming at it must use uniform-grid noise
     shadow_mirrorable: ClassVar[bool] = True
 
     def check_family(self, family: str) -> None:

@@ -146,29 +146,64 @@ class ScaledInput(FakeQuantizer):
 
 @dataclass(frozen=True)
 class InputMap:
-    """How a reparameterising method changed one Linear: its weight columns are multiplied by `scale`
-    (bias adjusted), and its input quantizer sees x / scale - shift of the original input x, through
-    the folded LayerNorm or a `ScaledInput`. The FP function is unchanged."""
+    """How a method changed one Linear (or conv) while keeping its FP function.
+
+    Its weight became `left @ W diag(scale) @ rotation` and its bias `left @ (b + W (scale * shift))`;
+    its input quantizer quantizes `(x / scale - shift) @ rotation` of the original input x (through a
+    folded LayerNorm, a `ScaledInput` or an online rotation). `scale` and `shift` are per input
+    channel (RepQ-ViT, SmoothQuant, OS+); `rotation` (in x in) is an orthogonal map of the input
+    channels and `left` (out x out) an invertible map of the output channels, with `left_inv` its
+    inverse (Hadamard rotation). None means the identity; `moves_inputs` is False when only the
+    outputs changed (the input quantizer sees x itself)."""
 
     scale: torch.Tensor
     shift: torch.Tensor | None = None
+    rotation: torch.Tensor | None = None
+    left: torch.Tensor | None = None
+    left_inv: torch.Tensor | None = None
+    moves_inputs: bool = True
 
 
 _INPUT_MAPS = "arnq_input_maps"
+_POINT_ROTATIONS = "arnq_point_rotations"
 
 
-def record_input_map(model: nn.Module, name: str, scale: torch.Tensor, shift: torch.Tensor | None = None) -> None:
-    """Note on `model` that the Linear `name` was reparameterised by (scale, shift) (see `InputMap`)."""
+def record_input_map(model: nn.Module, name: str, scale: torch.Tensor, shift: torch.Tensor | None = None,
+                     rotation: torch.Tensor | None = None, left: torch.Tensor | None = None,
+                     left_inv: torch.Tensor | None = None, moves_inputs: bool = True) -> None:
+    """Note on `model` how the Linear `name` was changed (see `InputMap`)."""
+    if (left is None) != (left_inv is None):
+        raise ValueError("give an output map together with its inverse (left and left_inv)")
     maps = getattr(model, _INPUT_MAPS, None)
     if maps is None:
         maps = {}
         setattr(model, _INPUT_MAPS, maps)
-    maps[name] = InputMap(scale.detach().clone(), None if shift is None else shift.detach().clone())
+
+    def shared(t: torch.Tensor | None) -> torch.Tensor | None:  # rotations are shared across layers: no copy
+        return None if t is None else t.detach()
+
+    maps[name] = InputMap(scale.detach().clone(), None if shift is None else shift.detach().clone(),
+                          shared(rotation), shared(left), shared(left_inv), moves_inputs)
 
 
 def input_maps(model: nn.Module) -> dict[str, InputMap]:
     """The reparameterisations recorded on `model` by its PTQ method, by Linear name (empty when none)."""
     return dict(getattr(model, _INPUT_MAPS, None) or {})
+
+
+def record_point_rotation(model: nn.Module, path: str, rotation: torch.Tensor) -> None:
+    """Note on `model` that the activation point `path` quantizes x @ rotation of the original model's x
+    (last dimension; rotation orthogonal), e.g. a query rotated head by head."""
+    rotations = getattr(model, _POINT_ROTATIONS, None)
+    if rotations is None:
+        rotations = {}
+        setattr(model, _POINT_ROTATIONS, rotations)
+    rotations[path] = rotation.detach().clone()
+
+
+def point_rotations(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The activation-point rotations recorded on `model` by its PTQ method, by quantizer path."""
+    return dict(getattr(model, _POINT_ROTATIONS, None) or {})
 
 
 def block_linears(model: nn.Module, family: str) -> list[tuple[str, nn.Linear]]:

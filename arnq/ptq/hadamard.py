@@ -29,13 +29,13 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from arnq.ptq.base import Calibration, PTQConfig, PTQMethod, register_ptq
+from arnq.ptq.common import record_input_map, record_point_rotation
 from arnq.ptq.gptq import blocks_in_order, gptq_quantize_weight, hessians, install_weights
 from arnq.quant import QuantConfig, calibrate, prepare, quantizers
 from arnq.quant.api import edge_patterns, name_matches
@@ -416,82 +416,206 @@ class _Rotations:
     def __init__(self, seed: int, random_signs: bool, device: torch.device) -> None:
         self.seed, self.random_signs, self.device = seed, random_signs, device
         self.cache: dict[tuple[str, int], HadamardRotation] = {}
+        self.dense: dict[tuple[str, int, str], torch.Tensor] = {}
 
     def get(self, key: str, n: int) -> HadamardRotation:
         if (key, n) not in self.cache:
             self.cache[key, n] = make_rotation(n, self.seed, key, self.random_signs).to(self.device)
         return self.cache[key, n]
 
+    def matrix(self, key: str, n: int) -> torch.Tensor:
+        """The dense rotation of `get(key, n)` (float64), one tensor per use and size."""
+        if (key, n, "matrix") not in self.dense:
+            self.dense[key, n, "matrix"] = self.get(key, n).matrix()
+        return self.dense[key, n, "matrix"]
+
+    def residual(self, n: int) -> torch.Tensor:
+        """The residual stream's Q of width n: the Hadamard made to preserve the all-ones vector."""
+        if ("residual", n, "ones") not in self.dense:
+            self.dense["residual", n, "ones"] = ones_preserving(self.matrix("residual", n))
+        return self.dense["residual", n, "ones"]
+
+
+class _Trail:
+    """What the rotations did to each Linear's weight, for PTQ-aware ARNQ's shadow (`arnq.ptq.common.InputMap`):
+    W -> left @ W diag(scale) @ rotation, the LayerNorm folds giving (scale, shift) and the rotations the rest."""
+
+    def __init__(self) -> None:
+        self.norms: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.cols: dict[str, list[torch.Tensor]] = {}  # W <- W c, in order
+        self.rows: dict[str, list[tuple[str, torch.Tensor, int, int]]] = {}  # W <- m W, in order
+        self.points: dict[tuple[str, str], torch.Tensor] = {}  # (Linear, attn_q/k/v) -> its head-wise rotation
+        self._dense: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # shared across layers (one per recipe)
+        self._alive: list[torch.Tensor] = []
+
+    def norm(self, name: str, norm: nn.LayerNorm) -> None:
+        d = norm.normalized_shape[-1]
+        w = torch.ones(d, dtype=torch.float64) if norm.weight is None else norm.weight.detach().double().clone()
+        self.norms[name] = (w, None if norm.bias is None else norm.bias.detach().double() / w)
+
+    def inputs(self, name: str, r: torch.Tensor) -> None:
+        self.cols.setdefault(name, []).append(r)
+
+    def outputs(self, name: str, r: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
+        """The outputs start:stop rotated head by head by r (all of them by r when stop is None)."""
+        self.rows.setdefault(name, []).append(("rot", r, start, -1 if stop is None else stop))
+
+    def scaled_outputs(self, name: str, gamma: torch.Tensor) -> None:
+        self.rows.setdefault(name, []).append(("diag", gamma.detach().double().clone(), 0, -1))
+
+    def kron(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a (x) b, one tensor per pair (so the layers share it)."""
+        key = ("kron", id(a), id(b))
+        if key not in self._dense:
+            self._alive += [a, b]  # the ids in the key stay theirs
+            m = torch.kron(a.to(b.device), b)
+            self._dense[key] = (m, m)
+        return self._dense[key][0]
+
+    def point(self, linear: str, point: str, r: torch.Tensor, heads: int) -> None:
+        """The q/k/v point `point` of `linear` sees its tensor rotated head by head by r."""
+        self.points[linear, point] = self.kron(torch.eye(heads, dtype=r.dtype, device=r.device), r)
+
+    def _cols(self, name: str, n: int) -> torch.Tensor:
+        key = ("cols", n, *(id(c) for c in self.cols[name]))
+        if key not in self._dense:
+            m = torch.eye(n, dtype=torch.float64, device=self.cols[name][0].device)
+            for c in self.cols[name]:
+                m = m @ c
+            self._dense[key] = (m, m)
+        return self._dense[key][0]
+
+    def _rows(self, name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ops = self.rows[name]
+        shareable = all(kind == "rot" for kind, *_ in ops)
+        key = ("rows", n, *((id(t), a, b) for _, t, a, b in ops)) if shareable else None
+        if key is not None and key in self._dense:
+            return self._dense[key]
+        m = torch.eye(n, dtype=torch.float64, device=ops[0][1].device)
+        inv = m.clone()
+        for kind, t, start, stop in ops:
+            if kind == "diag":
+                step, step_inv = torch.diag(t), torch.diag(1 / t)
+            else:
+                stop = n if stop < 0 else stop
+                step = torch.eye(n, dtype=torch.float64, device=t.device)
+                step[start:stop, start:stop] = torch.kron(torch.eye((stop - start) // t.shape[0], dtype=t.dtype,
+                                                                    device=t.device), t.T.contiguous())
+                step_inv = step.T
+            m, inv = step @ m, inv @ step_inv
+        out = (m, inv)
+        if key is not None:
+            self._dense[key] = out
+        return out
+
+    def _cast(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """t in `dtype`, one tensor per (t, dtype) (so the layers share it)."""
+        key = ("cast", id(t), dtype)
+        if key not in self._dense:
+            self._alive.append(t)
+            self._dense[key] = (t.to(dtype), t)
+        return self._dense[key][0]
+
+    def record(self, model: nn.Module) -> None:
+        """Note every changed Linear's map on `model` (`record_input_map`)."""
+        for name in sorted(set(self.norms) | set(self.cols) | set(self.rows)):
+            module = model.get_submodule(name)
+            w = module.weight
+            n_in = w[0].numel()
+            scale, shift = self.norms.get(name, (None, None))
+            scale = torch.ones(n_in, dtype=torch.float64, device=w.device) if scale is None else scale
+            if scale.numel() != n_in:  # a conv's input channels: the scale would repeat over the kernel
+                raise RuntimeError(f"{name}: a folded LayerNorm needs a Linear reader")
+            rotation = self._cast(self._cols(name, n_in), w.dtype) if name in self.cols else None
+            left, left_inv = ((self._cast(t, w.dtype) for t in self._rows(name, w.shape[0])) if name in self.rows
+                              else (None, None))
+            record_input_map(model, name, scale.to(w.dtype), None if shift is None else shift.to(w.dtype), rotation,
+                             left, left_inv,
+                             moves_inputs=name in self.norms or name in self.cols)
+
 
 @torch.no_grad()
 def rotate_model(model: nn.Module, family: str, rotations: tuple[str, ...], seed: int = 0,
-                 random_signs: bool = True) -> dict[str, OnlineRotation]:
+                 random_signs: bool = True, trail: _Trail | None = None) -> dict[str, OnlineRotation]:
     """Fold the chosen rotations into `model` in place (FP function unchanged); the online rotations each
-    Linear's input still needs, by Linear name."""
+    Linear's input still needs, by Linear name. `trail`, when given, collects what happened to each Linear."""
     rots = _Rotations(seed, random_signs, next(model.parameters()).device)
+    trail = trail if trail is not None else _Trail()
     online: dict[str, OnlineRotation] = {}
     if "residual" in rotations and family in ("vit", "swin"):
-        _fold_residual(model, _timm_residual(model, family), rots)
+        _fold_residual(model, _timm_residual(model, family), rots, trail)
     elif "residual" in rotations:  # post-LN BERT: online at the readers of every LayerNorm output
         d = model.config.hidden_size
-        q = rots.get("residual", d)
-        q_matrix = q.matrix()
+        q, q_matrix = rots.get("residual", d), rots.matrix("residual", d)
         for layer in _bert_layers(model):
             for name in (*(f"{layer}.attention.self.{p}" for p in ("query", "key", "value")),
                          f"{layer}.intermediate.dense"):
                 _rotate_inputs(model.get_submodule(name), q_matrix)
+                trail.inputs(name, q_matrix)
                 online[name] = q
     for att in _attentions(model, family):
+        width = att.heads * att.head_dim
         if "qk" in rotations:
-            r = rots.get("qk", att.head_dim).matrix()
-            for linear, start in (att.q, att.k):
-                _rotate_rows(model.get_submodule(linear), start, start + att.heads * att.head_dim, r)
+            r = rots.matrix("qk", att.head_dim)
+            for (linear, start), point in ((att.q, "attn_q"), (att.k, "attn_k")):
+                _rotate_rows(model.get_submodule(linear), start, start + width, r)
+                trail.outputs(linear, r, start, start + width)
+                trail.point(linear, point, r, att.heads)
         if "heads" in rotations:
-            r = rots.get("heads", att.head_dim)
+            r = rots.matrix("heads", att.head_dim)
             linear, start = att.v
-            _rotate_rows(model.get_submodule(linear), start, start + att.heads * att.head_dim, r.matrix())
+            _rotate_rows(model.get_submodule(linear), start, start + width, r)
+            trail.outputs(linear, r, start, start + width)
+            trail.point(linear, "attn_v", r, att.heads)
             cross = HeadMixing(rots.get("heads_cross", att.heads), att.head_dim)
-            _rotate_inputs(model.get_submodule(att.out), torch.kron(cross.rotation.matrix(), r.matrix()))
+            full = trail.kron(rots.matrix("heads_cross", att.heads), r)
+            _rotate_inputs(model.get_submodule(att.out), full)
+            trail.inputs(att.out, full)
             online[att.out] = cross
     if "ffn" in rotations:
         for name in _ffn_outputs(model, family):
             fc2 = model.get_submodule(name)
-            h = rots.get("ffn", fc2.in_features)
-            _rotate_inputs(fc2, h.matrix())
+            h, h_matrix = rots.get("ffn", fc2.in_features), rots.matrix("ffn", fc2.in_features)
+            _rotate_inputs(fc2, h_matrix)
+            trail.inputs(name, h_matrix)
             online[name] = h
     return online
 
 
-def _fold_residual(model: nn.Module, plan: _Residual, rots: _Rotations) -> None:
-    def q_of(width: int) -> torch.Tensor:
-        return ones_preserving(rots.get("residual", width).matrix())
-
+def _fold_residual(model: nn.Module, plan: _Residual, rots: _Rotations, trail: _Trail) -> None:
     for ls_name, writer_name in plan.layer_scales:  # y * gamma = (diag(gamma) W) x + gamma b
         ls, writer = model.get_submodule(ls_name), model.get_submodule(writer_name)
+        trail.scaled_outputs(writer_name, ls.gamma)
         writer.weight.mul_(ls.gamma.unsqueeze(1))
         if writer.bias is not None:
             writer.bias.mul_(ls.gamma)
         ls.gamma.fill_(1.0)
     for norm_name, linears, repeat in plan.readers:
         norm = model.get_submodule(norm_name)
-        r = torch.block_diag(*[q_of(norm.normalized_shape[-1] // repeat)] * repeat)  # Swin merging: 4 tokens
+        width = norm.normalized_shape[-1] // repeat
+        r = rots.residual(width) if repeat == 1 else trail.kron(torch.eye(repeat, dtype=torch.float64),
+                                                                rots.residual(width))  # Swin merging: 4 tokens
         for name in linears:
             linear = model.get_submodule(name)
+            trail.norm(name, norm)
             _fold_norm(norm, linear)
             _rotate_inputs(linear, r)
+            trail.inputs(name, r)
         if norm.weight is not None:  # the affine now lives in the Linears: LN(x Q) = LN(x) Q
             norm.weight.fill_(1.0)
         if norm.bias is not None:
             norm.bias.zero_()
     for name in plan.writers:
         writer = model.get_submodule(name)
-        _rotate_outputs(writer, q_of(writer.weight.shape[0]))
+        q = rots.residual(writer.weight.shape[0])
+        _rotate_outputs(writer, q)
+        trail.outputs(name, q)
     for name in plan.tokens:
         token = getattr(model, name)
-        token.data = (token.double() @ q_of(token.shape[-1]).to(token.device)).to(token.dtype)
+        token.data = (token.double() @ rots.residual(token.shape[-1]).to(token.device)).to(token.dtype)
     for name in plan.stem_norms:
         norm = model.get_submodule(name)
-        _set_module(model, name, RotatedNorm(norm, q_of(norm.normalized_shape[-1])))
+        _set_module(model, name, RotatedNorm(norm, rots.residual(norm.normalized_shape[-1])))
 
 
 # --- config and handler ----------------------------------------------------------------------------------------
@@ -545,16 +669,19 @@ class Hadamard(PTQMethod):
     default_calib_size = 128
     paper = "QuaRot (Ashkboos et al., NeurIPS 2024), spcl/QuaRot"
     description = "randomized Hadamard rotations folded into the weights (online at fc2, W_o, post-LN inputs)"
-    #: PTQ-aware ARNQ (arnq.arms.shadow) maps a shadow's quantizers back to the training model through
-    #: diagonal input maps; the rotations here are dense, so the shadow cannot mirror this method
-    #: (docs/ptq.md#hadamard)
-    shadow_mirrorable: ClassVar[bool] = False
 
     def _quantize(self, model: nn.Module, cfg: HadamardConfig, calib: Calibration) -> None:
         family, batches, device = calib.family, calib.batches, calib.device
-        online = rotate_model(model, family, cfg.rotations, cfg.seed, cfg.random_signs)
+        trail = _Trail()
+        online = rotate_model(model, family, cfg.rotations, cfg.seed, cfg.random_signs, trail)
         pending = dict(online)
         prepare(model, cfg.quant_scheme(), family)
+        trail.record(model)  # PTQ-aware ARNQ maps this model's quantizers back through these (arnq.arms.shadow)
+        q_dtype = next(model.parameters()).dtype
+        for path, q in quantizers(model):
+            rotation = trail.points.get((path.partition(".output_quantizer")[0], q.point))
+            if q.point in QKV_POINTS and rotation is not None:
+                record_point_rotation(model, path, trail._cast(rotation, q_dtype))
         edges = edge_patterns(model, family)
         spec = QuantSpec(cfg.a_bits, True, cfg.a_granularity) if cfg.quantizes_activations else None
         for path, q in list(quantizers(model)):

@@ -40,9 +40,10 @@ class QuantLinear(nn.Linear):
         return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
 
     def effective_bias(self) -> torch.Tensor | None:
-        """The bias, perturbed in training when a `bias_noise` is installed (after the weight's noise)."""
-        if self.bias_noise is not None and self.training and self.bias is not None:
-            return self.bias_noise(self.bias)
+        """The bias, perturbed in training when a `bias_noise` is installed (after the weight's noise; a Linear
+        without a bias then gets the perturbation alone)."""
+        if self.bias_noise is not None and self.training:
+            return self.bias_noise(self.bias if self.bias is not None else self.weight.new_zeros(self.out_features))
         return self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch import nn
 
 import arnq.ptq.hadamard as hadamard
 from arnq.batch import forward_logits
-from arnq.ptq.base import handler_for, ptq_config, quantize_
+from arnq.ptq.base import ptq_config, quantize_
 from arnq.ptq.common import collect, materialize, norm_groups
 from arnq.ptq.hadamard import (
     HadamardConfig,
@@ -220,7 +220,6 @@ def test_config_errors_are_raised_before_any_work():
             ptq_config("hadamard", "W4A4", **params)
     cfg = ptq_config("hadamard", "W4A4", rotations=["ffn", "qk"], w_method="gptq", w_clip=False)
     assert isinstance(cfg, HadamardConfig) and cfg.rotations == ("ffn", "qk")
-    assert handler_for(cfg).shadow_mirrorable is False  # PTQ-aware ARNQ must not mirror it through diagonal maps
 
 
 def test_a_model_the_residual_fold_cannot_handle_is_refused_and_the_other_rotations_still_run():
