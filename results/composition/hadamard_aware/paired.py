@@ -1,0 +1,48 @@
+"""Paired comparisons across the committed row stores of section 7 of results/COMPOSITION.md.
+
+Same seeds, same plain fine-tunes: the rows differ only in the PTQ method or the arm. Writes
+paired.md next to this file:
+
+    .venv/bin/python results/composition/hadamard_aware/paired.py
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from scipy import stats
+
+HERE = Path(__file__).parent
+STORES = {"hadamard_minmax_sized": HERE.parent / "hadamard_minmax_sized" / "rows.jsonl",
+          "quickstart": HERE.parents[1] / "quickstart" / "rows.jsonl"}
+COMPARISONS = [  # (label, (store, ptq, arm), (store, ptq, arm)), all minilm_rt W4A4, seeds 0-2
+    ("plain + hadamard vs plain + repq_vit",
+     ("hadamard_minmax_sized", "hadamard", "plain"), ("hadamard_minmax_sized", "repq_vit", "plain")),
+    ("PTQ-aware ARNQ + repq_vit vs plain + hadamard",
+     ("quickstart", "repq_vit", "arnq"), ("hadamard_minmax_sized", "hadamard", "plain")),
+]
+
+
+def q_acc(store: str, ptq: str, arm: str) -> list[float]:
+    rows = [json.loads(line) for line in STORES[store].read_text().splitlines() if line.strip()]
+    cell = {r["seed"]: r["q_acc"] for r in rows
+            if (r["model"], r["bits"], r["ptq"], r["arm"]) == ("minilm_rt", "W4A4", ptq, arm)}
+    return [cell[s] for s in (0, 1, 2)]
+
+
+def main() -> None:
+    lines = ["| minilm_rt W4A4, seeds 0-2 | a | b | a − b (per seed) | paired t-test p |", "|---|---|---|---|---|"]
+    for label, a, b in COMPARISONS:
+        x, y = q_acc(*a), q_acc(*b)
+        d = [u - v for u, v in zip(x, y, strict=True)]
+        lines.append(f"| {label} | {statistics.mean(x):.2f} ± {statistics.stdev(x):.2f} | "
+                     f"{statistics.mean(y):.2f} ± {statistics.stdev(y):.2f} | "
+                     f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
+                     f"{stats.ttest_rel(x, y).pvalue:.2f} |")
+    (HERE / "paired.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
