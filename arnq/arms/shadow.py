@@ -181,7 +181,7 @@ class TargetShadow:
                 if wq is not None and wq.quantizing:
                     mapping = maps.get(name)
                     w_ref, b_ref = before[name]
-                    ref = _to_shadow(w_ref.double(), mapping).to(w_ref.dtype)
+                    ref = w_ref if mapping is None else _to_shadow(w_ref.double(), mapping).to(w_ref.dtype)
                     delta = _change(module.weight.detach(), ref)  # the method's own (GPTQ, AdaRound, MREM)
                     bias_change = shift = None
                     if mapping is not None and mapping.shift is not None:

@@ -168,21 +168,26 @@ _INPUT_MAPS = "arnq_input_maps"
 _POINT_ROTATIONS = "arnq_point_rotations"
 
 
+def _records(model: nn.Module, attr: str) -> dict:
+    """The dict of records a PTQ method keeps on `model` under `attr`, created on first use."""
+    records = getattr(model, attr, None)
+    if records is None:
+        records = {}
+        setattr(model, attr, records)
+    return records
+
+
 def record_input_map(model: nn.Module, name: str, scale: torch.Tensor, shift: torch.Tensor | None = None,
                      rotation: torch.Tensor | None = None, left: torch.Tensor | None = None,
                      left_inv: torch.Tensor | None = None, moves_inputs: bool = True) -> None:
     """Note on `model` how the Linear `name` was changed (see `InputMap`)."""
     if (left is None) != (left_inv is None):
         raise ValueError("give an output map together with its inverse (left and left_inv)")
-    maps = getattr(model, _INPUT_MAPS, None)
-    if maps is None:
-        maps = {}
-        setattr(model, _INPUT_MAPS, maps)
 
     def shared(t: torch.Tensor | None) -> torch.Tensor | None:  # rotations are shared across layers: no copy
         return None if t is None else t.detach()
 
-    maps[name] = InputMap(scale.detach().clone(), None if shift is None else shift.detach().clone(),
+    _records(model, _INPUT_MAPS)[name] = InputMap(scale.detach().clone(), None if shift is None else shift.detach().clone(),
                           shared(rotation), shared(left), shared(left_inv), moves_inputs)
 
 
@@ -194,11 +199,7 @@ def input_maps(model: nn.Module) -> dict[str, InputMap]:
 def record_point_rotation(model: nn.Module, path: str, rotation: torch.Tensor) -> None:
     """Note on `model` that the activation point `path` quantizes x @ rotation of the original model's x
     (last dimension; rotation orthogonal), e.g. a query rotated head by head."""
-    rotations = getattr(model, _POINT_ROTATIONS, None)
-    if rotations is None:
-        rotations = {}
-        setattr(model, _POINT_ROTATIONS, rotations)
-    rotations[path] = rotation.detach().clone()
+    _records(model, _POINT_ROTATIONS)[path] = rotation.detach()  # shared across layers, as in `record_input_map`
 
 
 def point_rotations(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -512,12 +512,12 @@ class _Trail:
         """t in `dtype`, one tensor per (t, dtype) (so the layers share it)."""
         key = ("cast", id(t), dtype)
         if key not in self._dense:
-            self._alive.append(t)
-            self._dense[key] = (t.to(dtype), t)
+            self._dense[key] = (t.to(dtype), t)  # t kept alive with it: the id in the key stays its
         return self._dense[key][0]
 
     def record(self, model: nn.Module) -> None:
-        """Note every changed Linear's map on `model` (`record_input_map`)."""
+        """Note every changed Linear's map and every rotated q/k/v point on the prepared `model`
+        (`record_input_map`, `record_point_rotation`)."""
         for name in sorted(set(self.norms) | set(self.cols) | set(self.rows)):
             module = model.get_submodule(name)
             w = module.weight
@@ -532,6 +532,11 @@ class _Trail:
             record_input_map(model, name, scale.to(w.dtype), None if shift is None else shift.to(w.dtype), rotation,
                              left, left_inv,
                              moves_inputs=name in self.norms or name in self.cols)
+        dtype = next(model.parameters()).dtype
+        for path, q in quantizers(model):
+            rotation = self.points.get((path.partition(".output_quantizer")[0], q.point))
+            if q.point in QKV_POINTS and rotation is not None:
+                record_point_rotation(model, path, self._cast(rotation, dtype))
 
 
 @torch.no_grad()
@@ -677,11 +682,6 @@ class Hadamard(PTQMethod):
         pending = dict(online)
         prepare(model, cfg.quant_scheme(), family)
         trail.record(model)  # PTQ-aware ARNQ maps this model's quantizers back through these (arnq.arms.shadow)
-        q_dtype = next(model.parameters()).dtype
-        for path, q in quantizers(model):
-            rotation = trail.points.get((path.partition(".output_quantizer")[0], q.point))
-            if q.point in QKV_POINTS and rotation is not None:
-                record_point_rotation(model, path, trail._cast(rotation, q_dtype))
         edges = edge_patterns(model, family)
         spec = QuantSpec(cfg.a_bits, True, cfg.a_granularity) if cfg.quantizes_activations else None
         for path, q in list(quantizers(model)):
