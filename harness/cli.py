@@ -52,8 +52,12 @@ def _table(title: str, rows: list[dict], columns: Sequence[str] | None = None):
 
     columns = list(columns or (rows[0].keys() if rows else []))
     table = Table(title=title, show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
+    for i, col in enumerate(columns):
+        if i == 0:  # the name a user copies into a command: never folded, the other columns wrap around it
+            width = max([len(col)] + [len(str(row.get(col, ""))) for row in rows])
+            table.add_column(col, no_wrap=True, min_width=width)
+        else:
+            table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*(str(row.get(c, "")) for c in columns))
     return table

@@ -42,6 +42,15 @@ def test_bad_input_is_rejected_before_any_work(capsys, monkeypatch, argv, messag
     assert message in capsys.readouterr().err
 
 
+def test_ls_spaces_shows_every_space_path_whole(capsys):
+    from harness.cli import spaces_dir
+
+    assert main(["ls", "spaces"]) == 0
+    out = capsys.readouterr().out
+    missing = [p.name for p in sorted(spaces_dir().glob("*.yaml")) if f"search_spaces/{p.name}" not in out]
+    assert not missing, missing
+
+
 def test_ls_schedules_plots(tmp_path, capsys):
     out = tmp_path / "schedules.png"
     assert main(["ls", "schedules", "--plot", str(out)]) == 0
