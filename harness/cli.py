@@ -340,7 +340,7 @@ class _Parser(argparse.ArgumentParser):
 
 EXAMPLES = {
     "arnq": """examples:
-  arnq sweep quickstart                      # the main job: both embedded models, every arm, on this machine
+  arnq sweep quickstart                      # the main job: plain vs PTQ-aware ARNQ fine-tuning, 3 seeds, here
   arnq validate quickstart                   # trial count and cost estimate, nothing runs
   arnq quantize --model vit_mnist --ptq minmax repq_vit --bits W8A8 W4A4
   arnq report results/runs/quickstart        # rebuild a run's report

@@ -15,6 +15,7 @@ accuracy and is listed, not compared.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -95,7 +96,9 @@ def select(result: Result, cells: Sequence[str] = (), seeds: Sequence[int] = ())
         kinds = [kind for kind, names in axes.items() if token in names]
         if not kinds:
             known = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in axes.items())
-            raise ReproduceError(f"--cells {token!r} names nothing in {result.path} ({known})")
+            close = difflib.get_close_matches(token, [n for names in axes.values() for n in names], n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ReproduceError(f"--cells {token!r} names nothing in {result.path} ({known}).{hint}")
         chosen.setdefault(kinds[0], []).append(token)
     spec = result.spec
     all_seeds = list(spec.seeds) if result.kind == "sweep" else [spec.seed]

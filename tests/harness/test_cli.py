@@ -201,7 +201,8 @@ def test_a_space_command_without_a_space_names_the_shipped_ones(capsys, command)
     assert "give a search space" in err and "quickstart" in err and "arms_first_vit" in err
 
 
-@pytest.mark.parametrize("argv", [[], ["quantize"], ["sweep"], ["validate"], ["report"], ["ls"]])
+@pytest.mark.parametrize("argv", [[], ["quantize"], ["sweep"], ["validate"], ["report"], ["ls"],
+                                  ["reproduce"]])
 def test_every_help_fits_a_screen_and_shows_an_example(capsys, argv):
     with pytest.raises(SystemExit) as stop:
         main([*argv, "--help"])

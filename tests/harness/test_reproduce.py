@@ -61,6 +61,8 @@ def test_cells_and_seeds_narrow_the_space_and_the_rows(tmp_path):
     assert len(both.rows) == 2 * 2 * 2 * 2 + 2 * 2 * 2  # plain is always in a space's grid
     with pytest.raises(rp.ReproduceError, match=r"--cells 'W3A3' names nothing.*bits: W4A4, W8A8"):
         rp.select(result, cells=["W3A3"])
+    with pytest.raises(rp.ReproduceError, match=r"Did you mean 'repq_vit'\?"):
+        rp.select(result, cells=["repqvit"])
     with pytest.raises(rp.ReproduceError, match=r"--seeds \[7\]:.*ran seeds \[0, 1\]"):
         rp.select(result, seeds=[7])
 
