@@ -227,6 +227,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(lines)
+    means = rp.cell_means(result.rows, new)
+    if any(line["seeds"] > 1 for line in means):
+        console.print(_table(f"{name}: q_acc per cell over its seeds", means,
+                             ("model", "bits", "ptq", "arm", "seeds", "committed", "new", "diff")))
     console.print(f"rows: {out / 'run' / 'rows.jsonl'}; comparison: {out / 'reproduce.csv'}; "
                   f"took {duration_text(time.perf_counter() - start)}", soft_wrap=True)
     console.print(rp.summary(lines, tol_text), soft_wrap=True)

@@ -2,14 +2,20 @@
 
 A result folder is reproducible when it holds its results store (`rows.jsonl`) and what made
 it: `space.json` (an `arnq sweep`) or `job.json` (an `arnq quantize`). The rows record the
-commit, the code fingerprint and the library versions they were computed with, so the
+commit, the code fingerprint, the library versions and the CPU they were computed with, so the
 expected agreement is known before anything runs: the same code fingerprint, library versions
-and CPU device give the same numbers bit for bit (the pipeline is seeded and single-threaded
-per trial), so the tolerance is 0; anything else gets a stated tolerance in accuracy points.
+and CPU (vendor, model number and the instruction set torch dispatches for; `cpu_identity`)
+give the same numbers bit for bit (the pipeline is seeded and runs each trial on a fixed
+thread count), so the tolerance is 0; anything else gets a stated tolerance in accuracy points.
+Another CPU rounds some float reductions differently: a plain fine-tune usually ends with
+the same accuracy, but a quantizer's rounding can flip, and an ARNQ fine-tune, whose noise
+follows quantizers re-derived during training, takes another path from there, so its values
+move like another draw of seed noise.
 
-Cells are compared on `fp_acc`, `ft_acc` and `q_acc`, paired by (model, bits, PTQ method and
+Values are compared on `fp_acc`, `ft_acc` and `q_acc`, paired by (model, bits, PTQ method and
 parameters, arm and parameters, seed); a trial that ASHA stopped in either run has no final
-accuracy and is listed, not compared.
+accuracy and is listed, not compared. `cell_means` adds the comparison a conclusion rests on:
+each cell's mean ± std over its seeds in both runs.
 """
 
 from __future__ import annotations
@@ -25,10 +31,10 @@ from typing import Any
 
 from harness.report.axes import canonical
 from harness.space import Space, SpaceError, space_from_record
-from harness.store import ROWS, provenance, read_rows, set_aside
+from harness.store import ROWS, cpu_identity, provenance, read_rows, set_aside
 
 METRICS = ("fp_acc", "ft_acc", "q_acc")
-DEFAULT_TOLERANCE = 1.0  # accuracy points, when exactness cannot be expected (other code, versions or device)
+DEFAULT_TOLERANCE = 1.0  # accuracy points, when exactness cannot be expected (other code, versions, CPU or device)
 SPACE, JOB = "space.json", "job.json"
 
 
@@ -171,11 +177,16 @@ def tolerance(result: Result, given: float | None = None) -> tuple[float, str]:
     if any(r.get("code") != code for r in result.rows):
         old = ", ".join(dict.fromkeys(str(r.get("code") or "not recorded") for r in result.rows))
         reasons.append(f"the code changed since (committed code fingerprint {old}; now {code})")
+    cpu = cpu_identity()
+    if any(r.get("cpu") != cpu for r in result.rows):
+        old = " | ".join(dict.fromkeys(str(r.get("cpu") or "not recorded") for r in result.rows))
+        reasons.append(f"the CPU differs or was not recorded (committed {old}; now {cpu}), and float reductions "
+                       "may round differently")
     gpu = result.spec.resources.get("gpu", 0) if result.kind == "sweep" else result.spec.device != "cpu"
     if gpu:
         reasons.append("it runs on a GPU, whose kernels are not bit-for-bit deterministic")
     if not reasons:
-        return 0.0, "exact: same code fingerprint, library versions and CPU device as the committed rows"
+        return 0.0, "exact: same code fingerprint, library versions and CPU as the committed rows, on the CPU"
     return DEFAULT_TOLERANCE, f"±{DEFAULT_TOLERANCE:g} points: {'; '.join(reasons)}"
 
 
@@ -222,6 +233,36 @@ def compare(committed: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, A
     return lines
 
 
+def cell_means(committed: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]],
+               metric: str = "q_acc") -> list[dict[str, Any]]:
+    """One line per cell (model, bits, PTQ method, arm): `metric`'s mean ± sample std over the seeds both runs
+    finished, in each run, and the difference of the means; what a conclusion drawn from the cell rests on."""
+    fresh = {cell_key(r): r for r in new if r.get("status") == "ok" and r.get(metric) is not None}
+    pairs: dict[tuple, list[tuple[float, float]]] = {}
+    where: dict[tuple, dict[str, Any]] = {}
+    for row in committed:
+        key = cell_key(row)
+        other = fresh.get(key)
+        if other is None or row.get("status") != "ok" or row.get(metric) is None:
+            continue
+        pairs.setdefault(key[:-1], []).append((float(row[metric]), float(other[metric])))
+        where[key[:-1]] = {"model": row["model"], "bits": row["bits"], "ptq": row["ptq"], "arm": _arm_text(row)}
+    lines = []
+    for key, values in pairs.items():
+        old, now = [a for a, _ in values], [b for _, b in values]
+        lines.append({**where[key], "metric": metric, "seeds": len(values), "committed": _mean_std(old),
+                      "new": _mean_std(now), "diff": round(sum(now) / len(now) - sum(old) / len(old), 2)})
+    return lines
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.2f}"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.2f} ± {std:.2f}"
+
+
 def _arm_text(row: Mapping[str, Any]) -> str:
     params = canonical(row.get("arm_params") or None)
     return row.get("arm", "plain") + ("" if params == "{}" else params)
@@ -239,5 +280,5 @@ def summary(lines: Sequence[Mapping[str, Any]], tol_text: str) -> str:
                else ""))
 
 
-__all__ = ["DEFAULT_TOLERANCE", "METRICS", "ReproduceError", "Result", "cell_key", "compare",
+__all__ = ["DEFAULT_TOLERANCE", "METRICS", "ReproduceError", "Result", "cell_key", "cell_means", "compare",
            "expected_rows", "load_result", "run", "select", "summary", "tolerance"]

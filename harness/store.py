@@ -164,3 +164,34 @@ def provenance() -> dict[str, Any]:
 
     return {**row_provenance(), "versions": json.dumps(library_versions(), sort_keys=True),
             "python": platform.python_version()}
+
+
+@lru_cache(maxsize=1)
+def cpu_identity() -> str:
+    """The CPU this process computes on, as precisely as float results depend on it: vendor, family and model
+    number, model name, and the instruction set torch dispatches its kernels for, e.g.
+    'GenuineIntel family 6 model 207 (Intel(R) Xeon(R) Processor), torch AVX512'. Two CPUs that differ here
+    may round the same float reductions differently, so a seeded run is bit-for-bit repeatable only on the
+    same identity (and thread count)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:  # Linux; the first processor's block
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    if fields:
+        text = (f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+                f" ({fields.get('model name', '?')})")
+    else:
+        text = f"{platform.machine()} ({platform.processor() or 'processor not reported'})"
+    try:
+        import torch
+
+        text += f", torch {torch.backends.cpu.get_cpu_capability()}"
+    except (ImportError, AttributeError):
+        pass
+    return text

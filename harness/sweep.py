@@ -26,7 +26,16 @@ from harness.grid import ended_row, schedule, trial_id
 from harness.pipeline import TrialSpec, run_trial
 from harness.plan import trial_costs
 from harness.space import Space, SpaceError, import_plugin
-from harness.store import FINISHED, ROWS, StoreError, append_row, finished_ids, provenance, read_rows
+from harness.store import (
+    FINISHED,
+    ROWS,
+    StoreError,
+    append_row,
+    cpu_identity,
+    finished_ids,
+    provenance,
+    read_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +126,8 @@ def trainable(config: Mapping[str, Any]) -> None:
         row = ended_row(spec, "failed", error=f"{type(err).__name__}: {err}")
     row["trial_id"] = trial_id(spec)
     row["host"] = socket.gethostname()
+    row["cpu"] = cpu_identity()  # what bit-for-bit repeatability depends on, with the thread count
+    row["threads"] = torch.get_num_threads()
     row["node_id"] = ray.get_runtime_context().get_node_id()
     row["worker_pid"] = os.getpid()  # distinct (node_id, worker_pid) pairs = actors the sweep started
     release_memory()

@@ -72,6 +72,7 @@ def provenance(
         "report_date": _utc(now or datetime.now(timezone.utc)),
         "hardware": hardware or machine_description(),
         "trial_hosts": distinct(rows, "host") or "not recorded",
+        "trial_cpus": distinct(rows, "cpu") or "not recorded",
         "seeds": f"{len(seeds)} ({', '.join(map(str, seeds))})",
         **marks,
     }

@@ -12,7 +12,7 @@ from tests.test_finetune import _loaded
 
 # the columns every sweep row has (harness/pipeline.py run_trial, README "Sweeps")
 SWEEP_COLUMNS = {"model", "task", "bits", "w_bits", "a_bits", "ptq", "arm", "arm_params", "seed", "fp_acc", "ft_acc",
-                 "q_acc", "status", "trial_id", "git_commit", "versions", "python", "host"}
+                 "q_acc", "status", "trial_id", "git_commit", "versions", "python", "host", "cpu", "threads"}
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,16 @@ from harness import reproduce as rp
 from harness.cli import main
 from harness.pipeline import cell_fields
 from harness.space import parse_space, space_from_record
-from harness.store import provenance
+from harness.store import cpu_identity, provenance
 
 SPACE = {"name": "tiny", "models": ["vit_mnist"], "bits": ["W4A4", "W8A8"], "ptq": ["minmax", "repq_vit"],
          "arms": ["plain", {"name": "arnq", "delta_observer": ["minmax", None], "label": "arnq-x"}],
          "seeds": [0, 1], "finetune": {"epochs": 1, "train_subset": 64, "val_size": 32}}
 
 
-def _result(tmp_path: Path, *, code: str | None = None, versions: str | None = None, q: float = 50.0) -> Path:
-    """A sweep result folder whose rows carry this checkout's code and versions unless told otherwise."""
+def _result(tmp_path: Path, *, code: str | None = None, versions: str | None = None, cpu: str | None = None,
+            q: float = 50.0) -> Path:
+    """A sweep result folder whose rows carry this checkout's code, versions and CPU unless told otherwise."""
     space = parse_space(SPACE)
     folder = tmp_path / "result"
     folder.mkdir(parents=True)
@@ -26,7 +27,7 @@ def _result(tmp_path: Path, *, code: str | None = None, versions: str | None = N
     meta = provenance()
     rows = [{**cell_fields(t), "trial_id": f"t{i}", "status": "ok", "fp_acc": 90.0, "ft_acc": 89.0,
              "q_acc": q + i, "code": code or rp.current_code("sweep"), "versions": versions or meta["versions"],
-             "git_commit": "abc", "git_dirty": False} for i, t in enumerate(space.trials())]
+             "cpu": cpu or cpu_identity(), "git_commit": "abc", "git_dirty": False} for i, t in enumerate(space.trials())]
     (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -67,14 +68,41 @@ def test_cells_and_seeds_narrow_the_space_and_the_rows(tmp_path):
         rp.select(result, seeds=[7])
 
 
-def test_the_tolerance_is_exact_only_for_the_same_code_and_versions(tmp_path):
+def test_the_tolerance_is_exact_only_for_the_same_code_versions_and_cpu(tmp_path):
     same = rp.load_result(_result(tmp_path / "a"))
-    assert rp.tolerance(same) == (0.0, "exact: same code fingerprint, library versions and CPU device as the "
-                                       "committed rows")
+    assert rp.tolerance(same) == (0.0, "exact: same code fingerprint, library versions and CPU as the committed "
+                                       "rows, on the CPU")
     other = rp.load_result(_result(tmp_path / "b", code="0123456789abcdef", versions='{"torch": "1.0"}'))
     tol, why = rp.tolerance(other)
     assert tol == rp.DEFAULT_TOLERANCE and "0123456789abcdef" in why and "library versions differ" in why
+    assert "CPU" not in why
     assert rp.tolerance(other, 0.25) == (0.25, "±0.25 points, given with --tolerance")
+    elsewhere = rp.load_result(_result(tmp_path / "c", cpu="AuthenticAMD family 25 model 1 (EPYC), torch AVX2"))
+    tol, why = rp.tolerance(elsewhere)
+    assert tol == rp.DEFAULT_TOLERANCE and "the CPU differs or was not recorded (committed AuthenticAMD" in why
+    assert f"now {cpu_identity()}" in why and "code" not in why
+
+
+def test_the_cpu_identity_names_the_model_and_the_kernels_torch_uses():
+    import torch
+
+    text = cpu_identity()
+    assert f"torch {torch.backends.cpu.get_cpu_capability()}" in text and text == cpu_identity()
+    if Path("/proc/cpuinfo").is_file():
+        assert " family " in text and " model " in text
+
+
+def test_cell_means_compare_each_cell_over_the_seeds_both_runs_finished():
+    base = {"model": "m", "bits": "W4A4", "ptq": "minmax", "ptq_params": "{}", "arm_params": "{}", "status": "ok"}
+    committed = [{**base, "arm": "plain", "seed": s, "q_acc": q} for s, q in enumerate((50.0, 52.0, 54.0))]
+    committed += [{**base, "arm": "arnq", "seed": 0, "q_acc": 60.0}, {**base, "arm": "arnq", "seed": 1, "q_acc": 61.0,
+                                                                        "status": "stopped"}]
+    new = [{**r, "q_acc": r["q_acc"] + 1.0} for r in committed if r["seed"] != 2]
+    new += [{**base, "arm": "plain", "seed": 2, "q_acc": None, "status": "failed"}]
+    lines = {line["arm"]: line for line in rp.cell_means(committed, new)}
+    assert lines["plain"] == {"model": "m", "bits": "W4A4", "ptq": "minmax", "arm": "plain", "metric": "q_acc",
+                              "seeds": 2, "committed": "51.00 ± 1.41", "new": "52.00 ± 1.41", "diff": 1.0}
+    assert lines["arnq"]["seeds"] == 1 and lines["arnq"]["committed"] == "60.00" and lines["arnq"]["diff"] == 1.0
 
 
 def test_compare_pairs_cells_flags_differences_and_lists_what_it_cannot_compare():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.space import SpaceError, parse_space
+from harness.store import cpu_identity
 from harness.sweep import run_sweep
 
 pytestmark = pytest.mark.ray
@@ -79,6 +80,7 @@ def test_sweep_end_to_end_with_asha_wandb_provenance_and_reruns(ray_local, vit_m
         assert json.loads(row["versions"])["torch"] and "git_commit" in row
         if row["status"] == "ok":
             assert row["q_acc"] is not None and row["node_id"]
+            assert row["cpu"] == cpu_identity() and row["threads"] == 1  # what bit-for-bit repeatability needs
             config = json.loads(row["config"])
             assert row["arm"] == "plain" or config["arm"]["alpha_max"] == 1.0  # defaults resolved
     # one offline W&B run per trial that reported, under the run directory, with the flat config
