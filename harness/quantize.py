@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import shlex
 import sys
 import time
@@ -18,12 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from arnq.models import MODELS, load_model
 from arnq.ptq import PTQConfig, parse_bits, ptq_config, quantize_
 from arnq.train import evaluate, make_loader
-from harness.store import ROWS, append_row, cpu_identity, provenance, read_rows, set_aside
+from harness.store import ROWS, append_row, machine_fields, provenance, read_rows, set_aside
 
 EVAL_BATCH = 128
 CALIB_BATCH = 64
@@ -141,8 +138,7 @@ def quantize_into(
     (run_dir / JOB).write_text(json.dumps(job_record, indent=1) + "\n")
     from arnq.cache import code_fingerprint
 
-    extra = {**provenance(), "code": code_fingerprint(*QUANTIZE_CODE), "host": platform.node(), "cpu": cpu_identity(),
-             "threads": torch.get_num_threads()}
+    extra = {**provenance(), "code": code_fingerprint(*QUANTIZE_CODE), **machine_fields()}
 
     def store(row: dict[str, Any]) -> None:
         append_row(run_dir / ROWS, {**row, "trial_id": _trial_id(row, job), **extra})

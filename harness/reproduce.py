@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.axes import canonical
+from harness.report.stats import stats
 from harness.space import Space, SpaceError, space_from_record
 from harness.store import ROWS, cpu_identity, provenance, read_rows, set_aside
 
@@ -238,29 +239,27 @@ def cell_means(committed: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str
     """One line per cell (model, bits, PTQ method, arm): `metric`'s mean ± sample std over the seeds both runs
     finished, in each run, and the difference of the means; what a conclusion drawn from the cell rests on."""
     fresh = {cell_key(r): r for r in new if r.get("status") == "ok" and r.get(metric) is not None}
-    pairs: dict[tuple, list[tuple[float, float]]] = {}
-    where: dict[tuple, dict[str, Any]] = {}
+    cells: dict[tuple, tuple[dict[str, Any], list[float], list[float]]] = {}
     for row in committed:
-        key = cell_key(row)
-        other = fresh.get(key)
+        other = fresh.get(cell_key(row))
         if other is None or row.get("status") != "ok" or row.get(metric) is None:
             continue
-        pairs.setdefault(key[:-1], []).append((float(row[metric]), float(other[metric])))
-        where[key[:-1]] = {"model": row["model"], "bits": row["bits"], "ptq": row["ptq"], "arm": _arm_text(row)}
+        where = {"model": row["model"], "bits": row["bits"], "ptq": row["ptq"], "arm": _arm_text(row)}
+        _, old, now = cells.setdefault(cell_key(row)[:-1], (where, [], []))
+        old.append(float(row[metric]))
+        now.append(float(other[metric]))
     lines = []
-    for key, values in pairs.items():
-        old, now = [a for a, _ in values], [b for _, b in values]
-        lines.append({**where[key], "metric": metric, "seeds": len(values), "committed": _mean_std(old),
-                      "new": _mean_std(now), "diff": round(sum(now) / len(now) - sum(old) / len(old), 2)})
+    for where, old, now in cells.values():
+        (old_mean, _, n), (new_mean, _, _) = stats(old), stats(now)
+        lines.append({**where, "metric": metric, "seeds": n, "committed": _mean_std(old), "new": _mean_std(now),
+                      "diff": round(new_mean - old_mean, 2)})
     return lines
 
 
 def _mean_std(values: Sequence[float]) -> str:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.2f}"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.2f} ± {std:.2f}"
+    """'m ± s' (sample std) for several values, 'm' for one: the seed count is a column of its own."""
+    m, std, n = stats(values)
+    return f"{m:.2f} ± {std:.2f}" if n > 1 else f"{m:.2f}"
 
 
 def _arm_text(row: Mapping[str, Any]) -> str:

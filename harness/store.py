@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -164,6 +165,14 @@ def provenance() -> dict[str, Any]:
 
     return {**row_provenance(), "versions": json.dumps(library_versions(), sort_keys=True),
             "python": platform.python_version()}
+
+
+def machine_fields() -> dict[str, Any]:
+    """What a row records about where it was computed: `host`, `cpu` (`cpu_identity`) and torch's `threads`, the
+    two a seeded run's bit-for-bit repeatability depends on."""
+    import torch
+
+    return {"host": socket.gethostname(), "cpu": cpu_identity(), "threads": torch.get_num_threads()}
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -31,8 +30,8 @@ from harness.store import (
     ROWS,
     StoreError,
     append_row,
-    cpu_identity,
     finished_ids,
+    machine_fields,
     provenance,
     read_rows,
 )
@@ -125,9 +124,7 @@ def trainable(config: Mapping[str, Any]) -> None:
     except FloatingPointError as err:  # a diverged fine-tune: deterministic, so recorded rather than retried
         row = ended_row(spec, "failed", error=f"{type(err).__name__}: {err}")
     row["trial_id"] = trial_id(spec)
-    row["host"] = socket.gethostname()
-    row["cpu"] = cpu_identity()  # what bit-for-bit repeatability depends on, with the thread count
-    row["threads"] = torch.get_num_threads()
+    row.update(machine_fields())
     row["node_id"] = ray.get_runtime_context().get_node_id()
     row["worker_pid"] = os.getpid()  # distinct (node_id, worker_pid) pairs = actors the sweep started
     release_memory()
