@@ -292,7 +292,7 @@ class NoisePoint(nn.Module):
     def _masked(self, error: torch.Tensor, strength: float) -> torch.Tensor:
         """The error scaled by the schedule ("rounding") or on a random fraction of the elements ("bernoulli")."""
         if self.cfg.dist == "rounding":
-            return min(strength, 1.0) * error
+            return error if strength >= 1.0 else strength * error  # full strength: no pass over the tensor
         rate = min(1.0, self.cfg.bernoulli_p * strength)
         if rate >= 1.0:  # every element: no mask to draw
             return error

@@ -10,8 +10,9 @@ what the target's quantized model would compute there:
 - a plain point: Q~(x) = q.quantized_value(x) (log2 / twin-uniform / PTF / per-token /
   noisy-bias points alike);
 - the input of a Linear the method reparameterised by (r, b) and rotated by R (RepQ-ViT,
-  SmoothQuant, OS+: R = I; the Hadamard rotation: r, b its folded LayerNorm, R dense;
-  `arnq.ptq.common.InputMap`): Q~(x) = r (q((x / r - b) R) R^T + b);
+  SmoothQuant, OS+: R = I; the Hadamard rotation: r, b its folded LayerNorm, R orthogonal;
+  `arnq.ptq.common.InputMap`): Q~(x) = r (q((x / r - b) R) R^T + b), with the products by R
+  through the method's `FastMap` where it has one (Kronecker factors instead of a dense d x d);
 - a q/k/v point the method rotated head by head (`point_rotations`): Q~(x) = q(x R) R^T;
 - a weight: Q~(W) = L^-1 q(L W diag(r) R + D) R^T diag(1 / r), where D is the method's own
   change to the weight (GPTQ's error compensation, AdaRound's and MREM's learned rounding)
@@ -40,7 +41,7 @@ from torch import nn
 
 from arnq.ptq import PTQConfig, quantize_
 from arnq.ptq.base import handler_for
-from arnq.ptq.common import Batch, InputMap, input_maps, point_rotations
+from arnq.ptq.common import Batch, FastMap, InputMap, fast_point_rotations, input_maps, point_rotations
 from arnq.quant import quantizers
 from arnq.quant.modules import QuantConv2d, QuantLinear
 from arnq.quant.quantizer import FakeQuantizer
@@ -62,28 +63,40 @@ class ShadowPoint:
     shift: torch.Tensor | None = None
 
 
+def _rotation(mapping: InputMap) -> FastMap | None:
+    """x -> x R and x -> x R^T for the map's rotation R: its `FastMap` where the method gave one, else dense."""
+    if mapping.fast_rotation is not None:
+        return mapping.fast_rotation
+    rot = mapping.rotation
+    if rot is None:
+        return None
+    return FastMap(lambda x: x @ rot.to(x.dtype), lambda x: x @ rot.to(x.dtype).T)
+
+
 def _activation_source(q: FakeQuantizer, mapping: InputMap | None) -> Source:
     if mapping is None or not mapping.moves_inputs:
         return q.quantized_value
-    scale, shift, rot = mapping.scale, mapping.shift, mapping.rotation
+    scale, shift, rot = mapping.scale, mapping.shift, _rotation(mapping)
 
     def source(x: torch.Tensor) -> torch.Tensor:
         r = scale.to(x.dtype)
         mapped = x / r if shift is None else x / r - shift.to(x.dtype)
         if rot is not None:
-            mapped = mapped @ rot.to(x.dtype)
+            mapped = rot.apply(mapped)
         out = q.quantize(mapped)  # the bare quantizer: the map (and any online rotation) is applied here
         if rot is not None:
-            out = out @ rot.to(x.dtype).T
+            out = rot.apply_t(out)
         return (out if shift is None else out + shift.to(x.dtype)) * r
 
     return source
 
 
-def _rotated_source(q: FakeQuantizer, rot: torch.Tensor) -> Source:
+def _rotated_source(q: FakeQuantizer, rot: torch.Tensor, fast: FastMap | None) -> Source:
     """An activation point that quantizes x @ rot of the training model's x (a head-wise q/k/v rotation)."""
 
     def source(x: torch.Tensor) -> torch.Tensor:
+        if fast is not None:
+            return fast.apply_t(q.quantize(fast.apply(x)))
         r = rot.to(x.dtype)
         return q.quantize(x @ r) @ r.T
 
@@ -95,8 +108,9 @@ def _to_shadow(w: torch.Tensor, mapping: InputMap | None) -> torch.Tensor:
     if mapping is None:
         return w
     flat = w.reshape(w.shape[0], -1) * mapping.scale.to(w.dtype)
-    if mapping.rotation is not None:
-        flat = flat @ mapping.rotation.to(w.dtype)
+    rot = _rotation(mapping)
+    if rot is not None:
+        flat = rot.apply(flat)
     if mapping.left is not None:
         flat = mapping.left.to(w.dtype) @ flat
     return flat.reshape(w.shape)
@@ -109,8 +123,9 @@ def _from_shadow(w: torch.Tensor, mapping: InputMap | None) -> torch.Tensor:
     flat = w.reshape(w.shape[0], -1)
     if mapping.left_inv is not None:
         flat = mapping.left_inv.to(w.dtype) @ flat
-    if mapping.rotation is not None:
-        flat = flat @ mapping.rotation.to(w.dtype).T
+    rot = _rotation(mapping)
+    if rot is not None:
+        flat = rot.apply_t(flat)
     return (flat / mapping.scale.to(w.dtype)).reshape(w.shape)
 
 
@@ -173,7 +188,7 @@ class TargetShadow:
         before = {name: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
                   for name, m in shadow.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
         quantize_(shadow, self.target, self.batches, self.device)
-        maps, rotated = input_maps(shadow), point_rotations(shadow)
+        maps, rotated, fast_rotated = input_maps(shadow), point_rotations(shadow), fast_point_rotations(shadow)
         points: list[ShadowPoint] = []
         for name, module in shadow.named_modules():
             if isinstance(module, (QuantLinear, QuantConv2d)):
@@ -202,7 +217,8 @@ class TargetShadow:
                 continue
             owner = path.rsplit(".", 1)[0]
             mapping = maps.get(owner) if path.endswith(".input_quantizer") else None
-            source = _rotated_source(q, rotated[path]) if path in rotated else _activation_source(q, mapping)
+            source = (_rotated_source(q, rotated[path], fast_rotated.get(path)) if path in rotated
+                      else _activation_source(q, mapping))
             points.append(ShadowPoint(path, q.point, source, q))
         self.model = shadow
         self.refreshes += 1

@@ -145,6 +145,21 @@ class ScaledInput(FakeQuantizer):
 
 
 @dataclass(frozen=True)
+class FastMap:
+    """x -> x M and x -> x M^T over the last dimension for an orthogonal M, without the dense product
+    (a Hadamard transform as two small Kronecker factors, a head-wise block): PTQ-aware ARNQ applies a
+    method's rotations on every training step, where a dense d x d product per point would cost more
+    than the Linear it perturbs. The functions cast their factors to x's dtype and device."""
+
+    apply: Callable[[torch.Tensor], torch.Tensor]
+    apply_t: Callable[[torch.Tensor], torch.Tensor]
+
+    def then(self, other: FastMap) -> FastMap:
+        """x -> x M N (and x -> x (M N)^T = x N^T M^T), N `other`'s matrix."""
+        return FastMap(lambda x: other.apply(self.apply(x)), lambda x: self.apply_t(other.apply_t(x)))
+
+
+@dataclass(frozen=True)
 class InputMap:
     """How a method changed one Linear (or conv) while keeping its FP function.
 
@@ -154,7 +169,8 @@ class InputMap:
     channel (RepQ-ViT, SmoothQuant, OS+); `rotation` (in x in) is an orthogonal map of the input
     channels and `left` (out x out) an invertible map of the output channels, with `left_inv` its
     inverse (Hadamard rotation). None means the identity; `moves_inputs` is False when only the
-    outputs changed (the input quantizer sees x itself)."""
+    outputs changed (the input quantizer sees x itself). `fast_rotation`, where the method has one,
+    computes x @ rotation and x @ rotation^T with fewer operations (`FastMap`)."""
 
     scale: torch.Tensor
     shift: torch.Tensor | None = None
@@ -162,10 +178,12 @@ class InputMap:
     left: torch.Tensor | None = None
     left_inv: torch.Tensor | None = None
     moves_inputs: bool = True
+    fast_rotation: FastMap | None = None
 
 
 _INPUT_MAPS = "arnq_input_maps"
 _POINT_ROTATIONS = "arnq_point_rotations"
+_FAST_POINT_ROTATIONS = "arnq_fast_point_rotations"
 
 
 def _records(model: nn.Module, attr: str) -> dict:
@@ -179,16 +197,19 @@ def _records(model: nn.Module, attr: str) -> dict:
 
 def record_input_map(model: nn.Module, name: str, scale: torch.Tensor, shift: torch.Tensor | None = None,
                      rotation: torch.Tensor | None = None, left: torch.Tensor | None = None,
-                     left_inv: torch.Tensor | None = None, moves_inputs: bool = True) -> None:
+                     left_inv: torch.Tensor | None = None, moves_inputs: bool = True,
+                     fast_rotation: FastMap | None = None) -> None:
     """Note on `model` how the Linear `name` was changed (see `InputMap`)."""
     if (left is None) != (left_inv is None):
         raise ValueError("give an output map together with its inverse (left and left_inv)")
+    if fast_rotation is not None and rotation is None:
+        raise ValueError("a fast rotation computes the dense one: give rotation too")
 
     def shared(t: torch.Tensor | None) -> torch.Tensor | None:  # rotations are shared across layers: no copy
         return None if t is None else t.detach()
 
     _records(model, _INPUT_MAPS)[name] = InputMap(scale.detach().clone(), None if shift is None else shift.detach().clone(),
-                          shared(rotation), shared(left), shared(left_inv), moves_inputs)
+                          shared(rotation), shared(left), shared(left_inv), moves_inputs, fast_rotation)
 
 
 def input_maps(model: nn.Module) -> dict[str, InputMap]:
@@ -196,15 +217,23 @@ def input_maps(model: nn.Module) -> dict[str, InputMap]:
     return dict(getattr(model, _INPUT_MAPS, None) or {})
 
 
-def record_point_rotation(model: nn.Module, path: str, rotation: torch.Tensor) -> None:
+def record_point_rotation(model: nn.Module, path: str, rotation: torch.Tensor, fast: FastMap | None = None) -> None:
     """Note on `model` that the activation point `path` quantizes x @ rotation of the original model's x
-    (last dimension; rotation orthogonal), e.g. a query rotated head by head."""
+    (last dimension; rotation orthogonal), e.g. a query rotated head by head; `fast` computes the same
+    products with fewer operations (`FastMap`)."""
     _records(model, _POINT_ROTATIONS)[path] = rotation.detach()  # shared across layers, as in `record_input_map`
+    if fast is not None:
+        _records(model, _FAST_POINT_ROTATIONS)[path] = fast
 
 
 def point_rotations(model: nn.Module) -> dict[str, torch.Tensor]:
     """The activation-point rotations recorded on `model` by its PTQ method, by quantizer path."""
     return dict(getattr(model, _POINT_ROTATIONS, None) or {})
+
+
+def fast_point_rotations(model: nn.Module) -> dict[str, FastMap]:
+    """The `FastMap`s of the recorded activation-point rotations that have one, by quantizer path."""
+    return dict(getattr(model, _FAST_POINT_ROTATIONS, None) or {})
 
 
 def block_linears(model: nn.Module, family: str) -> list[tuple[str, nn.Linear]]:

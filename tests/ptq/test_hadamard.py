@@ -8,14 +8,22 @@ from torch import nn
 
 import arnq.ptq.hadamard as hadamard
 from arnq.batch import forward_logits
-from arnq.ptq.base import ptq_config, quantize_
-from arnq.ptq.common import collect, materialize, norm_groups
+from arnq.ptq.base import handler_for, ptq_config, quantize_
+from arnq.ptq.common import (
+    collect,
+    fast_point_rotations,
+    input_maps,
+    materialize,
+    norm_groups,
+    point_rotations,
+)
 from arnq.ptq.hadamard import (
     HadamardConfig,
     HadamardRotation,
     HeadMixing,
     RotatedNorm,
     RotatedQuantizer,
+    block_fast,
     clipped_weight_scale,
     hadamard_base,
     make_rotation,
@@ -77,6 +85,54 @@ def test_head_mixing_is_the_kronecker_product():
     mix = HeadMixing(make_rotation(4, seed=0, key="heads_cross", random_signs=True), head_dim=8)
     x = torch.randn(3, 32, dtype=torch.float64)
     torch.testing.assert_close(mix(x), x @ mix.matrix(), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("random_signs", [True, False])
+@pytest.mark.parametrize("n", [1, 12, 20, 64, 384, 1536, 6])
+def test_the_fast_map_is_the_dense_rotation_and_its_transpose(n, random_signs):
+    """What PTQ-aware ARNQ applies on every step: the Kronecker factors (H_m across, Sylvester within) give x R and
+    x R^T to float rounding, for Paley and Sylvester orders and the dense random fallback (6)."""
+    rotation = make_rotation(n, seed=2, key="ffn", random_signs=random_signs)
+    fast, r = rotation.fast_map(), rotation.matrix()
+    x = torch.randn(3, 5, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    torch.testing.assert_close(fast.apply(x), x @ r, atol=1e-12, rtol=0)
+    torch.testing.assert_close(fast.apply_t(x), x @ r.T, atol=1e-12, rtol=0)
+    torch.testing.assert_close(fast.apply_t(fast.apply(x)), x, atol=1e-12, rtol=0)
+    x32 = x.float()
+    torch.testing.assert_close(fast.apply(x32), (x @ r).float(), atol=2e-5, rtol=0)
+
+
+def test_the_fast_residual_and_head_maps_are_their_dense_matrices():
+    rots = hadamard._Rotations(seed=1, random_signs=True, device=torch.device("cpu"))
+    x = torch.randn(7, 48, dtype=torch.float64)
+    q, fast = rots.residual(48), rots.residual_fast(48)  # the Hadamard, then the all-ones-preserving reflection
+    torch.testing.assert_close(fast.apply(x), x @ q, atol=1e-12, rtol=0)
+    torch.testing.assert_close(fast.apply_t(x), x @ q.T, atol=1e-12, rtol=0)
+    within = rots.matrix("heads", 8)
+    for across, a in ((None, torch.eye(6, dtype=torch.float64)),  # head by head
+                      (rots.fast("heads_cross", 6), rots.matrix("heads_cross", 6)),  # 6: the dense fallback
+                      (rots.fast("heads_cross", 12), rots.matrix("heads_cross", 12))):
+        k = torch.kron(a, within)
+        y = torch.randn(4, k.shape[0], dtype=torch.float64)
+        mapped = block_fast(within, a.shape[0], across)
+        torch.testing.assert_close(mapped.apply(y), y @ k, atol=1e-12, rtol=0)
+        torch.testing.assert_close(mapped.apply_t(y), y @ k.T, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["vit", "bert"])
+def test_every_recorded_rotation_has_a_fast_map_equal_to_it(family):
+    """The shadow reads these: each Linear's column rotation and each q/k/v point's head-wise rotation."""
+    build, make_inputs = FAMILY_CASES[family]
+    q = quantize_(build(), ptq_config("hadamard", "W4A4"), calib_batches(make_inputs))
+    maps, points, fast_points = input_maps(q), point_rotations(q), fast_point_rotations(q)
+    rotated = {name: m for name, m in maps.items() if m.rotation is not None}
+    assert rotated and all(m.fast_rotation is not None for m in rotated.values())
+    assert points and set(fast_points) == set(points)
+    pairs = [(m.rotation, m.fast_rotation) for m in rotated.values()] + [(points[p], fast_points[p]) for p in points]
+    for dense, fast in pairs:
+        eye = torch.eye(dense.shape[0], dtype=torch.float64)
+        torch.testing.assert_close(fast.apply(eye), dense.double(), atol=1e-6, rtol=0)  # dense: float32
+        torch.testing.assert_close(fast.apply_t(eye), dense.double().T, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("bits", ["W4A4", "W4A16"])
@@ -189,6 +245,27 @@ def test_the_weight_clip_search_finds_the_least_error_on_its_grid():
     assert float(scale[0]) < 0.95 * float(amax[0]) / qmax
 
 
+def test_the_coarse_to_fine_clip_search_finds_a_single_minimum_and_stays_on_the_grid():
+    """PTQ-aware ARNQ's in-training runs search every 4th factor, then the neighbours of each row's best."""
+    w = torch.randn(64, 128, generator=torch.Generator().manual_seed(1))
+    w[:, 0] *= 6.0  # an outlier column: most rows clip
+    qmin, qmax = quant_range(4, True)
+    amax = w.abs().amax(dim=1)
+    exhaustive, coarse = clipped_weight_scale(w, 4), clipped_weight_scale(w, 4, stride=4)
+    shrink = (coarse * qmax / amax).double()
+    on_grid = (shrink * 100).round() / 100
+    torch.testing.assert_close(shrink, on_grid, atol=1e-6, rtol=0)
+    assert bool(((shrink > 0.205) & (shrink <= 1.0 + 1e-6)).all())
+    assert (coarse == exhaustive).float().mean() >= 0.9  # the same factor wherever the minimum is single
+
+    def err(s):
+        return (fake_quantize(w, s.unsqueeze(1), torch.zeros(1), qmin, qmax) - w).abs().pow(2.4).sum(dim=1)
+
+    assert bool((err(coarse) >= err(exhaustive) - 1e-4).all())  # never below the exhaustive optimum
+    assert float(err(coarse).sum()) <= 1.01 * float(err(exhaustive).sum())
+    assert handler_for(ptq_config("hadamard", "W4A4")).shadow_params == {"w_clip_stride": 4}
+
+
 def test_the_rotated_quantizer_clips_per_token_and_reports_in_input_coordinates():
     rotation = make_rotation(16, seed=0, key="t", random_signs=True)
     q = RotatedQuantizer(QuantSpec(4, True, "token"), "linear_in", rotation, clip_ratio=0.9)
@@ -215,6 +292,7 @@ def test_config_errors_are_raised_before_any_work():
         ({"a_clip_ratio": 0.9, "a_granularity": "tensor"}, "a_clip_ratio"),
         ({"seed": -1}, "seed"),
         ({"percdamp": 1.0}, "percdamp"),
+        ({"w_clip_stride": 0}, "w_clip_stride"),
     ]:
         with pytest.raises(ValueError, match=match):
             ptq_config("hadamard", "W4A4", **params)
