@@ -63,14 +63,16 @@ class ShadowPoint:
     shift: torch.Tensor | None = None
 
 
-def _rotation(mapping: InputMap) -> FastMap | None:
-    """x -> x R and x -> x R^T for the map's rotation R: its `FastMap` where the method gave one, else dense."""
-    if mapping.fast_rotation is not None:
-        return mapping.fast_rotation
-    rot = mapping.rotation
-    if rot is None:
-        return None
+def _dense_map(rot: torch.Tensor) -> FastMap:
+    """x -> x R and x -> x R^T as dense products (a rotation the method gave no `FastMap` for)."""
     return FastMap(lambda x: x @ rot.to(x.dtype), lambda x: x @ rot.to(x.dtype).T)
+
+
+def _rotation(mapping: InputMap | None) -> FastMap | None:
+    """The map's rotation R as a `FastMap`: the method's own where it gave one, else the dense products."""
+    if mapping is None or mapping.rotation is None:
+        return None
+    return mapping.fast_rotation or _dense_map(mapping.rotation)
 
 
 def _activation_source(q: FakeQuantizer, mapping: InputMap | None) -> Source:
@@ -91,24 +93,21 @@ def _activation_source(q: FakeQuantizer, mapping: InputMap | None) -> Source:
     return source
 
 
-def _rotated_source(q: FakeQuantizer, rot: torch.Tensor, fast: FastMap | None) -> Source:
-    """An activation point that quantizes x @ rot of the training model's x (a head-wise q/k/v rotation)."""
+def _rotated_source(q: FakeQuantizer, rot: FastMap) -> Source:
+    """An activation point that quantizes x R of the training model's x (a head-wise q/k/v rotation)."""
 
     def source(x: torch.Tensor) -> torch.Tensor:
-        if fast is not None:
-            return fast.apply_t(q.quantize(fast.apply(x)))
-        r = rot.to(x.dtype)
-        return q.quantize(x @ r) @ r.T
+        return rot.apply_t(q.quantize(rot.apply(x)))
 
     return source
 
 
-def _to_shadow(w: torch.Tensor, mapping: InputMap | None) -> torch.Tensor:
-    """A training-model weight in the shadow's coordinates: left @ W diag(scale) @ rotation (2-D view)."""
+def _to_shadow(w: torch.Tensor, mapping: InputMap | None, rot: FastMap | None) -> torch.Tensor:
+    """A training-model weight in the shadow's coordinates: left @ W diag(scale) @ rotation (2-D view);
+    `rot` is `_rotation(mapping)`, derived once by the caller."""
     if mapping is None:
         return w
     flat = w.reshape(w.shape[0], -1) * mapping.scale.to(w.dtype)
-    rot = _rotation(mapping)
     if rot is not None:
         flat = rot.apply(flat)
     if mapping.left is not None:
@@ -116,25 +115,26 @@ def _to_shadow(w: torch.Tensor, mapping: InputMap | None) -> torch.Tensor:
     return flat.reshape(w.shape)
 
 
-def _from_shadow(w: torch.Tensor, mapping: InputMap | None) -> torch.Tensor:
+def _from_shadow(w: torch.Tensor, mapping: InputMap | None, rot: FastMap | None) -> torch.Tensor:
     """The inverse of `_to_shadow`."""
     if mapping is None:
         return w
     flat = w.reshape(w.shape[0], -1)
     if mapping.left_inv is not None:
         flat = mapping.left_inv.to(w.dtype) @ flat
-    rot = _rotation(mapping)
     if rot is not None:
         flat = rot.apply_t(flat)
     return (flat / mapping.scale.to(w.dtype)).reshape(w.shape)
 
 
 def _weight_source(q: FakeQuantizer, mapping: InputMap | None, delta: torch.Tensor | None) -> Source:
+    rot = _rotation(mapping)
+
     def source(w: torch.Tensor) -> torch.Tensor:
-        mapped = _to_shadow(w, mapping)
+        mapped = _to_shadow(w, mapping, rot)
         if delta is not None:
             mapped = mapped + delta.to(w.dtype)
-        return _from_shadow(q.quantize(mapped), mapping)
+        return _from_shadow(q.quantize(mapped), mapping, rot)
 
     return source
 
@@ -196,7 +196,8 @@ class TargetShadow:
                 if wq is not None and wq.quantizing:
                     mapping = maps.get(name)
                     w_ref, b_ref = before[name]
-                    ref = w_ref if mapping is None else _to_shadow(w_ref.double(), mapping).to(w_ref.dtype)
+                    ref = w_ref if mapping is None else _to_shadow(w_ref.double(), mapping,
+                                                                   _rotation(mapping)).to(w_ref.dtype)
                     delta = _change(module.weight.detach(), ref)  # the method's own (GPTQ, AdaRound, MREM)
                     bias_change = shift = None
                     if mapping is not None and mapping.shift is not None:
@@ -217,7 +218,7 @@ class TargetShadow:
                 continue
             owner = path.rsplit(".", 1)[0]
             mapping = maps.get(owner) if path.endswith(".input_quantizer") else None
-            source = (_rotated_source(q, rotated[path], fast_rotated.get(path)) if path in rotated
+            source = (_rotated_source(q, fast_rotated.get(path) or _dense_map(rotated[path])) if path in rotated
                       else _activation_source(q, mapping))
             points.append(ShadowPoint(path, q.point, source, q))
         self.model = shadow

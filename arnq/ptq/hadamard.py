@@ -27,6 +27,7 @@ quantizers. Details: docs/ptq.md#hadamard.
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -180,19 +181,13 @@ def block_fast(within: torch.Tensor, blocks: int, across: FastMap | None = None)
     rotation (A = I) or QuaRot's cross-head Hadamard after it."""
     b = within.shape[0]
 
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        y = x.unflatten(-1, (blocks, b)) @ within.to(x.dtype)
+    def mapped(x: torch.Tensor, transpose: bool) -> torch.Tensor:  # transposed: x (A^T (x) B^T) = A X B^T
+        y = x.unflatten(-1, (blocks, b)) @ (within.T if transpose else within).to(x.dtype)
         if across is not None:  # (Y^T A)^T = A^T Y
-            y = across.apply(y.transpose(-1, -2)).transpose(-1, -2)
+            y = (across.apply_t if transpose else across.apply)(y.transpose(-1, -2)).transpose(-1, -2)
         return y.flatten(-2)
 
-    def apply_t(x: torch.Tensor) -> torch.Tensor:  # x (A^T (x) B^T): A X B^T
-        y = x.unflatten(-1, (blocks, b)) @ within.to(x.dtype).T
-        if across is not None:
-            y = across.apply_t(y.transpose(-1, -2)).transpose(-1, -2)
-        return y.flatten(-2)
-
-    return FastMap(apply, apply_t)
+    return FastMap(lambda x: mapped(x, False), lambda x: mapped(x, True))
 
 
 class HeadMixing(nn.Module):
@@ -271,19 +266,20 @@ def clipped_weight_scale(weight: torch.Tensor, bits: int, stride: int = 1) -> to
     w = weight.detach().float().reshape(weight.shape[0], -1)
     qmin, qmax = quant_range(bits, True)
     amax = w.abs().amax(dim=1).clamp_min(1e-8)
-    best_scale, best_err = amax / qmax, torch.full_like(amax, float("inf"))
+    best_err = torch.full_like(amax, float("inf"))
     best_step = torch.zeros_like(amax, dtype=torch.long)
     zero = torch.zeros(1, device=w.device)
     steps = int(CLIP_MAX_SHRINK * CLIP_GRID)
     factors = torch.tensor([1 - i / CLIP_GRID for i in range(steps)], dtype=amax.dtype, device=w.device)
 
-    def consider(step: torch.Tensor) -> None:  # one candidate per row: shrink 1 - step / CLIP_GRID
-        nonlocal best_scale, best_err, best_step
-        scale = factors[step] * amax / qmax
-        err = (fake_quantize(w, scale.unsqueeze(1), zero, qmin, qmax) - w).abs_().pow_(CLIP_NORM).sum(dim=1)
+    def scale_at(step: torch.Tensor) -> torch.Tensor:  # per row: shrink 1 - step / CLIP_GRID
+        return factors[step] * amax / qmax
+
+    def consider(step: torch.Tensor) -> None:
+        nonlocal best_err, best_step
+        err = (fake_quantize(w, scale_at(step).unsqueeze(1), zero, qmin, qmax) - w).abs_().pow_(CLIP_NORM).sum(dim=1)
         better = err < best_err
-        best_err, best_scale = torch.where(better, err, best_err), torch.where(better, scale, best_scale)
-        best_step = torch.where(better, step, best_step)
+        best_err, best_step = torch.where(better, err, best_err), torch.where(better, step, best_step)
 
     for i in range(0, steps, stride):
         consider(torch.full_like(best_step, i))
@@ -294,7 +290,7 @@ def clipped_weight_scale(weight: torch.Tensor, bits: int, stride: int = 1) -> to
             valid = (step >= 0) & (step < steps)
             if bool(valid.any()):
                 consider(torch.where(valid, step, coarse))  # out of range: the coarse best again (no change)
-    return best_scale
+    return scale_at(best_step)
 
 
 # --- folding ---------------------------------------------------------------------------------------------------
@@ -630,13 +626,10 @@ class _Trail:
 
     def _fast(self, name: str) -> FastMap | None:
         """The product of `name`'s column rotations as one `FastMap`; None when one of them has none."""
-        factors = self.fast_cols.get(name) or [None]
-        if any(f is None for f in factors):
+        factors = self.fast_cols.get(name)
+        if not factors or any(f is None for f in factors):
             return None
-        out = factors[0]
-        for f in factors[1:]:
-            out = out.then(f)
-        return out
+        return functools.reduce(FastMap.then, factors)
 
 
 @torch.no_grad()
