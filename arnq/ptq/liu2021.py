@@ -20,7 +20,8 @@ Formulas and deviations: docs/ptq.md#liu2021.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,20 +41,33 @@ from arnq.ptq.gptq import block_name, blocks_in_order, symmetric_scale
 from arnq.quant import calibrate, prepare
 from arnq.quant.api import _is_hf_self_attention, _is_timm_attention, quantizers
 from arnq.quant.fake_quant import fake_quantize, quant_range
+from arnq.quant.modules import QuantLinear
 from arnq.quant.quantizer import FakeQuantizer, QuantSpec
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two tensors taken as flat vectors."""
+def _centered(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A tensor as a flat float64 vector less its mean, and that vector's norm."""
     a = a.flatten().double()
-    b = b.flatten().double()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-30))
+    a = a - a.mean()
+    return a, a.norm()
+
+
+def pearson(a: torch.Tensor | tuple[torch.Tensor, torch.Tensor], b: torch.Tensor) -> float:
+    """Pearson correlation of two tensors taken as flat vectors; `a` may be given as `_centered(a)`,
+    which a search scoring many candidates against one reference computes once."""
+    a, a_norm = _centered(a) if isinstance(a, torch.Tensor) else a
+    b, b_norm = _centered(b)
+    return float((a @ b) / (a_norm * b_norm).clamp_min(1e-30))
 
 
 def ranking_loss(fp: torch.Tensor, q: torch.Tensor, i: torch.Tensor, j: torch.Tensor, margin: float) -> torch.Tensor:
     """Mean hinge max(margin - (q_i - q_j) sign(fp_i - fp_j), 0) over the key pairs (i, j) of every query row."""
-    order = torch.sign(fp[..., i] - fp[..., j])
+    return _ranking_loss(torch.sign(fp[..., i] - fp[..., j]), q, i, j, margin)
+
+
+def _ranking_loss(order: torch.Tensor, q: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                  margin: float) -> torch.Tensor:
+    """`ranking_loss` with the reference's order sign(fp_i - fp_j) computed beforehand."""
     return torch.relu(margin - (q[..., i] - q[..., j]) * order).mean()
 
 
@@ -77,7 +91,7 @@ def search_linear(
     w = weight.detach().float()
     x = x.float()
     b = None if bias is None else bias.detach().float()
-    target = torch.nn.functional.linear(x, w, b)
+    target = _centered(torch.nn.functional.linear(x, w, b))
     w0 = symmetric_scale(w, w_bits).unsqueeze(1)
     wmin, wmax = quant_range(w_bits, True)
 
@@ -217,27 +231,61 @@ def search_attention(site: _Attention, calls: Sequence[AttentionCall], grid: tor
     for a in reference:
         t = a.shape[-1]
         index.append((torch.randint(0, t, (pairs,), generator=gen), torch.randint(0, t, (pairs,), generator=gen)))
+    flat_reference = _centered(torch.cat([r.flatten() for r in reference]))
+    orders = [torch.sign(r[..., i] - r[..., j]) for r, (i, j) in zip(reference, index, strict=True)]
     base = {p: (p.scale.clone(), p.zero_point.clone()) for p in (site.q, site.k)}
     factors = {site.q: 1.0, site.k: 1.0}
 
     def score(point: FakeQuantizer, g: float) -> float:
         point.set_qparams(base[point][0] * g, base[point][1])
         maps = _replay(site, calls)
-        corr = pearson(torch.cat([r.flatten() for r in reference]), torch.cat([m.flatten() for m in maps]))
-        rank = sum(float(ranking_loss(r, m, i, j, margin)) for r, m, (i, j) in zip(reference, maps, index, strict=True))
+        corr = pearson(flat_reference, torch.cat([m.flatten() for m in maps]))
+        rank = sum(float(_ranking_loss(o, m, i, j, margin)) for o, m, (i, j) in zip(orders, maps, index, strict=True))
         return corr - gamma * rank / len(maps)
 
     for point in (site.q, site.k):
         point.quantizing = True
     try:
-        for _ in range(rounds):
-            for point in (site.q, site.k):
-                factors[point] = _best(grid, lambda g, p=point: score(p, g))
-                point.set_qparams(base[point][0] * factors[point], base[point][1])
+        with _fixed_projections(site.module, calls):
+            for _ in range(rounds):
+                for point in (site.q, site.k):
+                    factors[point] = _best(grid, lambda g, p=point: score(p, g))
+                    point.set_qparams(base[point][0] * factors[point], base[point][1])
     finally:
         for q, state in states:
             q.quantizing = state
     return factors[site.q], factors[site.k]
+
+
+@contextmanager
+def _fixed_projections(module: nn.Module, calls: Sequence[AttentionCall]) -> Iterator[None]:
+    """Within the block, each quantized Linear of `module` fed one of the calls' own tensors (the q, k
+    and v projections of the attention's input) computes its product with its quantized input and
+    weight once and reuses it; only its output quantizer, whose q and k steps the search moves, runs
+    on every replay. Linears fed anything else (an output projection) run as usual."""
+    live = {id(v) for call in calls for v in (*call.args, *call.kwargs.values()) if isinstance(v, torch.Tensor)}
+    patched = []
+    for linear in module.modules():
+        if not isinstance(linear, QuantLinear) or linear.training:
+            continue
+        products: dict[int, torch.Tensor] = {}
+
+        def forward(x: torch.Tensor, linear: QuantLinear = linear, products: dict = products) -> torch.Tensor:
+            if id(x) not in live:
+                return QuantLinear.forward(linear, x)
+            if id(x) not in products:
+                xq = x if linear.input_quantizer is None else linear.input_quantizer(x)
+                products[id(x)] = torch.nn.functional.linear(xq, linear.quantized_weight(), linear.effective_bias())
+            y = products[id(x)]
+            return y if linear.output_quantizer is None else linear.output_quantizer(y)
+
+        linear.forward = forward
+        patched.append(linear)
+    try:
+        yield
+    finally:
+        for linear in patched:
+            del linear.forward
 
 
 @dataclass(frozen=True)

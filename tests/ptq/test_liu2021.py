@@ -10,7 +10,7 @@ from arnq.ptq import Liu2021Config, MinMaxConfig, quantize_
 from arnq.ptq.liu2021 import allocate_bits, correct_bias, pearson, ranking_loss, search_linear
 from arnq.quant.modules import QuantLinear
 from arnq.quant.quantizer import FakeQuantizer, QuantSpec
-from tests.conftest import image_batch, tiny_vit
+from tests.conftest import image_batch, text_batch, tiny_bert, tiny_vit
 
 
 def test_pearson_is_the_correlation_of_the_flat_tensors():
@@ -119,3 +119,23 @@ def test_ranking_search_moves_the_q_and_k_steps():
     parts = lambda m: m.get_submodule("blocks.0.attn.qkv").output_quantizer.parts  # noqa: E731
     moved = [float(parts(q)[i].scale) != pytest.approx(float(parts(base)[i].scale)) for i in (0, 1)]
     assert any(moved)
+
+
+@pytest.mark.parametrize("family", ["vit", "bert"])
+def test_the_attention_search_reusing_its_projections_gives_the_same_model(family, monkeypatch):
+    import contextlib
+
+    import arnq.ptq.liu2021 as liu
+
+    if family == "vit":
+        model, calib = tiny_vit(), [(image_batch(seed=10 + i), torch.zeros(8)) for i in range(2)]
+    else:
+        model, calib = tiny_bert(), [(text_batch(seed=10 + i, pad_first=3), torch.zeros(8)) for i in range(2)]
+    cfg = Liu2021Config(w_bits=4, a_bits=4, candidates=5, attention_candidates=6, rounds=2)
+    reused = quantize_(copy.deepcopy(model), cfg, calib)
+    monkeypatch.setattr(liu, "_fixed_projections", lambda module, calls: contextlib.nullcontext())
+    recomputed = quantize_(copy.deepcopy(model), cfg, calib)
+    for (name, a), (_, b) in zip(reused.named_buffers(), recomputed.named_buffers(), strict=True):
+        assert torch.equal(a, b), name  # every step, zero point and corrected bias bit for bit
+    for (name, a), (_, b) in zip(reused.named_parameters(), recomputed.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
