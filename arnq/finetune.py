@@ -194,7 +194,7 @@ def finetune(
     before = _diagnostics(loaded.model, calib_loader, ft.diagnostics_batches, device)
 
     model = fp_copy(loaded).to(device)
-    runtime = _install(handler, model, arm, target, seed, lambda n: calib_batches(loaded, splits.calib, n))
+    runtime = install_arm(handler, model, arm, target, seed, lambda n: calib_batches(loaded, splits.calib, n))
     ckpt = Checkpointer(Path(checkpoint_dir)) if checkpoint_dir is not None else None
     resume = ckpt.load(model, runtime) if ckpt is not None else None
 
@@ -238,8 +238,8 @@ def finetune(
     )
 
 
-def _install(handler: Any, model: nn.Module, arm: ArmConfig, target: PTQConfig, seed: int,
-             calib: Callable[[int], list[Any]]) -> Any:
+def install_arm(handler: Any, model: nn.Module, arm: ArmConfig, target: PTQConfig, seed: int,
+                calib: Callable[[int], list[Any]]) -> Any:
     """`handler.install`, handing it the calibration data when it takes `calib` (arms written before
     PTQ-aware noise take model, config, target and seed only)."""
     params = inspect.signature(handler.install).parameters

@@ -7,11 +7,14 @@ example), what the sweep will compute that the cache does not hold:
 
 - each FP checkpoint to train (neither cached nor shipped): its recipe's epochs over its
   training set, and a test evaluation;
-- each fine-tune: its steps at the arm's cost per step relative to plain fine-tuning
-  (`ARM_STEP_COST`), a validation pass per epoch, a test evaluation and, for PTQ-aware
-  ARNQ, the in-training runs of the target method (one at install, one per epoch start
-  and one every `ptq_refresh` steps, on `ptq_calib` examples at the method's in-training
-  settings);
+- each fine-tune: its steps at the arm's cost per step relative to plain fine-tuning, a
+  validation pass per epoch, a test evaluation and, for PTQ-aware ARNQ, the in-training runs
+  of the target method (one at install, one per epoch start and one every `ptq_refresh`
+  steps). The step ratio and a run's seconds are timed here for each (arm, target) the
+  sweep will fine-tune (`harness.costs.measure_arms`, cached per machine): a step toward the
+  Hadamard rotation costs more than one toward min-max, and by how much depends on the
+  model. Where an arm cannot be timed (a model timed nowhere, `measure=False`), the step
+  ratio is `ARM_STEP_COST`'s and a run `CALIB_COST` forwards per calibration example;
 - each PTQ trial: the method's calibration (`CALIB_COST` forwards per calibration
   example) and a quantized evaluation of the test split.
 
@@ -42,8 +45,9 @@ from harness.space import Space
 
 log = logging.getLogger(__name__)
 
-#: an arm's training step in plain steps (bench/README.md: PTQ-aware ARNQ 1.27-1.44x without its
-#: target runs counted here separately, the uniform-grid noise 1.54x); arms not listed: DEFAULT_ARM_STEP_COST
+#: an arm's training step in plain steps where it is not timed here (bench/README.md: PTQ-aware ARNQ
+#: 1.27-1.44x without its target runs counted here separately, the uniform-grid noise 1.54x); arms not
+#: listed: DEFAULT_ARM_STEP_COST
 ARM_STEP_COST = {"plain": 1.0, "quanttune": 1.1, "arnq": 1.3, "arnq/grid": 1.54, "arnq_quanttune": 1.4,
                  "arnq_quanttune/grid": 1.64}
 DEFAULT_ARM_STEP_COST = 1.3
@@ -137,11 +141,12 @@ def make_plan(space: Space, cache_root: Path | None = None, slots: int | None = 
     todo_ft = [spec for k, spec in seen.items() if k not in cached]
     todo_trials = [spec for i, spec in enumerate(specs) if i not in trials_cached]
     timings = _timings(space, cache_root) if measure and not space.resources["gpu"] else {}
-    estimate(plan, space, todo_ft, todo_trials, timings, cache_root)
+    arms = _arm_timings(space, todo_ft, timings, cache_root)
+    estimate(plan, space, todo_ft, todo_trials, timings, cache_root, arms)
     if timings:  # every model timed here (else no costs): the span of the sweep's own order
         from harness.grid import schedule, simulated_wall
 
-        costs = trial_costs(space, specs, cache_root, slots, timings)
+        costs = trial_costs(space, specs, cache_root, slots, timings, arms)
         if costs is not None:
             plan.scheduled_seconds = CONTENTION * simulated_wall(schedule(specs, costs), costs)
     return plan
@@ -162,8 +167,47 @@ def _timings(space: Space, cache_root: Path | None) -> dict[str, Any]:
     return out
 
 
+def _arm_timings(space: Space, finetunes: list[TrialSpec], timings: dict[str, Any],
+                 cache_root: Path | None) -> dict[tuple[str, str], Any]:
+    """The timing of each arm other than plain toward its target among `finetunes`, by (model,
+    `arm_key`), for the models timed in `timings`: read from the cache or measured here now."""
+    from harness.costs import measure_arms
+
+    threads = max(1, int(space.resources["cpu"]))
+    out: dict[tuple[str, str], Any] = {}
+    for model in timings:
+        pairs = [(s.arm, s.ptq) for s in finetunes if s.model == model and s.arm.arm != "plain"]
+        if not pairs:
+            continue
+        try:
+            got = measure_arms(model, pairs, threads=threads, batch_size=space.finetune_of(model).batch_size,
+                               cache_root=cache_root)
+        except (OSError, ValueError, RuntimeError, ImportError) as err:
+            log.info("cannot time the arms of %s here (%s); their steps cost ARM_STEP_COST", model, err)
+            continue
+        out.update({(model, key): timing for key, timing in got.items()})
+    return out
+
+
+def _cached_arm_timings(space: Space, specs: list[TrialSpec], cache_root: Path | None) -> dict[tuple[str, str], Any]:
+    """Like `_arm_timings`, from the cache only (nothing is timed)."""
+    from harness.costs import arm_key, cached_arm
+
+    threads = max(1, int(space.resources["cpu"]))
+    out: dict[tuple[str, str], Any] = {}
+    for spec in specs:
+        if spec.arm.arm == "plain" or not spec.finetune.epochs:
+            continue
+        key = (spec.model, arm_key(spec.arm, spec.ptq))
+        if key not in out:
+            out[key] = cached_arm(spec.model, spec.arm, spec.ptq, threads=threads,
+                                  batch_size=spec.finetune.batch_size, cache_root=cache_root)
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def estimate(plan: Plan, space: Space, finetunes: list[TrialSpec], trials: list[TrialSpec],
-             timings: dict[str, Any], cache_root: Path | None) -> None:
+             timings: dict[str, Any], cache_root: Path | None,
+             arms: dict[tuple[str, str], Any] | None = None) -> None:
     """Fill in plan.cpu_seconds and plan.serial_seconds (see the module docstring)."""
     total = serial = 0.0
     unknown: list[str] = []
@@ -181,7 +225,7 @@ def estimate(plan: Plan, space: Space, finetunes: list[TrialSpec], trials: list[
         build = _fp_build_s(model, timing, space.fp_seed, cache_root) if (model_ft or model_trials) else 0.0
         serial += build * CONTENTION
         total += build * CONTENTION
-        total += CONTENTION * sum(_finetune_s(s, timing) for s in model_ft)
+        total += CONTENTION * sum(_finetune_s(s, timing, arms) for s in model_ft)
         total += CONTENTION * sum(_trial_s(s, timing) for s in model_trials)
     plan.unknown_cost = unknown
     plan.cpu_seconds = None if unknown else total
@@ -191,6 +235,8 @@ def estimate(plan: Plan, space: Space, finetunes: list[TrialSpec], trials: list[
         plan.source = "cost hints of a reference 2-core CPU"
     else:
         plan.source = "measured on this machine" + (f", cost hints for {', '.join(hinted)}" if hinted else "")
+        if arms:
+            plan.source += f"; {len(arms)} arm x target step cost(s) timed here"
 
 
 def _hinted(space: Space, model: str, finetunes: list[TrialSpec], trials: list[TrialSpec]) -> float | None:
@@ -212,17 +258,26 @@ def _calibration_s(method: str, examples: int, timing: Any) -> float:
     return CALIB_COST.get(method, DEFAULT_CALIB_COST) * examples * timing.eval_s
 
 
-def _finetune_s(spec: TrialSpec, timing: Any) -> float:
-    """One fine-tune: its steps, a validation pass per epoch, the test evaluation, the target runs."""
+def _finetune_s(spec: TrialSpec, timing: Any, arms: dict[tuple[str, str], Any] | None = None) -> float:
+    """One fine-tune: its steps, a validation pass per epoch, the test evaluation, the target runs;
+    the arm's step ratio and run seconds from its timing in `arms` where it has one."""
+    arm_timing = None
+    if arms and spec.arm.arm != "plain":
+        from harness.costs import arm_key
+
+        arm_timing = arms.get((spec.model, arm_key(spec.arm, spec.ptq)))
     ft = spec.finetune
     n_train = ft.train_subset if ft.train_subset is not None else max(timing.train_size - ft.val_size, 0)
-    seconds = ft.epochs * n_train * timing.train_s * _arm_step_cost(spec)
+    ratio = arm_timing.step_ratio if arm_timing is not None else _arm_step_cost(spec)
+    seconds = ft.epochs * n_train * timing.train_s * ratio
     seconds += ft.epochs * ft.val_size * timing.eval_s + timing.test_size * timing.eval_s
     if ft.epoch_q_eval:
         seconds += ft.epochs * (_calibration_s(spec.ptq.method, spec.ptq.resolved_calib_size, timing)
                                 + ft.val_size * timing.qeval_s)
     runs = _target_runs(spec, n_train)
-    if runs:
+    if runs and arm_timing is not None and arm_timing.run_s > 0:
+        seconds += runs * arm_timing.run_s
+    elif runs:
         from arnq.arms.noise import ptq_calib_size
 
         seconds += runs * _calibration_s(spec.ptq.method, ptq_calib_size(spec.arm, spec.ptq), timing)
@@ -282,10 +337,11 @@ def local_slots(space: Space) -> int:
 
 
 def trial_costs(space: Space, specs: list[TrialSpec], cache_root: Path | None = None,
-                slots: int | None = None, timings: dict[str, Any] | None = None) -> TrialCosts | None:
-    """Per-trial estimates from `timings` (each model's), by default those already cached on this
-    machine (`arnq validate` and `arnq sweep` measure them); None when a model has none, or on a
-    GPU space. Nothing is timed."""
+                slots: int | None = None, timings: dict[str, Any] | None = None,
+                arms: dict[tuple[str, str], Any] | None = None) -> TrialCosts | None:
+    """Per-trial estimates from `timings` (each model's) and `arms` (each arm's toward its target),
+    by default those already cached on this machine (`arnq validate` and `arnq sweep` measure
+    them); None when a model has none, or on a GPU space. Nothing is timed."""
     from harness.costs import cached
     from harness.grid import trial_id
 
@@ -296,6 +352,7 @@ def trial_costs(space: Space, specs: list[TrialSpec], cache_root: Path | None = 
                                     cache_root=cache_root) for m in space.models}
     if any(timings.get(m) is None for m in space.models):
         return None
+    arms = arms if arms is not None else _cached_arm_timings(space, specs, cache_root)
     device = "cpu"
     seconds: dict[str, float] = {}
     producers: set[str] = set()
@@ -306,7 +363,7 @@ def trial_costs(space: Space, specs: list[TrialSpec], cache_root: Path | None = 
         if spec.finetune.epochs and key not in producers:
             producers.add(key)
             if not entry_path(FINETUNE_KIND, spec.finetune_spec(), cache_root).exists():
-                cost += _finetune_s(spec, timing)
+                cost += _finetune_s(spec, timing, arms)
         if not entry_path(TRIAL_KIND, trial_cache_spec(spec, device), cache_root).exists():
             cost += _trial_s(spec, timing)
         seconds[trial_id(spec)] = cost

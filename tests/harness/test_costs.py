@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from harness.costs import Timing, measure
+from harness.costs import ArmTiming, Timing, arm_key, measure, measure_arms
 from harness.space import parse_space
 
 BASE = {"name": "t", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"], "calib_size": 256}
@@ -40,6 +40,7 @@ def test_the_estimate_adds_fine_tunes_target_runs_and_trials(tmp_path, monkeypat
     timing = _timing()
     monkeypatch.setattr(harness.plan, "_timings", lambda space, root: {"vit_mnist": timing})
     monkeypatch.setattr(harness.plan, "_fp_build_s", lambda *a: 0.0)  # vit_mnist is built in seconds; not this test
+    monkeypatch.setattr(harness.plan, "_arm_timings", lambda *a: {})  # no arm timed: the fallback constants
     ft = {"epochs": 2, "train_subset": 1000, "val_size": 200, "batch_size": 50, "epoch_q_eval": False}
     plain = harness.plan.make_plan(parse_space({**BASE, "finetune": ft}), cache_root=tmp_path, slots=1)
     aware = harness.plan.make_plan(parse_space({**BASE, "finetune": ft, "arms": ["plain", "arnq"]}), cache_root=tmp_path,
@@ -64,3 +65,47 @@ def test_an_fp_checkpoint_counts_only_when_it_must_be_trained(tmp_path):
     spec = MODELS.get("minilm_rt")
     expected = spec.recipe.epochs * spec.fp_train_subset * text.train_s + 2716 * text.eval_s
     assert _fp_build_s("minilm_rt", text, 0, tmp_path) == pytest.approx(expected)
+
+
+def test_an_arm_timed_here_prices_its_own_steps_and_target_runs(tmp_path, monkeypatch):
+    import harness.plan
+    from arnq.arms import arm_config
+
+    timing = _timing()
+    ft = {"epochs": 2, "train_subset": 1000, "val_size": 200, "batch_size": 50, "epoch_q_eval": False}
+    space = parse_space({**BASE, "ptq": ["minmax", "hadamard"], "finetune": ft, "arms": ["arnq"]})
+    rotation = arm_key(arm_config("arnq"), next(s.ptq for s in space.trials() if s.ptq.method == "hadamard"))
+    measured = {("vit_mnist", rotation): ArmTiming(model="vit_mnist", threads=1, batch_size=50, key=rotation,
+                                                   label="arnq -> hadamard", step_ratio=2.5, run_s=3.0,
+                                                   measured_s=1.0, machine="m")}
+    monkeypatch.setattr(harness.plan, "_timings", lambda space, root: {"vit_mnist": timing})
+    monkeypatch.setattr(harness.plan, "_fp_build_s", lambda *a: 0.0)
+    monkeypatch.setattr(harness.plan, "_arm_timings", lambda *a: measured)
+    plan = harness.plan.make_plan(space, cache_root=tmp_path, slots=1)
+    c = harness.plan.CONTENTION
+    fixed = 2 * 200 * 0.0001 + 1000 * 0.0001  # validation passes and the test evaluation
+    runs = 1 + 2 + 40 // 25
+    toward_rotation = 2 * 1000 * 0.002 * 2.5 + fixed + runs * 3.0  # the timing's ratio and run seconds
+    toward_minmax = 2 * 1000 * 0.002 * harness.plan.ARM_STEP_COST["arnq"] + fixed + runs * 64 * 0.0001  # not timed
+    plain = 2 * 1000 * 0.002 + fixed  # the baseline's one fine-tune, shared by both methods
+    trials = 2 * (harness.plan.CALIB_COST["minmax"] + harness.plan.DEFAULT_CALIB_COST) * 256 * 0.0001 + 4 * 0.2
+    assert plan.cpu_seconds == pytest.approx(c * (toward_rotation + toward_minmax + plain + trials))
+    assert "1 arm x target step cost(s) timed here" in plan.source
+
+
+def test_arm_timings_are_measured_once_per_arm_and_target(tmp_path):
+    from arnq.arms import arm_config
+    from arnq.ptq import ptq_config
+
+    aware, grid = arm_config("arnq"), arm_config("arnq", delta_observer="minmax")
+    w4a4, w4a4_again = ptq_config("minmax", "W4A4"), ptq_config("minmax", "W4A4")
+    # a schedule or mask rate changes what a step computes with, not what it costs: one timing
+    assert arm_key(aware, w4a4) == arm_key(arm_config("arnq", warmup_frac=0.5, bernoulli_p=0.5), w4a4_again)
+    assert arm_key(aware, w4a4) != arm_key(aware, ptq_config("repq_vit", "W4A4")) != arm_key(grid, w4a4)
+    first = measure_arms("vit_mnist", [(aware, w4a4), (grid, w4a4)], threads=1, batch_size=32, cache_root=tmp_path)
+    timed_aware, timed_grid = first[arm_key(aware, w4a4)], first[arm_key(grid, w4a4)]
+    assert timed_aware.step_ratio > 0 and timed_aware.run_s > 0  # PTQ-aware: the target's in-training runs
+    assert timed_grid.step_ratio > 0 and timed_grid.run_s == 0  # the min-max grid runs no target
+    assert timed_aware.label == "arnq -> minmax" and timed_grid.label == "arnq (minmax grid) -> minmax"
+    again = measure_arms("vit_mnist", [(aware, w4a4_again)], threads=1, batch_size=32, cache_root=tmp_path)
+    assert again == {timed_aware.key: timed_aware}  # read back from the cache, not measured anew
