@@ -41,9 +41,13 @@ class ArmConfig:
         """Every field (the arm's knobs)."""
         return dataclasses.asdict(self)
 
+    def reference(self) -> ArmConfig:
+        """The config whose fields count as this one's defaults (`changed_params`): the arm's defaults."""
+        return type(self)()
+
     def changed_params(self) -> dict[str, Any]:
         """The fields that differ from their defaults: how a row or a label names this variant."""
-        default = type(self)()
+        default = self.reference()
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if getattr(self, f.name) != getattr(default, f.name)}
 
@@ -53,8 +57,16 @@ class PlainConfig(ArmConfig):
     """Task loss only: the baseline every arm is compared with."""
 
 
+class _NoiseDefaults:
+    """Noise arms: the ramp's default depends on the kind of noise (`NoiseConfig.default_warmup_frac`),
+    so a uniform-grid config at its own default ramp names its grid, not also the ramp."""
+
+    def reference(self) -> ArmConfig:
+        return type(self)(warmup_frac=self.default_warmup_frac)  # type: ignore[attr-defined, call-arg]
+
+
 @dataclass(frozen=True)
-class ARNQConfig(ArmConfig, NoiseConfig):
+class ARNQConfig(_NoiseDefaults, ArmConfig, NoiseConfig):
     """ARNQ's adaptive random noise (knobs in `NoiseConfig`; docs/arms.md#arnq-noise)."""
 
 
@@ -64,7 +76,7 @@ class QuantTuneConfig(ArmConfig, OutlierLossConfig):
 
 
 @dataclass(frozen=True)
-class ARNQQuantTuneConfig(ArmConfig, NoiseConfig, OutlierLossConfig):
+class ARNQQuantTuneConfig(_NoiseDefaults, ArmConfig, NoiseConfig, OutlierLossConfig):
     """ARNQ noise and the QuantTune loss at once (noise knobs as in `arnq`, loss knobs as in `quanttune`)."""
 
     def __post_init__(self) -> None:

@@ -59,21 +59,30 @@ PTQ_CALIB_DEFAULT = 64
 STAT_MOMENTUM = 0.9  # EMA of the per-layer statistics behind gamma
 
 
+#: the linear ramp's default length, as a fraction of the steps: none for PTQ-aware noise (chosen on
+#: vit_fmnist W3A3 with PTQ4ViT and RepQ-ViT against 0.2, confirmed on fresh seeds:
+#: results/composition/recipe_fmnist), the first 20 % on a uniform grid (results/ARNQ.md)
+WARMUP_PTQ_AWARE = 0.0
+WARMUP_GRID = 0.2
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
     """Every ARNQ knob a sweep can vary.
 
-    Defaults: the real rounding error on weights and Linear inputs (`dist="bernoulli"` at
-    rate `bernoulli_p=1.0`, ramped in by the linear schedule over the first `warmup_frac`
-    of the steps), the step from the target's quantizer (why this recipe: results/ARNQ.md).
-    `dist="uniform"` is random noise of one step. Every knob: docs/arms.md#arnq-noise.
+    Defaults: the target method's own rounding error on every element of the points it
+    quantizes (`dist="bernoulli"` at rate `bernoulli_p=1.0`), at full strength from the first
+    step (`warmup_frac` resolves to `WARMUP_PTQ_AWARE`, 0); on a uniform grid
+    (`delta_observer` set) ramped in over the first `WARMUP_GRID` (0.2) of the steps, the
+    recipe of results/ARNQ.md. `dist="uniform"` is random noise of one step. Every knob and
+    why these defaults: docs/arms.md#arnq-noise.
     """
 
     target: str = "WA"
     dist: str = "bernoulli"
     schedule: str = "linear"
     alpha_max: float = 1.0
-    warmup_frac: float = 0.2
+    warmup_frac: float | None = None  # None: WARMUP_PTQ_AWARE for PTQ-aware noise, WARMUP_GRID on a uniform grid
     n_steps: int = 4  # stages of the "step" schedule
     adapt: str = "none"
     eta: float = 1.0  # exponent of the adaptivity statistic
@@ -89,6 +98,8 @@ class NoiseConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(self.modules))
+        if self.warmup_frac is None:
+            object.__setattr__(self, "warmup_frac", self.default_warmup_frac)
         choices = {"target": TARGETS, "dist": DISTRIBUTIONS, "adapt": ADAPTIVITY, "schedule": tuple(SCHEDULES),
                    "w_delta": ("channel", "tensor")}
         for name, valid in choices.items():
@@ -115,6 +126,11 @@ class NoiseConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range (see NoiseConfig docs)")
+
+    @property
+    def default_warmup_frac(self) -> float:
+        """The ramp's length when none is given: `WARMUP_PTQ_AWARE` or, on a uniform grid, `WARMUP_GRID`."""
+        return WARMUP_PTQ_AWARE if self.ptq_aware else WARMUP_GRID
 
     @property
     def ptq_aware(self) -> bool:
