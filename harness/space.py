@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from arnq.arms import arm_config
 from arnq.finetune import FinetuneConfig
 from arnq.models import MODELS
 from arnq.ptq import PTQ_METHODS, parse_bits, ptq_config
@@ -162,6 +163,7 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
                     raise SpaceError(f"ptq[{i}] ({method}, {b}): {err}") from None
             ptq.append((method, params))
         arms, labels = [], []
+        configs: dict[str, tuple[int, dict[str, Any]]] = {}  # each arm variant's whole config: no two alike
         for i, entry in enumerate(_list(raw, "arms", ["plain"])):
             arm, params = _named(entry, f"arms[{i}]")
             label = params.pop("label", None)
@@ -175,6 +177,14 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
                 raise SpaceError(f"arms[{i}] ({arm}): {err}") from None
             arms.append((arm, params))
             labels += [(arm, point, label) for point in points if label is not None]
+            for point in points:
+                config = json.dumps(arm_config(arm, **point).to_dict(), sort_keys=True, default=str)
+                if config in configs:
+                    where, other = configs[config]
+                    raise SpaceError(
+                        f"arms[{i}] ({arm} {point or '(defaults)'}) is the same arm as arms[{where}] "
+                        f"({other or '(defaults)'}): every knob it sets is at its default; drop one of them")
+                configs[config] = (i, point)
         _check_labels(arms, labels)
         finetune, model_finetune = _finetunes(raw.get("finetune", {}), models)
         if any(ft.epochs == 0 for ft in (finetune, *dict(model_finetune).values())) and any(

@@ -200,3 +200,17 @@ def test_a_model_gets_its_own_fine_tuning_budget_under_finetune_models():
         parse_space({**raw, "finetune": {"models": {"deit_small": {"lr": 1.0}}}})
     with pytest.raises(SpaceError, match=r"finetune.models.vit_mnist: unknown key\(s\) \['lrr'\]"):
         parse_space({**raw, "finetune": {"models": {"vit_mnist": {"lrr": 1.0}}}})
+
+
+def test_two_arms_with_the_same_config_are_refused_before_anything_runs():
+    base = {"name": "t", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["repq_vit"]}
+    with pytest.raises(SpaceError, match=r"arms\[1\] \(arnq \{'warmup_frac': 0.0\}\) is the same arm as arms\[0\]"):
+        parse_space({**base, "arms": ["arnq", {"name": "arnq", "warmup_frac": 0.0}]})  # 0 is PTQ-aware's default
+    with pytest.raises(SpaceError, match="is the same arm"):
+        parse_space({**base, "arms": [{"name": "arnq", "ptq_refresh": [25, 5, 25]}]})
+    grid = parse_space({**base, "arms": [{"name": "arnq", "delta_observer": "minmax", "warmup_frac": [0.2, 0.0]}, "arnq"]})
+    noise = [s.arm for s in grid.trials() if s.arm.arm == "arnq"]
+    ramps = sorted({(a.delta_observer, a.warmup_frac) for a in noise}, key=str)
+    assert ramps == [("minmax", 0.0), ("minmax", 0.2), (None, 0.0)]  # the grid's default ramp is 0.2, PTQ-aware's 0
+    named = sorted((a.changed_params() for a in noise), key=len)
+    assert named == [{}, {"delta_observer": "minmax"}, {"delta_observer": "minmax", "warmup_frac": 0.0}]
