@@ -116,50 +116,45 @@ def measure(model: str, *, threads: int = 1, batch_size: int = 32, cache_root: P
     if path.exists() and not refresh:
         return Timing(**json.loads(path.read_text()))
     timing = _measure(model, threads, batch_size)
+    _write(path, timing.to_dict())
+    return timing
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON to `path` through a temporary file, so a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(timing.to_dict(), indent=1))
+    tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
-    return timing
 
 
 def arm_key(arm: Any, target: Any) -> str:
     """An arm timing's cache key: the arm's name, its `ARM_COST_FIELDS` and what of `target` its fine-tune
     depends on (its handler's `target_key`: the whole in-training config for PTQ-aware noise)."""
     from arnq.arms import arm_handler
+    from arnq.cache import content_key
 
     knobs = {f.name: getattr(arm, f.name) for f in fields(arm) if f.name in ARM_COST_FIELDS}
-    blob = json.dumps([arm.arm, knobs, arm_handler(arm).target_key(arm, target)], sort_keys=True, default=str)
-    return f"{arm.arm}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-
-
-def cached_arm(model: str, arm: Any, target: Any, *, threads: int = 1, batch_size: int = 32,
-               cache_root: Path | None = None) -> ArmTiming | None:
-    """The cached timing of `arm` toward `target` on this machine, or None (nothing is run)."""
-    path = _cache_file(model, threads, batch_size, cache_root, arm_key(arm, target))
-    return ArmTiming(**json.loads(path.read_text())) if path.exists() else None
+    spec = {"arm": arm.arm, "knobs": knobs, "target": arm_handler(arm).target_key(arm, target)}
+    return f"{arm.arm}-{content_key(spec)[:12]}"
 
 
 def measure_arms(model: str, pairs: Sequence[tuple[Any, Any]], *, threads: int = 1, batch_size: int = 32,
-                 cache_root: Path | None = None) -> dict[str, ArmTiming]:
+                 cache_root: Path | None = None, measure: bool = True) -> dict[str, ArmTiming]:
     """The timing of each (arm, target PTQ config) in `pairs` by `arm_key`, from the cache, the missing
-    ones measured now in one session (see the module docstring)."""
+    ones measured now in one session (see the module docstring), or left out with `measure=False`."""
     out: dict[str, ArmTiming] = {}
     todo: dict[str, tuple[Any, Any]] = {}
     for arm, target in pairs:
         key = arm_key(arm, target)
-        hit = cached_arm(model, arm, target, threads=threads, batch_size=batch_size, cache_root=cache_root)
-        if hit is not None:
-            out[key] = hit
+        path = _cache_file(model, threads, batch_size, cache_root, key)
+        if path.exists():
+            out[key] = ArmTiming(**json.loads(path.read_text()))
         else:
             todo.setdefault(key, (arm, target))
-    if todo:
+    if todo and measure:
         for key, timing in _quiet(_measure_arms, model, threads, todo, batch_size).items():
-            path = _cache_file(model, threads, batch_size, cache_root, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(timing.to_dict(), indent=1))
-            tmp.replace(path)
+            _write(_cache_file(model, threads, batch_size, cache_root, key), timing.to_dict())
             out[key] = timing
     return out
 
@@ -185,7 +180,8 @@ def _measure(name: str, threads: int, batch_size: int) -> Timing:
 
 @dataclass
 class _Bench:
-    """One model as built, its task data and the batches every timing runs."""
+    """One model as built, its task data and the batches every timing runs (`data` and `collate` as a
+    `LoadedModel` has them, so `arnq.finetune.calib_batches` draws calibration batches from it)."""
 
     network: Any
     data: Any
@@ -256,15 +252,12 @@ def _run_seconds(runtime: Any) -> float:
 def _measure_arms(name: str, threads: int, todo: dict[str, tuple[Any, Any]], batch_size: int,
                   start: float) -> dict[str, ArmTiming]:
     from arnq.arms import arm_handler
-    from arnq.finetune import CALIB_BATCH, install_arm
-    from arnq.train import make_loader
+    from arnq.finetune import calib_batches, install_arm
 
     bench = _bench(name, batch_size)
-    text = bench.data.modality == "text"
 
     def calib(n: int) -> list[Any]:
-        return list(make_loader(_first(bench.data.train, n), bench.collate, CALIB_BATCH, shuffle=False,
-                                length_bucketing=text))
+        return calib_batches(bench, bench.data.train, n)  # type: ignore[arg-type]  # _Bench has its data and collate
 
     plain, _ = _train_s(bench, batch_size, threads)
     out = {}

@@ -141,7 +141,7 @@ def make_plan(space: Space, cache_root: Path | None = None, slots: int | None = 
     todo_ft = [spec for k, spec in seen.items() if k not in cached]
     todo_trials = [spec for i, spec in enumerate(specs) if i not in trials_cached]
     timings = _timings(space, cache_root) if measure and not space.resources["gpu"] else {}
-    arms = _arm_timings(space, todo_ft, timings, cache_root)
+    arms = _arm_timings(space, todo_ft, timings.keys(), cache_root)
     estimate(plan, space, todo_ft, todo_trials, timings, cache_root, arms)
     if timings:  # every model timed here (else no costs): the span of the sweep's own order
         from harness.grid import schedule, simulated_wall
@@ -167,42 +167,27 @@ def _timings(space: Space, cache_root: Path | None) -> dict[str, Any]:
     return out
 
 
-def _arm_timings(space: Space, finetunes: list[TrialSpec], timings: dict[str, Any],
-                 cache_root: Path | None) -> dict[tuple[str, str], Any]:
-    """The timing of each arm other than plain toward its target among `finetunes`, by (model,
-    `arm_key`), for the models timed in `timings`: read from the cache or measured here now."""
+def _arm_timings(space: Space, specs: list[TrialSpec], models: Any, cache_root: Path | None,
+                 measure: bool = True) -> dict[tuple[str, str], Any]:
+    """The timing of each fine-tuning arm other than plain toward its target among `specs`, by (model,
+    `arm_key`), for `models`: read from the cache, the missing ones timed here now unless `measure` is
+    False."""
     from harness.costs import measure_arms
 
     threads = max(1, int(space.resources["cpu"]))
     out: dict[tuple[str, str], Any] = {}
-    for model in timings:
-        pairs = [(s.arm, s.ptq) for s in finetunes if s.model == model and s.arm.arm != "plain"]
+    for model in models:
+        pairs = [(s.arm, s.ptq) for s in specs if s.model == model and s.arm.arm != "plain" and s.finetune.epochs]
         if not pairs:
             continue
         try:
             got = measure_arms(model, pairs, threads=threads, batch_size=space.finetune_of(model).batch_size,
-                               cache_root=cache_root)
+                               cache_root=cache_root, measure=measure)
         except (OSError, ValueError, RuntimeError, ImportError) as err:
             log.info("cannot time the arms of %s here (%s); their steps cost ARM_STEP_COST", model, err)
             continue
         out.update({(model, key): timing for key, timing in got.items()})
     return out
-
-
-def _cached_arm_timings(space: Space, specs: list[TrialSpec], cache_root: Path | None) -> dict[tuple[str, str], Any]:
-    """Like `_arm_timings`, from the cache only (nothing is timed)."""
-    from harness.costs import arm_key, cached_arm
-
-    threads = max(1, int(space.resources["cpu"]))
-    out: dict[tuple[str, str], Any] = {}
-    for spec in specs:
-        if spec.arm.arm == "plain" or not spec.finetune.epochs:
-            continue
-        key = (spec.model, arm_key(spec.arm, spec.ptq))
-        if key not in out:
-            out[key] = cached_arm(spec.model, spec.arm, spec.ptq, threads=threads,
-                                  batch_size=spec.finetune.batch_size, cache_root=cache_root)
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def estimate(plan: Plan, space: Space, finetunes: list[TrialSpec], trials: list[TrialSpec],
@@ -352,7 +337,7 @@ def trial_costs(space: Space, specs: list[TrialSpec], cache_root: Path | None = 
                                     cache_root=cache_root) for m in space.models}
     if any(timings.get(m) is None for m in space.models):
         return None
-    arms = arms if arms is not None else _cached_arm_timings(space, specs, cache_root)
+    arms = arms if arms is not None else _arm_timings(space, specs, space.models, cache_root, measure=False)
     device = "cpu"
     seconds: dict[str, float] = {}
     producers: set[str] = set()

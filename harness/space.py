@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from arnq.arms import arm_config
+from arnq.cache import canonical_json
 from arnq.finetune import FinetuneConfig
 from arnq.models import MODELS
 from arnq.ptq import PTQ_METHODS, parse_bits, ptq_config
@@ -178,7 +179,7 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
             arms.append((arm, params))
             labels += [(arm, point, label) for point in points if label is not None]
             for point in points:
-                config = json.dumps(arm_config(arm, **point).to_dict(), sort_keys=True, default=str)
+                config = canonical_json(arm_config(arm, **point).to_dict())
                 if config in configs:
                     where, other = configs[config]
                     raise SpaceError(
