@@ -57,10 +57,11 @@ def stats(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def mean_std(values: Sequence[float]) -> str:
-    """'m ± s (n)' with the sample std over seeds; '—' when empty."""
+    """'m ± s (n=k)' with the sample std over seeds; 'm (n=1)' for one value, whose sample std is
+    undefined; '—' when empty."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return "—"
     m, std, n = stats(vals)
-    return f"{m:.2f} ± {std:.2f} (n={n})"
+    return f"{m:.2f} (n=1)" if n == 1 else f"{m:.2f} ± {std:.2f} (n={n})"
 
