@@ -115,9 +115,24 @@ def measure(model: str, *, threads: int = 1, batch_size: int = 32, cache_root: P
     path = _cache_file(model, threads, batch_size, cache_root)
     if path.exists() and not refresh:
         return Timing(**json.loads(path.read_text()))
+    load = busy_load(threads)
     timing = _measure(model, threads, batch_size)
     _write(path, timing.to_dict())
+    if load is not None:
+        log.warning("%s was timed while other processes kept the CPU busy (1-minute load %.1f on %d cores): "
+                    "its estimates will run high until it is timed again; to re-time it, delete %s and run "
+                    "`arnq validate` with nothing else running", model, load, os.cpu_count() or 1, path)
     return timing
+
+
+def busy_load(threads: int) -> float | None:
+    """The 1-minute load average when other processes leave fewer than `threads` cores idle, else None
+    (also where the platform has no load average)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return load if load > (os.cpu_count() or 1) - threads + 0.5 else None
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:

@@ -109,3 +109,24 @@ def test_arm_timings_are_measured_once_per_arm_and_target(tmp_path):
     assert timed_aware.label == "arnq -> minmax" and timed_grid.label == "arnq (minmax grid) -> minmax"
     again = measure_arms("vit_mnist", [(aware, w4a4_again)], threads=1, batch_size=32, cache_root=tmp_path)
     assert again == {timed_aware.key: timed_aware}  # read back from the cache, not measured anew
+
+
+def test_a_timing_taken_on_a_busy_cpu_is_kept_with_a_warning_naming_how_to_re_time_it(tmp_path, monkeypatch,
+                                                                                         caplog):
+    import os
+
+    import harness.costs
+
+    monkeypatch.setattr(harness.costs, "_measure", lambda *a: _timing())
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))  # one core idle: a 1-thread timing is fair
+    with caplog.at_level("WARNING", logger="harness.costs"):
+        measure("vit_mnist", threads=1, batch_size=64, cache_root=tmp_path)
+    assert not caplog.records
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # both cores taken by other work
+    with caplog.at_level("WARNING", logger="harness.costs"):
+        timing = measure("vit_mnist", threads=2, batch_size=64, cache_root=tmp_path)
+    assert timing == _timing()  # kept: an estimate on the high side beats none
+    [record] = caplog.records
+    assert "load 2.0 on 2 cores" in record.getMessage() and "delete" in record.getMessage()
+    assert str(tmp_path) in record.getMessage()
