@@ -6,8 +6,8 @@ running it at two commits tells whether the code got slower. `--save FILE` store
 and calibration batches; `--load FILE` times on those instead of loading the model, so an older
 commit (on PYTHONPATH) times on the same inputs without rebuilding the FP checkpoint:
 
-    .venv/bin/python scripts/ptq_checks/hadamard_calib_time.py --save /tmp/minilm_fp.pt
-    PYTHONPATH=OLD_CHECKOUT .venv/bin/python scripts/ptq_checks/hadamard_calib_time.py --load /tmp/minilm_fp.pt
+    .venv/bin/python scripts/ptq_checks/hadamard_calib_time.py --save minilm_fp.pt
+    PYTHONPATH=OLD_CHECKOUT .venv/bin/python scripts/ptq_checks/hadamard_calib_time.py --load minilm_fp.pt
 """
 
 from __future__ import annotations
