@@ -115,7 +115,7 @@ def measure(model: str, *, threads: int = 1, batch_size: int = 32, cache_root: P
     path = _cache_file(model, threads, batch_size, cache_root)
     if path.exists() and not refresh:
         return Timing(**json.loads(path.read_text()))
-    load = busy_load(threads)
+    load = _busy_load(threads)
     timing = _measure(model, threads, batch_size)
     _write(path, timing.to_dict())
     if load is not None:
@@ -125,7 +125,7 @@ def measure(model: str, *, threads: int = 1, batch_size: int = 32, cache_root: P
     return timing
 
 
-def busy_load(threads: int) -> float | None:
+def _busy_load(threads: int) -> float | None:
     """The 1-minute load average when other processes leave fewer than `threads` cores idle, else None
     (also where the platform has no load average)."""
     try:

@@ -33,6 +33,11 @@ def commit_time(commit: str, cache: dict[str, float]) -> float:
     return cache[commit]
 
 
+def label(ptq: str, params: dict | None) -> str:
+    """The method's line label: its name, then the parameters it ran with other than its defaults."""
+    return ptq + ("" if not params else " " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+
+
 def collect() -> list[dict]:
     """One record per committed row: model, bits, method label, q_acc, folder, time."""
     records, times = [], {}
@@ -42,8 +47,8 @@ def collect() -> list[dict]:
             if not row or row.get("status", "ok") != "ok" or row.get("q_acc") is None:
                 continue
             params = json.loads(row.get("ptq_params") or "{}")
-            label = row["ptq"] + ("" if not params else " " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
-            records.append({"model": row["model"], "bits": row["bits"], "method": label, "q_acc": row["q_acc"],
+            records.append({"model": row["model"], "bits": row["bits"], "method": label(row["ptq"], params),
+                            "q_acc": row["q_acc"],
                             "folder": str(path.parent.relative_to(HERE)),
                             "time": commit_time(row.get("git_commit", ""), times)})
     for path in sorted(HERE.rglob("results.json")):
@@ -54,8 +59,8 @@ def collect() -> list[dict]:
             if row.get("q_acc") is None:
                 continue
             own = custom.get(row["ptq"]) if isinstance(custom, dict) else None
-            label = row["ptq"] + ("" if not own else " " + ", ".join(f"{k}={v}" for k, v in sorted(own.items())))
-            records.append({"model": row["model"], "bits": row["bits"], "method": label, "q_acc": row["q_acc"],
+            records.append({"model": row["model"], "bits": row["bits"], "method": label(row["ptq"], own),
+                            "q_acc": row["q_acc"],
                             "folder": str(path.parent.relative_to(HERE)), "time": when.timestamp()})
     return records
 

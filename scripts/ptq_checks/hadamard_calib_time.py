@@ -31,12 +31,13 @@ def main() -> None:
     from arnq.models.build import build_model
     from arnq.ptq.base import ptq_config, quantize_
     from arnq.train import make_loader
+    from harness.quantize import CALIB_BATCH
 
     if args.load:
         saved = torch.load(args.load, weights_only=False)
     else:
         loaded = load_model("minilm_rt", seed=0, calib_size=128, device="cpu", num_threads=1)
-        batches = list(make_loader(loaded.data.calib, loaded.collate, 64, shuffle=False, length_bucketing=True))
+        batches = list(make_loader(loaded.data.calib, loaded.collate, CALIB_BATCH, shuffle=False, length_bucketing=True))
         saved = {"state": loaded.model.state_dict(), "batches": batches}
         if args.save:
             torch.save(saved, args.save)
