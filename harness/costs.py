@@ -118,11 +118,19 @@ def measure(model: str, *, threads: int = 1, batch_size: int = 32, cache_root: P
     load = _busy_load(threads)
     timing = _measure(model, threads, batch_size)
     _write(path, timing.to_dict())
-    if load is not None:
-        log.warning("%s was timed while other processes kept the CPU busy (1-minute load %.1f on %d cores): "
-                    "its estimates will run high until it is timed again; to re-time it, delete %s and run "
-                    "`arnq validate` with nothing else running", model, load, os.cpu_count() or 1, path)
+    _warn_if_busy(load, model, [path])
     return timing
+
+
+def _warn_if_busy(load: float | None, what: str, paths: Sequence[Path]) -> None:
+    """Warn that `what` was timed at 1-minute load `load` (None: on a quiet CPU, no warning), naming the
+    cache files `paths` to delete so it is timed again."""
+    if load is None:
+        return
+    log.warning("%s was timed while other processes kept the CPU busy (1-minute load %.1f on %d cores): "
+                "its estimates will run high until it is timed again; to re-time it, delete %s and run "
+                "`arnq validate` with nothing else running", what, load, os.cpu_count() or 1,
+                " ".join(str(p) for p in paths))
 
 
 def _busy_load(threads: int) -> float | None:
@@ -168,9 +176,13 @@ def measure_arms(model: str, pairs: Sequence[tuple[Any, Any]], *, threads: int =
         else:
             todo.setdefault(key, (arm, target))
     if todo and measure:
+        load = _busy_load(threads)
+        written = []
         for key, timing in _quiet(_measure_arms, model, threads, todo, batch_size).items():
-            _write(_cache_file(model, threads, batch_size, cache_root, key), timing.to_dict())
+            written.append(_cache_file(model, threads, batch_size, cache_root, key))
+            _write(written[-1], timing.to_dict())
             out[key] = timing
+        _warn_if_busy(load, f"the arm(s) of {model}", written)
     return out
 
 

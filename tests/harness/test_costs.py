@@ -130,3 +130,33 @@ def test_a_timing_taken_on_a_busy_cpu_is_kept_with_a_warning_naming_how_to_re_ti
     [record] = caplog.records
     assert "load 2.0 on 2 cores" in record.getMessage() and "delete" in record.getMessage()
     assert str(tmp_path) in record.getMessage()
+
+
+def test_arm_timings_taken_on_a_busy_cpu_are_kept_with_a_warning_naming_their_cache_files(tmp_path, monkeypatch,
+                                                                                          caplog):
+    import os
+
+    import harness.costs
+    from arnq.arms import arm_config
+    from arnq.ptq import ptq_config
+
+    def fake(name, threads, todo, batch_size, start):
+        return {key: ArmTiming(model=name, threads=threads, batch_size=batch_size, key=key, label="arnq",
+                               step_ratio=1.3, run_s=0.5, measured_s=1.0, machine="m") for key in todo}
+
+    monkeypatch.setattr(harness.costs, "_measure_arms", fake)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    aware, w4a4 = arm_config("arnq"), ptq_config("minmax", "W4A4")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    with caplog.at_level("WARNING", logger="harness.costs"):
+        measure_arms("vit_mnist", [(aware, w4a4)], threads=1, cache_root=tmp_path)
+    assert not caplog.records
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.9, 1.9, 1.9))  # another job holds both cores
+    repq = ptq_config("repq_vit", "W4A4")
+    with caplog.at_level("WARNING", logger="harness.costs"):
+        timed = measure_arms("vit_mnist", [(aware, w4a4), (aware, repq)], threads=1, cache_root=tmp_path)
+    assert set(timed) == {arm_key(aware, w4a4), arm_key(aware, repq)}  # kept, the cached one read back
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "arm(s) of vit_mnist" in message and "load 1.9 on 2 cores" in message
+    assert arm_key(aware, repq) in message and arm_key(aware, w4a4) not in message  # only the one timed now
