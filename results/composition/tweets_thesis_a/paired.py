@@ -61,12 +61,10 @@ def main() -> None:
         lines.append(f"| {ptq} | {_ms(pf)} | {_ms(pq)} | {_ms(af)} | {_ms(aq)} | {_diff(aq, pq)} | {drop:.2f} | "
                      f"{share} |")
 
-    gains = {ptq: statistics.mean(values(here, ptq, "arnq", "q_acc")) - statistics.mean(values(here, ptq, "plain",
-                                                                                                  "q_acc"))
-             for ptq in METHODS}
-    for ptq in ("repq_vit", "hadamard"):
-        gains[ptq] = (statistics.mean(values(earlier, ptq, "arnq", "q_acc"))
-                      - statistics.mean(values(earlier, ptq, "plain", "q_acc")))
+    def gain(cell: dict, ptq: str) -> float:
+        return statistics.mean(values(cell, ptq, "arnq", "q_acc")) - statistics.mean(values(cell, ptq, "plain", "q_acc"))
+
+    gains = {**{ptq: gain(here, ptq) for ptq in METHODS}, **{ptq: gain(earlier, ptq) for ptq in ("repq_vit", "hadamard")}}
     same_plain = values(here, "minmax", "plain", "ft_acc") == values(earlier, "repq_vit", "plain", "ft_acc")
     lines += ["", "Thesis view: ARNQ − plain q_acc per method (mean over seeds), averaged over methods "
               f"(RepQ-ViT and the rotation from ../tweets_repq_hadamard; its plain fine-tunes "
