@@ -241,7 +241,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    paths = write_report(Path(args.run_dir), formats=formats, wandb=args.wandb, out_dir=args.out)
+    dirs = [Path(d) for d in args.run_dir]
+    paths = write_report(dirs[0] if len(dirs) == 1 else dirs, formats=formats, wandb=args.wandb, out_dir=args.out,
+                         name=args.name, ptqs=args.ptq)
     console = _console()
     for key, path in paths.items():
         if not key.startswith("plots/"):
@@ -364,7 +366,8 @@ EXAMPLES = {
   arnq validate thesis_grid --address HEAD_IP:6379       # check resources against a cluster""",
     "report": """examples:
   arnq report results/runs/quickstart
-  arnq report results/runs/quickstart --format md --out /tmp/report""",
+  arnq report results/runs/quickstart --format md --out /tmp/report
+  arnq report RUN_A RUN_B RUN_C --out results/thesis_view   # one report over several runs""",
     "reproduce": """examples:
   arnq reproduce results/composition/fmnist_core                       # every cell, from an empty cache
   arnq reproduce results/quickstart --cells vit_fmnist --seeds 0       # a subset
@@ -419,9 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["report"],
                            help="leaderboards (Markdown, CSV, HTML), plots and W&B from a run's results store")
-    r.add_argument("run_dir", help="run directory holding rows.jsonl (e.g. results/runs/quickstart)")
+    r.add_argument("run_dir", nargs="+",
+                   help="run directory holding rows.jsonl (e.g. results/runs/quickstart); several give one report "
+                        "over all of them (each (model, bits, PTQ method) from one run; needs --out)")
     r.add_argument("--format", default="md,csv,html", help="comma-separated: md, csv, html")
     r.add_argument("--out", default=None, help="write the report here instead of RUN_DIR/report")
+    r.add_argument("--name", default=None, help="the report's title (default: the space's name, or the runs')")
+    r.add_argument("--ptq", nargs="+", default=None, metavar="METHOD",
+                   help="report only these PTQ methods (e.g. a thesis view over the activation-quantizing ones)")
     r.add_argument("--wandb", action="store_true", help="also log a W&B reporter run (offline unless WANDB_MODE=online)")
     r.set_defaults(func=cmd_report)
 

@@ -26,7 +26,8 @@ PLAIN_LEADERBOARD = (
     "sample std over seeds; n counts the seeds with status ok. FP: the full-precision model.")
 THESIS = (
     "Improvement over the plain baseline (percentage points) of each arm variant: its mean Δ per (model, bits, "
-    "PTQ method) cell, averaged over the cells of each bit-width, of each PTQ method, and of all of them (all); "
+    "PTQ method) cell, averaged over the cells of each model (where the report has several), of each bit-width, "
+    "of each PTQ method, and of all of them (all); "
     "± is the std across cells and n counts cells.")
 BEST = (
     "Does an arm add anything to the best PTQ method? Per model and bit-width: the PTQ method with the highest "

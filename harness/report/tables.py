@@ -12,7 +12,8 @@ grid is the one in the run's space.json, else the cross product of what the rows
   the best (arm variant × PTQ method) combination of the other arms, their paired difference
   over seeds and a paired t-test;
 - thesis view: each arm variant's improvement averaged over (model, bits, PTQ) cells, per
-  bits, per PTQ method and overall (the run's counterpart of the thesis's average gain);
+  bits, per PTQ method, per model (when there are several) and overall (the run's
+  counterpart of the thesis's average gain);
 - literature view: per model, the FP accuracy and the plain arm's q_acc with its change from
   FP per PTQ method and bits (the layout of the FQ-ViT / PTQ4ViT / RepQ-ViT READMEs);
 - fine-tune view: each variant's ft_acc and max/σ after fine-tuning (empty without a fine-tune);
@@ -26,7 +27,7 @@ import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -55,7 +56,7 @@ class Report:
     provenance: dict[str, str]
     axes: Axes
     leaderboard: pd.DataFrame  # one row per (model, bits, ptq, arm variant, metric): mean, std, n, best
-    thesis: pd.DataFrame  # one row per (arm variant, bits or 'all', ptq or 'all'): mean, std, n over cells
+    thesis: pd.DataFrame  # one row per (arm variant, model or 'all', bits or 'all', ptq or 'all'): mean, std, n over cells
     best: pd.DataFrame  # one row per (model, bits): the best plain + PTQ against the best arm + PTQ, paired
     issues: pd.DataFrame  # one row per failed, stopped or missing (model, bits, ptq, arm variant, seed)
     trials: pd.DataFrame  # one row per trial (the store's rows) with baseline_q_acc, improvement and drop joined in
@@ -78,25 +79,112 @@ def build_report(
     now: datetime | None = None,
     hardware: str | None = None,
     rows_written: datetime | None = None,
+    ptqs: Sequence[str] | None = None,
 ) -> Report:
-    """Every table of the report from a run's rows (and its space.json, if any); `name` is used without one."""
+    """Every table of the report from a run's rows (and its space.json, if any); `name` is used without one.
+
+    `ptqs` keeps only those PTQ methods' rows and grid cells (e.g. a thesis view over some methods)."""
     rows = [normalize(r) for r in rows]
     if not rows:
         raise ValueError("no rows to report; run the sweep first")
+    grid_axes, grid_source = _grid_axes(rows, space)
+    name = (space or {}).get("name") or distinct(rows, "space") or name
+    return _assemble(rows, space, grid_axes.extended(axes_from_rows(rows)), grid_axes.grid(), grid_source, name,
+                     now=now, hardware=hardware, rows_written=rows_written, ptqs=ptqs)
+
+
+def build_merged_report(
+    runs: Sequence[tuple[str, Sequence[Mapping[str, Any]], Mapping[str, Any] | None]],
+    *,
+    name: str | None = None,
+    now: datetime | None = None,
+    hardware: str | None = None,
+    rows_written: datetime | None = None,
+    ptqs: Sequence[str] | None = None,
+) -> Report:
+    """One report over several runs, each given as (run name, rows, space.json or None).
+
+    Each arm is compared with the plain rows of its own run: every (model, bits, PTQ method) must come
+    from one run (ValueError naming both otherwise). The grid is the union of the runs' grids, so cells
+    one run never planned are not reported missing. Trials carry their run's name in a `run` column;
+    runs whose plain fine-tunes of a model used different settings are named in the provenance, since
+    the best-combination table pairs seeds across runs. `ptqs` as in `build_report`.
+    """
+    owner: dict[tuple[str, str, str], str] = {}
+    rows, axes, grid, sources = [], None, set(), []
+    for run, run_rows, space in runs:
+        run_rows = [{**normalize(r), "run": run} for r in run_rows]
+        if not run_rows:
+            raise ValueError(f"{run}: no rows to report; run `arnq sweep`, `arnq grid` or `arnq quantize` into it first")
+        for cell in dict.fromkeys((r["model"], r["bits"], r["ptq"]) for r in run_rows):
+            other = owner.setdefault(cell, run)
+            if other != run:
+                raise ValueError(
+                    f"{'/'.join(cell)} has rows in both {other} and {run}: a report over several runs compares each "
+                    "arm with the plain fine-tunes of its own run, so each (model, bits, PTQ method) must come from one "
+                    "run; report those runs separately, or leave one of them out")
+        run_axes, source = _grid_axes(run_rows, space)
+        axes = run_axes if axes is None else axes.extended(run_axes)
+        grid |= run_axes.grid()
+        sources.append(f"{run}: {source}")
+        rows += run_rows
+    if axes is None:
+        raise ValueError("no runs to report")
+    name = name or " + ".join(run for run, _, _ in runs)
+    report = _assemble(rows, None, axes.extended(axes_from_rows(rows)), grid, "the union of the runs' grids ("
+                       + "; ".join(sources) + ")", name, now=now, hardware=hardware, rows_written=rows_written,
+                       ptqs=ptqs)
+    budgets = _plain_budgets(rows)
+    if budgets:
+        report.provenance["plain_finetune_settings"] = budgets
+    return report
+
+
+def _plain_budgets(rows: Sequence[Mapping[str, Any]]) -> str:
+    """'' when every run fine-tunes each model's plain arm with the same settings, else what differs, per model."""
+    settings: dict[str, dict[str, set[str]]] = {}
+    for row in rows:
+        if row["arm"] == "plain" and row.get("config"):
+            finetune = json.loads(row["config"]).get("finetune")
+            if finetune is not None:
+                settings.setdefault(row["model"], {}).setdefault(json.dumps(finetune, sort_keys=True), set()).add(row["run"])
+    notes = []
+    for model, by_setting in settings.items():
+        if len(by_setting) > 1:
+            parts = [f"{', '.join(sorted(runs))}: {text}" for text, runs in by_setting.items()]
+            notes.append(f"{model} differs across runs ({' | '.join(parts)})")
+    if notes:
+        log.warning("the runs fine-tune the plain arm differently: %s", "; ".join(notes))
+    return "; ".join(notes) + ("; the best-combination table pairs seeds across these runs" if notes else "")
+
+
+def _grid_axes(rows: Sequence[Mapping[str, Any]], space: Mapping[str, Any] | None) -> tuple[Axes, str]:
+    """The grid's axes: the space.json's when it gives one, else the cross product of what the rows show."""
     seen = axes_from_rows(rows)
-    grid_axes, grid_source = seen, "the cross product of the models, bits, PTQ methods, arm variants and seeds the rows show"
     if space is not None:
         try:
-            grid_axes, grid_source = axes_from_space(space, seen.variants), "space.json"
+            return axes_from_space(space, seen.variants), "space.json"
         except (KeyError, IndexError, TypeError, ValueError) as err:
             log.warning("space.json does not give a grid (%s); the grid is what the rows show", err)
-    axes = grid_axes.extended(seen)
+    return seen, "the cross product of the models, bits, PTQ methods, arm variants and seeds the rows show"
+
+
+def _assemble(
+    rows: list[dict[str, Any]], space: Mapping[str, Any] | None, axes: Axes, grid: set, grid_source: str, name: str,
+    *, now: datetime | None, hardware: str | None, rows_written: datetime | None, ptqs: Sequence[str] | None = None,
+) -> Report:
+    if ptqs is not None:
+        absent = [p for p in ptqs if p not in axes.ptqs]
+        if absent:
+            raise ValueError(f"PTQ methods {absent}: no rows or grid cells of them in {name}; "
+                             f"these have some: {', '.join(axes.ptqs)}")
+        rows = [r for r in rows if r["ptq"] in ptqs]
+        axes = replace(axes, ptqs=tuple(p for p in axes.ptqs if p in ptqs))
+        grid = {cell for cell in grid if cell[2] in ptqs}
     trials = add_baselines(rows)
     values = _values(trials, axes)
     best = _best_variants(values)
-    grid = grid_axes.grid()
     issues = _issues(rows, axes, grid)
-    name = (space or {}).get("name") or distinct(rows, "space") or name
     thesis, thesis_view = _thesis(values, axes)
     best_table, best_view = _best_combination(trials, axes)
     return Report(
@@ -181,27 +269,32 @@ def _plain_view(values: Values) -> pd.DataFrame:
 
 
 def _thesis(values: Values, axes: Axes) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each variant's per-cell mean improvement averaged per bits, per ptq, per (bits, ptq) and overall:
-    the long table, and the view with a column per bits, per PTQ method and 'all'."""
-    cell_means = [(variant, bits, ptq, mean(m["improvement"]))
-                  for (_, bits, ptq, variant), m in values.items() if variant != PLAIN and m["improvement"]]
-    shown = [(b, ALL) for b in axes.bits] + [(ALL, q) for q in axes.ptqs] + [(ALL, ALL)]
-    groups = shown[:-1] + [(b, q) for b in axes.bits for q in axes.ptqs] + [(ALL, ALL)]
+    """Each variant's per-cell mean improvement averaged per bits, per ptq, per (bits, ptq), per model (when
+    there are several) and overall: the long table, and the view with a column per model, bits, PTQ method
+    and 'all'."""
+    cell_means = [(variant, model, bits, ptq, mean(m["improvement"]))
+                  for (model, bits, ptq, variant), m in values.items() if variant != PLAIN and m["improvement"]]
+    models = axes.models if len(axes.models) > 1 else ()
+    shown = ([(m, ALL, ALL) for m in models] + [(ALL, b, ALL) for b in axes.bits]
+             + [(ALL, ALL, q) for q in axes.ptqs] + [(ALL, ALL, ALL)])
+    groups = shown[:-1] + [(ALL, b, q) for b in axes.bits for q in axes.ptqs] + [(ALL, ALL, ALL)]
     records, view = [], []
     for variant in axes.variants:
         label = axes.label(variant)
         row = {"arm variant": label}
-        for bits, ptq in groups:
-            means = [m for v, b, q, m in cell_means if v == variant and bits in (b, ALL) and ptq in (q, ALL)]
+        for model, bits, ptq in groups:
+            means = [v for var, mo, b, q, v in cell_means
+                     if var == variant and model in (mo, ALL) and bits in (b, ALL) and ptq in (q, ALL)]
             if means:
                 m, std, n = stats(means)
-                records.append({"arm": variant[0], "arm_params": variant[1], "variant": label, "bits": bits,
-                                "ptq": ptq, "mean": round(m, 4), "std": round(std, 4), "n": n})
-            if (bits, ptq) in shown:
-                row[ALL if (bits, ptq) == (ALL, ALL) else bits if ptq == ALL else ptq] = mean_std(means)
+                records.append({"arm": variant[0], "arm_params": variant[1], "variant": label, "model": model,
+                                "bits": bits, "ptq": ptq, "mean": round(m, 4), "std": round(std, 4), "n": n})
+            if (model, bits, ptq) in shown:
+                column = next((v for v in (model, bits, ptq) if v != ALL), ALL)
+                row[column] = mean_std(means)
         if any(v == variant for v, *_ in cell_means):
             view.append(row)
-    columns = ["arm", "arm_params", "variant", "bits", "ptq", "mean", "std", "n"]
+    columns = ["arm", "arm_params", "variant", "model", "bits", "ptq", "mean", "std", "n"]
     return pd.DataFrame(records, columns=columns), pd.DataFrame(view)
 
 

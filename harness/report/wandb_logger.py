@@ -35,7 +35,8 @@ def log_wandb(report: Report, plots: Mapping[str, Path], run_dir: Path, settings
                   "literature": report.views["literature"], "issues": report.issues}
         run.log({name: wandb.Table(dataframe=table) for name, table in tables.items()}
                 | {f"plots/{path.stem}": wandb.Image(str(path), caption=caption) for caption, path in plots.items()})
-        overall = report.thesis[(report.thesis["bits"] == ALL) & (report.thesis["ptq"] == ALL)]
+        thesis = report.thesis
+        overall = thesis[(thesis["model"] == ALL) & (thesis["bits"] == ALL) & (thesis["ptq"] == ALL)]
         for r in overall.itertuples():
             run.summary[f"avg_improvement/{r.variant}"] = r.mean
         return Path(run.dir).parent

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.report.plots import write_plots
 from harness.report.render import render_html, render_markdown
-from harness.report.tables import Report, build_report
+from harness.report.tables import Report, build_merged_report, build_report
 from harness.store import ROWS, read_rows
 
 REPORT_DIR = "report"
@@ -29,34 +29,64 @@ def _space(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def read_report(run_dir: str | Path, *, now: datetime | None = None, hardware: str | None = None) -> Report:
-    """The report of the run in `run_dir` (its rows.jsonl, and its space.json if there is one)."""
-    run_dir = Path(run_dir)
+def _read_rows(run_dir: Path) -> tuple[list[dict[str, Any]], datetime]:
+    """A run's rows and when its rows.jsonl was last written; ValueError for a run without rows."""
     rows_path = run_dir / ROWS
     rows = read_rows(rows_path)
     if not rows:
         raise ValueError(f"{rows_path}: no rows to report; run `arnq sweep`, `arnq grid` or `arnq quantize` into {run_dir} first")
-    space = _space(run_dir)
-    written = datetime.fromtimestamp(rows_path.stat().st_mtime, timezone.utc)
-    return build_report(rows, space, name=run_dir.name, now=now, hardware=hardware, rows_written=written)
+    return rows, datetime.fromtimestamp(rows_path.stat().st_mtime, timezone.utc)
+
+
+def read_report(
+    run_dir: str | Path | Sequence[str | Path], *, now: datetime | None = None, hardware: str | None = None,
+    name: str | None = None, ptqs: Sequence[str] | None = None,
+) -> Report:
+    """The report of the run in `run_dir` (its rows.jsonl, and its space.json if there is one).
+
+    Given several run directories, one report over all of them (`build_merged_report`): each arm
+    compared with its own run's plain rows, the grid the union of the runs' grids, the thesis view
+    averaged over every run's cells. `name` names the report (default: the space's, or the runs');
+    `ptqs` keeps only those PTQ methods.
+    """
+    dirs = [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(d) for d in run_dir]
+    if len(dirs) == 1:
+        rows, written = _read_rows(dirs[0])
+        return build_report(rows, _space(dirs[0]), name=name or dirs[0].name, now=now, hardware=hardware,
+                            rows_written=written, ptqs=ptqs)
+    if len(set(d.resolve() for d in dirs)) < len(dirs):
+        raise ValueError(f"run directories {[str(d) for d in dirs]}: one is given twice; name each run once")
+    read = [_read_rows(d) for d in dirs]
+    return build_merged_report([(str(d), rows, _space(d)) for d, (rows, _) in zip(dirs, read, strict=True)], name=name,
+                               now=now, hardware=hardware, rows_written=max(written for _, written in read), ptqs=ptqs)
 
 
 def write_report(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     formats: Sequence[str] = FORMATS,
     wandb: bool = False,
     *,
     now: datetime | None = None,
     hardware: str | None = None,
     out_dir: str | Path | None = None,
+    name: str | None = None,
+    ptqs: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write the report of a run under run_dir/report or `out_dir` (plots always, then each format); name -> path.
 
-    `now` and `hardware` fix the report date and machine line (reproducible output).
+    Several run directories give one report over all of them (`read_report`), written to `out_dir`,
+    which they then require. `name` and `ptqs` as in `read_report`; `now` and `hardware` fix the report date
+    and machine line (reproducible output).
     """
     _check_formats(formats)
-    report = read_report(run_dir, now=now, hardware=hardware)
-    return save_report(report, run_dir, formats, wandb, out_dir=out_dir)
+    if not isinstance(run_dir, str | Path):
+        dirs = [Path(d) for d in run_dir]
+        if len(dirs) > 1 and out_dir is None:
+            raise ValueError(f"a report over {len(dirs)} runs needs its own folder: pass out_dir (--out DIR)")
+        run_dir = dirs[0] if len(dirs) == 1 else dirs
+    report = read_report(run_dir, now=now, hardware=hardware, name=name, ptqs=ptqs)
+    home = Path(out_dir) if isinstance(run_dir, list) else run_dir  # where a merged report keeps its W&B files
+    return save_report(report, home, formats, wandb, out_dir=out_dir)
 
 
 def save_report(

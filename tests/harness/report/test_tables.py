@@ -56,7 +56,8 @@ def test_rows_without_provenance_or_config_still_report():
     assert report.provenance["trial_hosts"] == "not recorded"
     assert report.schedules == (("linear", {"alpha_max": 1.0, "warmup_frac": 0.2, "n_steps": 4},
                                  ("arnq",)),)
-    overall = report.thesis[(report.thesis["bits"] == ALL) & (report.thesis["ptq"] == ALL)]
+    thesis = report.thesis
+    overall = thesis[(thesis["model"] == ALL) & (thesis["bits"] == ALL) & (thesis["ptq"] == ALL)]
     assert overall.set_index("variant")["mean"].to_dict() == {"arnq": 1.9688, "quanttune": 0.8438}
 
 
