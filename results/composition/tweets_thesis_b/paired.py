@@ -100,6 +100,17 @@ def main() -> None:
     lines += ["", "| comparison within this slice (paired by seed) | difference (per seed) | p |", "|---|---|---|",
               f"| best ARNQ combination (arnq + {best}) − best plain PTQ (plain + {best_plain}) | "
               f"{_diff(cell(best, 'arnq', 'q_acc'), cell(best_plain, 'plain', 'q_acc'))} |"]
+    gap = [json.loads(line) for line in (HERE / "ptq4vit_shadow_gap.jsonl").read_text().splitlines() if line.strip()]
+    lines += ["", "PTQ4ViT's fine-tunes quantized with the settings ARNQ trained against (ptq4vit_shadow_gap.jsonl, "
+              "from scripts/ptq_checks/ptq4vit_shadow_gap.py): a 20-point grid, 1 round, the first 64 calibration "
+              "tweets, against the method as configured (100 points, 3 rounds, 256 tweets)", "",
+              "| fine-tune | q_acc as configured | q_acc, in-training settings | difference (per seed) | p |",
+              "|---|---|---|---|---|"]
+    for arm in ("plain", "arnq"):
+        by_seed = sorted((g for g in gap if g["arm"] == arm), key=lambda g: g["seed"])
+        configured = [g["q_acc_configured"] for g in by_seed]
+        in_training = [g["q_acc_in_training_settings"] for g in by_seed]
+        lines.append(f"| {arm} | {_ms(configured)} | {_ms(in_training)} | {_diff(in_training, configured)} |")
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 
