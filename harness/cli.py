@@ -241,9 +241,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    dirs = [Path(d) for d in args.run_dir]
-    paths = write_report(dirs[0] if len(dirs) == 1 else dirs, formats=formats, wandb=args.wandb, out_dir=args.out,
-                         name=args.name, ptqs=args.ptq)
+    paths = write_report(args.run_dir, formats=formats, wandb=args.wandb, out_dir=args.out, name=args.name,
+                         ptqs=args.ptq)
     console = _console()
     for key, path in paths.items():
         if not key.startswith("plots/"):

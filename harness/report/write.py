@@ -29,6 +29,11 @@ def _space(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _run_dirs(run_dir: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One run directory, or several, as a list of paths."""
+    return [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(d) for d in run_dir]
+
+
 def _read_rows(run_dir: Path) -> tuple[list[dict[str, Any]], datetime]:
     """A run's rows and when its rows.jsonl was last written; ValueError for a run without rows."""
     rows_path = run_dir / ROWS
@@ -49,7 +54,7 @@ def read_report(
     averaged over every run's cells. `name` names the report (default: the space's, or the runs');
     `ptqs` keeps only those PTQ methods.
     """
-    dirs = [Path(run_dir)] if isinstance(run_dir, str | Path) else [Path(d) for d in run_dir]
+    dirs = _run_dirs(run_dir)
     if len(dirs) == 1:
         rows, written = _read_rows(dirs[0])
         return build_report(rows, _space(dirs[0]), name=name or dirs[0].name, now=now, hardware=hardware,
@@ -79,13 +84,11 @@ def write_report(
     and machine line (reproducible output).
     """
     _check_formats(formats)
-    if not isinstance(run_dir, str | Path):
-        dirs = [Path(d) for d in run_dir]
-        if len(dirs) > 1 and out_dir is None:
-            raise ValueError(f"a report over {len(dirs)} runs needs its own folder: pass out_dir (--out DIR)")
-        run_dir = dirs[0] if len(dirs) == 1 else dirs
-    report = read_report(run_dir, now=now, hardware=hardware, name=name, ptqs=ptqs)
-    home = Path(out_dir) if isinstance(run_dir, list) else run_dir  # where a merged report keeps its W&B files
+    dirs = _run_dirs(run_dir)
+    if len(dirs) > 1 and out_dir is None:
+        raise ValueError(f"a report over {len(dirs)} runs needs its own folder: pass out_dir (--out DIR)")
+    report = read_report(dirs, now=now, hardware=hardware, name=name, ptqs=ptqs)
+    home = dirs[0] if len(dirs) == 1 else Path(out_dir)  # where the report keeps its W&B files
     return save_report(report, home, formats, wandb, out_dir=out_dir)
 
 
