@@ -9,11 +9,17 @@ were (`arnq.arms.shadow`). The
 sweep's q_acc is the same fine-tune under the method as configured (100 points, 3 rounds, 256 examples). One JSON
 line per fine-tune, printed and appended to ptq4vit_shadow_gap.jsonl next to those rows:
 
-ARNQ_CACHE=CACHE PYTHONPATH=. .venv/bin/python scripts/ptq_checks/ptq4vit_shadow_gap.py CACHE [THREADS]
+ARNQ_CACHE=CACHE PYTHONPATH=. .venv/bin/python scripts/ptq_checks/ptq4vit_shadow_gap.py CACHE [--threads N]
+
+Which of the three cheaper settings makes the difference: `--settings configured` keeps the method's own grid and
+rounds (only the calibration examples change), `--calib N` calibrates on the first N examples instead of
+`ptq_calib_size`'s, `--arms plain` quantizes only the plain fine-tunes; any of these writes to
+ptq4vit_shadow_ablation.jsonl instead, each line naming its settings.
 """
+import argparse
 import json
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,10 +30,22 @@ from arnq.finetune import calib_batches, make_splits, quantized_accuracy
 from harness.pipeline import TrialSpec, _loaded, cached_finetune, ptq_loaders
 
 FOLDER = Path("results/composition/tweets_thesis_b")
-cache = Path(sys.argv[1])
-torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("cache", type=Path)
+parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--settings", choices=("in_training", "configured"), default="in_training",
+                    help="in_training: PTQ4ViT's shadow_params; configured: the method's own grid and rounds")
+parser.add_argument("--calib", type=int, default=None, help="calibration examples (default: ptq_calib_size's)")
+parser.add_argument("--arms", default="arnq,plain", help="comma-separated arms whose fine-tunes to quantize")
+args = parser.parse_args()
+cache = args.cache
+torch.set_num_threads(args.threads)
+ablation = args.settings != "in_training" or args.calib is not None or args.arms != "arnq,plain"
+out_file = FOLDER / ("ptq4vit_shadow_ablation.jsonl" if ablation else "ptq4vit_shadow_gap.jsonl")
 rows = [json.loads(line) for line in (FOLDER / "rows.jsonl").read_text().splitlines() if line.strip()]
-rows = sorted((r for r in rows if r["ptq"] == "ptq4vit"), key=lambda r: (r["arm"] != "arnq", r["seed"]))
+rows_all = [r for r in rows if r["ptq"] == "ptq4vit"]
+rows = sorted((r for r in rows if r["ptq"] == "ptq4vit" and r["arm"] in args.arms.split(",")),
+              key=lambda r: (r["arm"] != "arnq", r["seed"]))
 
 
 def _spec(row: dict) -> TrialSpec:
@@ -36,14 +54,14 @@ def _spec(row: dict) -> TrialSpec:
     return TrialSpec.from_dict(cfg)
 
 
-arnq_arm = {r["seed"]: _spec(r).arm for r in rows if r["arm"] == "arnq"}  # the noise each seed's ARNQ trained with
+arnq_arm = {r["seed"]: _spec(r).arm for r in rows_all if r["arm"] == "arnq"}  # the noise each seed's ARNQ trained with
 for row in rows:
     spec = _spec(row)
     loaded = _loaded(spec.model, spec.fp_seed, "cpu", cache)
     state, record, hit = cached_finetune(spec, loaded, cache_root=cache)
     splits = make_splits(loaded, spec.finetune, spec.seed, spec.ptq.resolved_calib_size)
-    n = ptq_calib_size(arnq_arm[row["seed"]], spec.ptq)
-    shadow = shadow_config(spec.ptq, n)
+    n = args.calib or ptq_calib_size(arnq_arm[row["seed"]], spec.ptq)
+    shadow = shadow_config(spec.ptq, n) if args.settings == "in_training" else replace(spec.ptq, calib_size=n)
     _, test = ptq_loaders(loaded, spec)
     start = time.perf_counter()
     q_shadow = quantized_accuracy(loaded, state, shadow, calib_batches(loaded, splits.calib, n), test, "cpu")
@@ -52,6 +70,8 @@ for row in rows:
            "q_acc_configured": row["q_acc"], "q_acc_in_training_settings": round(100 * q_shadow, 2),
            "in_training_settings": {k: v for k, v in in_training.items() if v != configured.get(k)},
            "seconds": round(time.perf_counter() - start, 1)}
+    if ablation:
+        out["variant"] = {"settings": args.settings, "calib": n, "threads": args.threads}
     print(json.dumps(out), flush=True)
-    with open(FOLDER / "ptq4vit_shadow_gap.jsonl", "a") as f:
+    with open(out_file, "a") as f:
         f.write(json.dumps(out) + "\n")
