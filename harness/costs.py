@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 STEPS = 3  # timed batches of each kind, after one warm-up batch
 #: an arm's knobs that change what one of its training steps computes; the others (schedule,
 #: strength, mask rate, refresh periods, loss weights) change its values, not its cost
-ARM_COST_FIELDS = ("target", "dist", "modules", "delta_observer", "w_delta", "adapt", "refresh", "ptq_calib",
+ARM_COST_FIELDS = ("target", "dist", "modules", "delta_observer", "w_delta", "adapt", "refresh", "ptq_calib", "ptq_settings",
                    "sites", "p", "normalize", "weighting")
 
 

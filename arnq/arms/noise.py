@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from arnq.arms.schedules import SCHEDULES, schedule_value
-from arnq.arms.shadow import ShadowPoint, Source, TargetShadow, shadow_config
+from arnq.arms.shadow import PTQ_SETTINGS, ShadowPoint, Source, TargetShadow, shadow_config
 from arnq.ptq import PTQConfig
 from arnq.ptq.common import Batch
 from arnq.quant import QuantConfig, prepare, quantizers
@@ -95,13 +95,14 @@ class NoiseConfig:
     w_delta: str = "channel"  # weight Delta: "channel" (symmetric, as PTQ) or "tensor" (asymmetric min-max, DiffQ)
     ptq_calib: int | None = None  # PTQ-aware: calibration examples per target run (None: min(target's, 64))
     ptq_refresh: int = 25  # PTQ-aware: steps between runs of the target method (and at every epoch start)
+    ptq_settings: str = "in_training"  # PTQ-aware: the handler's cheaper shadow_params, or "configured" (the target as is)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.warmup_frac is None:
             object.__setattr__(self, "warmup_frac", self.default_warmup_frac)
         choices = {"target": TARGETS, "dist": DISTRIBUTIONS, "adapt": ADAPTIVITY, "schedule": tuple(SCHEDULES),
-                   "w_delta": ("channel", "tensor")}
+                   "w_delta": ("channel", "tensor"), "ptq_settings": PTQ_SETTINGS}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(valid)}")
@@ -426,7 +427,7 @@ class NoiseInjector:
         n = ptq_calib_size(self.cfg, self.target)
         device = next(self.model.parameters()).device
         template = copy.deepcopy(self.model).eval()
-        self.shadow = TargetShadow(template, shadow_config(self.target, n), self.calib(n), device)
+        self.shadow = TargetShadow(template, shadow_config(self.target, n, self.cfg.ptq_settings), self.calib(n), device)
         prepare(self.model, scheme)
         self._attach()
         self.refresh_target()  # finds the target's points the model lacks, so a resumed run has the same points
@@ -559,7 +560,7 @@ def target_key(cfg: NoiseConfig, target: PTQConfig | QuantConfig) -> dict[str, A
     if cfg.ptq_aware:
         if not isinstance(target, PTQConfig):
             raise ValueError("PTQ-aware ARNQ noise depends on the target PTQ config, not a bare QuantConfig")
-        return {"ptq": shadow_config(target, ptq_calib_size(cfg, target)).to_dict()}
+        return {"ptq": shadow_config(target, ptq_calib_size(cfg, target), cfg.ptq_settings).to_dict()}
     scheme = target.quant_scheme() if isinstance(target, PTQConfig) else target
     key: dict[str, Any] = {}
     if cfg.target in ("W", "WA"):
@@ -582,6 +583,6 @@ def noise_variance(delta: float, alpha: float, gamma: float, dist: str = "unifor
 
 
 __all__ = [
-    "ADAPTIVITY", "DISTRIBUTIONS", "TARGETS", "TARGET_OBSERVER", "BiasNoise", "CalibSource", "NoiseConfig", "NoiseInjector",
+    "ADAPTIVITY", "DISTRIBUTIONS", "PTQ_SETTINGS", "TARGETS", "TARGET_OBSERVER", "BiasNoise", "CalibSource", "NoiseConfig", "NoiseInjector",
     "NoisePoint", "noise_variance", "ptq_calib_size", "target_key",
 ]

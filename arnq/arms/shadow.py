@@ -145,18 +145,25 @@ def _change(new: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
     return None if float(diff.abs().max()) <= 1e-6 * max(float(ref.abs().max()), 1e-12) else diff
 
 
-def shadow_config(target: PTQConfig, calib_examples: int) -> PTQConfig:
-    """The target config the in-training run uses: the handler's cheaper `shadow_params`, `calib_examples`.
+#: NoiseConfig.ptq_settings values: the target handler's cheaper `shadow_params`, or the method as configured
+PTQ_SETTINGS = ("in_training", "configured")
+
+
+def shadow_config(target: PTQConfig, calib_examples: int, settings: str = "in_training") -> PTQConfig:
+    """The target config the in-training run uses, calibrated on `calib_examples`: with the handler's
+    cheaper `shadow_params` (`settings="in_training"`), or the method as configured (`"configured"`).
 
     Raises ValueError for a method whose quantizers the shadow cannot map back (`shadow_mirrorable`).
     """
+    if settings not in PTQ_SETTINGS:
+        raise ValueError(f"settings={settings!r}: choose 'in_training' (the handler's shadow_params) or 'configured'")
     handler = handler_for(target)
     if not handler.shadow_mirrorable:
         raise ValueError(
             f"PTQ-aware ARNQ cannot aim at '{target.method}': its quantizers cannot be mapped back to the "
             "training model's coordinates; give the arm uniform-grid noise instead (delta_observer: target, or an "
             "observer name such as minmax)")
-    params = dict(handler.shadow_params)
+    params = dict(handler.shadow_params) if settings == "in_training" else {}
     return replace(target, calib_size=calib_examples, **params)
 
 

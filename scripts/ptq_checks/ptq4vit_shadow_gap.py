@@ -19,7 +19,6 @@ ptq4vit_shadow_ablation.jsonl instead, each line naming its settings.
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -61,7 +60,7 @@ for row in rows:
     state, record, hit = cached_finetune(spec, loaded, cache_root=cache)
     splits = make_splits(loaded, spec.finetune, spec.seed, spec.ptq.resolved_calib_size)
     n = args.calib or ptq_calib_size(arnq_arm[row["seed"]], spec.ptq)
-    shadow = shadow_config(spec.ptq, n) if args.settings == "in_training" else replace(spec.ptq, calib_size=n)
+    shadow = shadow_config(spec.ptq, n, args.settings)
     _, test = ptq_loaders(loaded, spec)
     start = time.perf_counter()
     q_shadow = quantized_accuracy(loaded, state, shadow, calib_batches(loaded, splits.calib, n), test, "cpu")

@@ -1,6 +1,7 @@
 """PTQ-aware ARNQ noise: at full strength the training forward is the target's quantized model."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -194,3 +195,17 @@ def test_in_training_runs_change_only_the_handlers_shadow_params(method):
     shadow = shadow_config(target, 16)
     changed = {k for k in target.to_dict() if target.to_dict()[k] != shadow.to_dict()[k]}
     assert changed <= {"calib_size", *handler_for(target).shadow_params} and shadow.calib_size == 16
+    configured = shadow_config(target, 16, "configured")  # ptq_settings: configured keeps the method as is
+    assert configured == replace(target, calib_size=16)
+
+
+def test_ptq_settings_configured_runs_the_target_as_is_and_keys_the_fine_tune_only_where_that_differs():
+    ptq4vit, minmax = ptq_config("ptq4vit", "W4A4"), ptq_config("minmax", "W4A4")
+    cheap, full = NoiseConfig(), NoiseConfig(ptq_settings="configured")
+    assert target_key(cheap, ptq4vit) != target_key(full, ptq4vit)
+    assert target_key(full, ptq4vit)["ptq"]["n_grid"] == ptq4vit.n_grid  # the grid PTQ4ViT is scored with
+    assert target_key(cheap, minmax) == target_key(full, minmax)  # no shadow_params: the same fine-tune
+    with pytest.raises(ValueError, match="ptq_settings"):
+        NoiseConfig(ptq_settings="full")
+    with pytest.raises(ValueError, match="settings"):
+        shadow_config(ptq4vit, 16, "full")
