@@ -231,9 +231,20 @@ class _Softmax:
 
     def search(self, bits: int, eq_n: int, instances: int | None, gen: torch.Generator) -> float:
         """q minimising sum ||Q(P; q) V̂ - P V||² over the kept instances and real query rows."""
-        p = torch.cat(self.probs).float()  # (I, H, N, N)
-        v = torch.cat(self.v_fp).float()  # (I, H, N, D)
-        w = torch.cat(self.weights).float()  # (I, 1, N, 1)
+        q, errors = self.errors(bits, eq_n, instances, gen)
+        return float(q[errors.argmin()])
+
+    def errors(self, bits: int, eq_n: int, instances: int | None,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(candidate q, their errors sum ||Q(P; q) V̂ - P V||²) over the kept instances and real query rows.
+
+        Batches of different sequence lengths (text) are zero-padded to the longest: a padded
+        key has probability 0 and a padded query row weight 0, so the errors are those of the
+        unpadded batches.
+        """
+        p = _pad_cat(self.probs, (2, 3)).float()  # (I, H, N, N)
+        v = _pad_cat(self.v_fp, (2,)).float()  # (I, H, N, D)
+        w = _pad_cat(self.weights, (2,)).float()  # (I, 1, N, 1)
         if instances is not None and len(p) > instances:
             pick = torch.randperm(len(p), generator=gen)[:instances].to(p.device)
             p, v, w = p[pick], v[pick], w[pick]
@@ -246,7 +257,19 @@ class _Softmax:
         for part in q.split(chunk):
             trial = dequantize_candidates(neg_log, bits, part, one.expand_as(part)) @ vq  # (k, I, H, N, D)
             errors.append(((trial - target).square() * w).sum(dim=(1, 2, 3, 4)))
-        return float(q[torch.cat(errors).argmin()])
+        return q, torch.cat(errors)
+
+
+def _pad_cat(tensors: list[torch.Tensor], dims: tuple[int, ...]) -> torch.Tensor:
+    """The tensors zero-padded at the end of `dims` to the largest size there, concatenated along dim 0."""
+    size = {d: max(t.shape[d] for t in tensors) for d in dims}
+    padded = []
+    for t in tensors:
+        pad = [0] * (2 * t.dim())
+        for d in dims:
+            pad[2 * (t.dim() - 1 - d) + 1] = size[d] - t.shape[d]
+        padded.append(nn.functional.pad(t, pad) if any(pad) else t)
+    return torch.cat(padded)
 
 
 @dataclass(eq=False)
