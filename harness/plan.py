@@ -52,10 +52,14 @@ ARM_STEP_COST = {"plain": 1.0, "quanttune": 1.1, "arnq": 1.3, "arnq/grid": 1.54,
                  "arnq_quanttune/grid": 1.64}
 DEFAULT_ARM_STEP_COST = 1.3
 #: a method's calibration in FP forwards per calibration example, from the calibration times of
-#: results/ptq_methods (vit_fmnist and minilm_tweets, each method at its own calibration size);
-#: methods not listed: DEFAULT_CALIB_COST
+#: results/ptq_methods (vit_fmnist and minilm_tweets, each method at its own calibration size); the
+#: methods added since (from adalog on) at the median over every committed row that records its
+#: calibration time (results/ptq_methods/calib_cost.md, which also shows how far the per-example
+#: figure of one method varies between models); methods not listed: DEFAULT_CALIB_COST
 CALIB_COST = {"minmax": 1.0, "ema": 1.0, "percentile": 3.0, "omse": 15.0, "smoothquant": 2.0, "repq_vit": 15.0,
-              "noisyquant": 16.0, "fq_vit": 3.0, "ptq4vit": 60.0, "liu2021": 60.0, "mrem": 30.0}
+              "noisyquant": 16.0, "fq_vit": 3.0, "ptq4vit": 60.0, "liu2021": 60.0, "mrem": 30.0,
+              "adalog": 680.0, "adaround": 1100.0, "awq": 23.0, "brecq": 390.0, "erq": 72.0, "gptq": 12.0,
+              "hadamard": 9.0, "os_plus": 28.0, "qdrop": 900.0}
 DEFAULT_CALIB_COST = 10.0
 #: slowdown of each of several trials sharing a machine's cores, against one timed alone. 1.0: the
 #: per-example timings extrapolated from a short run of one model already exceed what two trials

@@ -88,7 +88,7 @@ def test_an_arm_timed_here_prices_its_own_steps_and_target_runs(tmp_path, monkey
     toward_rotation = 2 * 1000 * 0.002 * 2.5 + fixed + runs * 3.0  # the timing's ratio and run seconds
     toward_minmax = 2 * 1000 * 0.002 * harness.plan.ARM_STEP_COST["arnq"] + fixed + runs * 64 * 0.0001  # not timed
     plain = 2 * 1000 * 0.002 + fixed  # the baseline's one fine-tune, shared by both methods
-    trials = 2 * (harness.plan.CALIB_COST["minmax"] + harness.plan.DEFAULT_CALIB_COST) * 256 * 0.0001 + 4 * 0.2
+    trials = 2 * (harness.plan.CALIB_COST["minmax"] + harness.plan.CALIB_COST["hadamard"]) * 256 * 0.0001 + 4 * 0.2
     assert plan.cpu_seconds == pytest.approx(c * (toward_rotation + toward_minmax + plain + trials))
     assert "1 arm x target step cost(s) timed here" in plan.source
 
