@@ -156,7 +156,8 @@ def shadow_config(target: PTQConfig, calib_examples: int, settings: str = "in_tr
     Raises ValueError for a method whose quantizers the shadow cannot map back (`shadow_mirrorable`).
     """
     if settings not in PTQ_SETTINGS:
-        raise ValueError(f"settings={settings!r}: choose 'in_training' (the handler's shadow_params) or 'configured'")
+        raise ValueError(f"settings={settings!r}: choose one of {', '.join(PTQ_SETTINGS)} "
+                         "(in_training: the handler's shadow_params; configured: the method as configured)")
     handler = handler_for(target)
     if not handler.shadow_mirrorable:
         raise ValueError(

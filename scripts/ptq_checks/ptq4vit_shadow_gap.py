@@ -43,8 +43,7 @@ ablation = args.settings != "in_training" or args.calib is not None or args.arms
 out_file = FOLDER / ("ptq4vit_shadow_ablation.jsonl" if ablation else "ptq4vit_shadow_gap.jsonl")
 rows = [json.loads(line) for line in (FOLDER / "rows.jsonl").read_text().splitlines() if line.strip()]
 rows_all = [r for r in rows if r["ptq"] == "ptq4vit"]
-rows = sorted((r for r in rows if r["ptq"] == "ptq4vit" and r["arm"] in args.arms.split(",")),
-              key=lambda r: (r["arm"] != "arnq", r["seed"]))
+rows = sorted((r for r in rows_all if r["arm"] in args.arms.split(",")), key=lambda r: (r["arm"] != "arnq", r["seed"]))
 
 
 def _spec(row: dict) -> TrialSpec:
