@@ -102,7 +102,7 @@ def main() -> None:
               f"{_diff(cell(best, 'arnq', 'q_acc'), cell(best_plain, 'plain', 'q_acc'))} |"]
     gap = [json.loads(line) for line in (HERE / "ptq4vit_shadow_gap.jsonl").read_text().splitlines() if line.strip()]
     lines += ["", "PTQ4ViT's fine-tunes quantized with the settings ARNQ trained against (ptq4vit_shadow_gap.jsonl, "
-              "from scripts/ptq_checks/ptq4vit_shadow_gap.py): a 20-point grid, 1 round, the first 64 calibration "
+              "from scripts/ptq_checks/shadow_gap.py): a 20-point grid, 1 round, the first 64 calibration "
               "tweets, against the method as configured (100 points, 3 rounds, 256 tweets)", "",
               "| fine-tune | q_acc as configured | q_acc, in-training settings | difference (per seed) | p |",
               "|---|---|---|---|---|"]

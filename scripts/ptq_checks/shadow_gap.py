@@ -1,20 +1,20 @@
-"""Does ARNQ toward PTQ4ViT lose because it trains against PTQ4ViT's in-training settings? (minilm_tweets W4A4)
+"""Does PTQ-aware ARNQ lose because it trains against the target's in-training settings?
 
-Takes the plain and PTQ-aware ARNQ fine-tunes of the PTQ4ViT trials in
-results/composition/tweets_thesis_b/rows.jsonl (from the cache in the first argument, where the sweep left them;
-a fine-tune missing there is trained again, bit for bit the sweep's) and quantizes each with the settings the
-ARNQ fine-tune of the same seed trained against: PTQ4ViT's `shadow_params` (a 20-point grid, one round) calibrated
-on the first `ptq_calib_size` (64) examples of the trial's 256-example calibration draw, as the in-training runs
-were (`arnq.arms.shadow`). The
-sweep's q_acc is the same fine-tune under the method as configured (100 points, 3 rounds, 256 examples). One JSON
-line per fine-tune, printed and appended to ptq4vit_shadow_gap.jsonl next to those rows:
+Takes the plain and PTQ-aware ARNQ fine-tunes of one PTQ method's trials in a results folder's rows.jsonl
+(`--folder`, default results/composition/tweets_thesis_b; `--ptq`, default ptq4vit), from the cache in the first
+argument where the sweep left them (a fine-tune missing there is trained again, bit for bit the sweep's), and
+quantizes each with the settings the ARNQ fine-tune of the same seed trained against: the method's `shadow_params`
+(PTQ4ViT: a 20-point grid, one round; ERQ: 10 refinement steps) calibrated on the first `ptq_calib_size` (64)
+examples of the trial's calibration draw, as the in-training runs were (`arnq.arms.shadow`). The sweep's q_acc is
+the same fine-tune under the method as configured. One JSON line per fine-tune, printed and appended to
+PTQ_shadow_gap.jsonl next to those rows:
 
-ARNQ_CACHE=CACHE PYTHONPATH=. .venv/bin/python scripts/ptq_checks/ptq4vit_shadow_gap.py CACHE [--threads N]
+ARNQ_CACHE=CACHE PYTHONPATH=. .venv/bin/python scripts/ptq_checks/shadow_gap.py CACHE [--ptq P] [--folder F]
 
-Which of the three cheaper settings makes the difference: `--settings configured` keeps the method's own grid and
-rounds (only the calibration examples change), `--calib N` calibrates on the first N examples instead of
-`ptq_calib_size`'s, `--arms plain` quantizes only the plain fine-tunes; any of these writes to
-ptq4vit_shadow_ablation.jsonl instead, each line naming its settings.
+Which of the cheaper settings makes the difference: `--settings configured` keeps the method's own settings (only
+the calibration examples change), `--calib N` calibrates on the first N examples instead of `ptq_calib_size`'s,
+`--arms plain` quantizes only the plain fine-tunes; any of these writes to PTQ_shadow_ablation.jsonl instead,
+each line naming its settings.
 """
 import argparse
 import json
@@ -28,21 +28,24 @@ from arnq.arms.shadow import shadow_config
 from arnq.finetune import calib_batches, make_splits, quantized_accuracy
 from harness.pipeline import TrialSpec, _loaded, cached_finetune, ptq_loaders
 
-FOLDER = Path("results/composition/tweets_thesis_b")
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("cache", type=Path)
+parser.add_argument("--folder", type=Path, default=Path("results/composition/tweets_thesis_b"),
+                    help="results folder whose rows.jsonl names the fine-tunes")
+parser.add_argument("--ptq", default="ptq4vit", help="the PTQ method whose trials to take")
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--settings", choices=("in_training", "configured"), default="in_training",
-                    help="in_training: PTQ4ViT's shadow_params; configured: the method's own grid and rounds")
+                    help="in_training: the method's shadow_params; configured: the method as configured")
 parser.add_argument("--calib", type=int, default=None, help="calibration examples (default: ptq_calib_size's)")
 parser.add_argument("--arms", default="arnq,plain", help="comma-separated arms whose fine-tunes to quantize")
 args = parser.parse_args()
 cache = args.cache
 torch.set_num_threads(args.threads)
 ablation = args.settings != "in_training" or args.calib is not None or args.arms != "arnq,plain"
-out_file = FOLDER / ("ptq4vit_shadow_ablation.jsonl" if ablation else "ptq4vit_shadow_gap.jsonl")
-rows = [json.loads(line) for line in (FOLDER / "rows.jsonl").read_text().splitlines() if line.strip()]
-rows_all = [r for r in rows if r["ptq"] == "ptq4vit"]
+out_file = args.folder / f"{args.ptq}_shadow_{'ablation' if ablation else 'gap'}.jsonl"
+rows = [json.loads(line) for line in (args.folder / "rows.jsonl").read_text().splitlines() if line.strip()]
+rows_all = [r for r in rows if r["ptq"] == args.ptq and r["status"] == "ok" and r["arm"] in ("plain", "arnq")
+            and r["arm_params"] == "{}"]  # plain fine-tuning and the default ARNQ arm
 rows = sorted((r for r in rows_all if r["arm"] in args.arms.split(",")), key=lambda r: (r["arm"] != "arnq", r["seed"]))
 
 
