@@ -224,8 +224,16 @@ def arm_config(name: str, **params: Any) -> ArmConfig:
 
 
 def arm_config_from_dict(data: Mapping[str, Any]) -> ArmConfig:
-    """Inverse of `ArmConfig.to_dict`: the config of the arm named by data['arm']."""
+    """Inverse of `ArmConfig.to_dict`: the config of the arm named by data['arm'].
+
+    A noise arm recorded before `ptq_settings` existed (no such key beside `ptq_refresh`) ran the
+    in-training settings, the only ones then, and is read back with `ptq_settings="in_training"`.
+    """
+    data = dict(data)
+    if "ptq_refresh" in data and "ptq_settings" not in data:
+        data["ptq_settings"] = "in_training"
     return ARMS.config_from_dict(data)
+
 
 
 @register_arm

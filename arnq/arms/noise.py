@@ -95,17 +95,19 @@ class NoiseConfig:
     w_delta: str = "channel"  # weight Delta: "channel" (symmetric, as PTQ) or "tensor" (asymmetric min-max, DiffQ)
     ptq_calib: int | None = None  # PTQ-aware: calibration examples per target run (None: min(target's, 64))
     ptq_refresh: int = 25  # PTQ-aware: steps between runs of the target method (and at every epoch start)
-    ptq_settings: str = "in_training"  # PTQ-aware: the handler's cheaper shadow_params, or "configured" (the target as is)
+    #: PTQ-aware: "in_training" (the handler's cheaper shadow_params), "configured" (the target as is), or None:
+    #: the handler's `shadow_settings` (in_training except where measured unfaithful: PTQ4ViT)
+    ptq_settings: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.warmup_frac is None:
             object.__setattr__(self, "warmup_frac", self.default_warmup_frac)
         choices = {"target": TARGETS, "dist": DISTRIBUTIONS, "adapt": ADAPTIVITY, "schedule": tuple(SCHEDULES),
-                   "w_delta": ("channel", "tensor"), "ptq_settings": PTQ_SETTINGS}
+                   "w_delta": ("channel", "tensor"), "ptq_settings": (None, *PTQ_SETTINGS)}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
-                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(valid)}")
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(str(v) for v in valid)}")
         if self.delta_observer is not None and self.delta_observer not in (*OBSERVERS, TARGET_OBSERVER):
             raise ValueError(f"delta_observer={self.delta_observer!r}: choose None (PTQ-aware), {TARGET_OBSERVER!r} "
                              f"or one of {', '.join(OBSERVERS)}")

@@ -149,12 +149,15 @@ def _change(new: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
 PTQ_SETTINGS = ("in_training", "configured")
 
 
-def shadow_config(target: PTQConfig, calib_examples: int, settings: str = "in_training") -> PTQConfig:
+def shadow_config(target: PTQConfig, calib_examples: int, settings: str | None = None) -> PTQConfig:
     """The target config the in-training run uses, calibrated on `calib_examples`: with the handler's
-    cheaper `shadow_params` (`settings="in_training"`), or the method as configured (`"configured"`).
+    cheaper `shadow_params` (`settings="in_training"`), the method as configured (`"configured"`), or, for
+    None, the handler's `shadow_settings`.
 
     Raises ValueError for a method whose quantizers the shadow cannot map back (`shadow_mirrorable`).
     """
+    if settings is None:
+        settings = handler_for(target).shadow_settings
     if settings not in PTQ_SETTINGS:
         raise ValueError(f"settings={settings!r}: choose one of {', '.join(PTQ_SETTINGS)} "
                          "(in_training: the handler's shadow_params; configured: the method as configured)")

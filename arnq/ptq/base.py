@@ -133,6 +133,10 @@ class PTQMethod:
     #: costs too much to repeat every few steps, or where a measured surrogate trains a better fine-tune;
     #: {} runs it as configured (docs/arms.md#ptq-aware-noise)
     shadow_params: ClassVar[dict[str, Any]] = {}
+    #: which run PTQ-aware ARNQ trains against unless the arm sets `ptq_settings`: "in_training" (with
+    #: `shadow_params`) or "configured" (the method as configured, where the cheaper run is measured to be an
+    #: unfaithful surrogate)
+    shadow_settings: ClassVar[str] = "in_training"
     #: False: PTQ-aware ARNQ cannot express this method's quantizers in the training model's coordinates
     #: (no `InputMap` describes what it did to a Linear): an arm aiming at it must use uniform-grid noise
     shadow_mirrorable: ClassVar[bool] = True

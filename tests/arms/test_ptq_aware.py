@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from arnq.arms import arm_config, arm_config_from_dict
 from arnq.arms.noise import NoiseConfig, NoiseInjector, ptq_calib_size, target_key
 from arnq.arms.shadow import shadow_config
 from arnq.ptq import PTQ_METHODS, ptq_config, quantize_
@@ -192,20 +193,41 @@ def test_hadamard_noise_maps_the_rotated_quantizers_back_exactly_on_a_swin(param
 @pytest.mark.parametrize("method", MIRRORED)
 def test_in_training_runs_change_only_the_handlers_shadow_params(method):
     target = ptq_config(method, "W4A16" if method in WEIGHT_ONLY else "W4A4")
-    shadow = shadow_config(target, 16)
+    shadow = shadow_config(target, 16, "in_training")
     changed = {k for k in target.to_dict() if target.to_dict()[k] != shadow.to_dict()[k]}
     assert changed <= {"calib_size", *handler_for(target).shadow_params} and shadow.calib_size == 16
     configured = shadow_config(target, 16, "configured")  # ptq_settings: configured keeps the method as is
     assert configured == replace(target, calib_size=16)
 
 
+def test_the_default_ptq_settings_are_the_handlers_and_key_the_same_fine_tune_as_naming_them():
+    """Unset, the in-training runs are the handler's `shadow_settings`: PTQ4ViT as configured (its cheaper
+    search is an unfaithful surrogate on text models), the others with their `shadow_params`."""
+    default = NoiseConfig()
+    assert default.ptq_settings is None
+    for method in MIRRORED:
+        target = ptq_config(method, "W4A16" if method in WEIGHT_ONLY else "W4A4")
+        settings = "configured" if method == "ptq4vit" else "in_training"
+        assert handler_for(target).shadow_settings == settings
+        assert shadow_config(target, 16) == shadow_config(target, 16, settings)
+        assert target_key(default, target) == target_key(NoiseConfig(ptq_settings=settings), target)
+
+
+def test_a_noise_arm_recorded_before_ptq_settings_existed_reads_back_with_the_in_training_settings():
+    recorded = arm_config("arnq").to_dict()
+    assert recorded["ptq_settings"] is None and arm_config_from_dict(recorded).ptq_settings is None
+    del recorded["ptq_settings"]  # a row's config from before the knob: the in-training settings were the only ones
+    assert arm_config_from_dict(recorded) == arm_config("arnq", ptq_settings="in_training")
+    assert arm_config_from_dict(arm_config("plain").to_dict()) == arm_config("plain")
+
+
 def test_ptq_settings_configured_runs_the_target_as_is_and_keys_the_fine_tune_only_where_that_differs():
     ptq4vit, minmax = ptq_config("ptq4vit", "W4A4"), ptq_config("minmax", "W4A4")
-    cheap, full = NoiseConfig(), NoiseConfig(ptq_settings="configured")
+    cheap, full = NoiseConfig(ptq_settings="in_training"), NoiseConfig(ptq_settings="configured")
     assert target_key(cheap, ptq4vit) != target_key(full, ptq4vit)
     assert target_key(full, ptq4vit)["ptq"]["n_grid"] == ptq4vit.n_grid  # the grid PTQ4ViT is scored with
     assert target_key(cheap, minmax) == target_key(full, minmax)  # no shadow_params: the same fine-tune
-    with pytest.raises(ValueError, match="ptq_settings"):
+    with pytest.raises(ValueError, match="ptq_settings='full': choose one of None, in_training, configured"):
         NoiseConfig(ptq_settings="full")
     with pytest.raises(ValueError, match="settings"):
         shadow_config(ptq4vit, 16, "full")
