@@ -235,7 +235,6 @@ def arm_config_from_dict(data: Mapping[str, Any]) -> ArmConfig:
     return ARMS.config_from_dict(data)
 
 
-
 @register_arm
 class Plain(Arm):
     name = "plain"

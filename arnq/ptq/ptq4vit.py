@@ -704,9 +704,8 @@ class PTQ4ViT(PTQMethod):
         "q/k/v per head; softmax and GELU outputs twin-uniform"
     )
     default_calib_size = 32
-    #: PTQ-aware ARNQ's cheaper in-training search (`ptq_settings: in_training`; cost and effect: bench/README.md
-    #: §8); not the default: on the text models it quantizes 26 points worse than the method as configured and
-    #: the fine-tunes trained against it lose (results/COMPOSITION.md sections 15 and 18)
+    #: PTQ-aware ARNQ's cheaper in-training search, only with `ptq_settings: in_training` (cost and effect:
+    #: bench/README.md §8); not the default, being unfaithful on the text models (results/COMPOSITION.md 15, 18)
     shadow_params = {"n_grid": 20, "rounds": 1}
     shadow_settings = "configured"
     families = ("vit", "swin", "bert")
