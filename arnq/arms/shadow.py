@@ -156,12 +156,12 @@ def shadow_config(target: PTQConfig, calib_examples: int, settings: str | None =
 
     Raises ValueError for a method whose quantizers the shadow cannot map back (`shadow_mirrorable`).
     """
+    handler = handler_for(target)
     if settings is None:
-        settings = handler_for(target).shadow_settings
+        settings = handler.shadow_settings
     if settings not in PTQ_SETTINGS:
         raise ValueError(f"settings={settings!r}: choose one of {', '.join(PTQ_SETTINGS)} "
                          "(in_training: the handler's shadow_params; configured: the method as configured)")
-    handler = handler_for(target)
     if not handler.shadow_mirrorable:
         raise ValueError(
             f"PTQ-aware ARNQ cannot aim at '{target.method}': its quantizers cannot be mapped back to the "

@@ -22,9 +22,7 @@ rows = [json.loads(line) for line in (args.folder / "rows.jsonl").read_text().sp
 rows = sorted((r for r in rows if r["ptq"] == args.ptq and r["status"] == "ok"),
               key=lambda r: (r["arm"], r["arm_params"], r["seed"]))
 for row in rows:
-    cfg = json.loads(row["config"])
-    cfg.pop("finetune_key", None)
-    spec = TrialSpec.from_dict(cfg)
+    spec = TrialSpec.from_dict(json.loads(row["config"]))  # from_dict reads only the spec's own keys
     loaded = _loaded(spec.model, spec.fp_seed, "cpu", args.cache)
     _, record, hit = cached_finetune(spec, loaded, cache_root=args.cache)
     out = {"arm": row["arm"], "arm_params": row["arm_params"], "seed": row["seed"], "cache_hit": hit,

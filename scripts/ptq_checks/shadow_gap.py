@@ -50,9 +50,7 @@ rows = sorted((r for r in rows_all if r["arm"] in args.arms.split(",")), key=lam
 
 
 def _spec(row: dict) -> TrialSpec:
-    cfg = json.loads(row["config"])
-    cfg.pop("finetune_key", None)
-    return TrialSpec.from_dict(cfg)
+    return TrialSpec.from_dict(json.loads(row["config"]))  # from_dict reads only the spec's own keys
 
 
 arnq_arm = {r["seed"]: _spec(r).arm for r in rows_all if r["arm"] == "arnq"}  # the noise each seed's ARNQ trained with
