@@ -11,32 +11,23 @@ paired t-test), and the new recipe against the old one per seed. Writes recipe_c
 
 from __future__ import annotations
 
-import json
-import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import folder_rows, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 
 
-def _rows(path: Path) -> dict[tuple[str, str, int], dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {(r["model"], r["arm"], r["seed"]): r for r in rows if r["status"] == "ok"}
+def _rows(folder: Path) -> dict[tuple[str, str, int], dict]:
+    return {(r["model"], r["arm"], r["seed"]): r for r in folder_rows(folder) if r["status"] == "ok"}
 
 
 def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}), "
-            f"p {stats.ttest_rel(a, b).pvalue:.3f}")
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+    return paired_diff(a, b, sep=", p ")
 
 
 def main() -> None:
-    old, new = _rows(HERE / "run7" / "rows.jsonl"), _rows(HERE / "rows.jsonl")
+    old, new = _rows(HERE / "run7"), _rows(HERE)
     lines = ["| model | plain identical in both runs | old recipe: ARNQ q_acc, − plain | new recipe: ARNQ q_acc, "
              "− plain | new − old ARNQ q_acc |", "|---|---|---|---|---|"]
     for model in sorted({m for m, _, _ in new}):
@@ -45,8 +36,8 @@ def main() -> None:
                    and old[model, "plain", s]["ft_acc"] == new[model, "plain", s]["ft_acc"] for s in seeds)
         q = {run: {arm: [rows[model, arm, s]["q_acc"] for s in seeds] for arm in ("plain", "arnq")}
              for run, rows in (("old", old), ("new", new))}
-        lines.append(f"| {model} | {'yes' if same else 'no'} | {_ms(q['old']['arnq'])}, "
-                     f"{_diff(q['old']['arnq'], q['old']['plain'])} | {_ms(q['new']['arnq'])}, "
+        lines.append(f"| {model} | {'yes' if same else 'no'} | {mean_std(q['old']['arnq'])}, "
+                     f"{_diff(q['old']['arnq'], q['old']['plain'])} | {mean_std(q['new']['arnq'])}, "
                      f"{_diff(q['new']['arnq'], q['new']['plain'])} | {_diff(q['new']['arnq'], q['old']['arnq'])} |")
     (HERE / "recipe_check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

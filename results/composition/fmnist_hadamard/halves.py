@@ -14,16 +14,12 @@ import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import differences, folder_rows, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 GROUPS = {"seeds 0-2": (0, 1, 2), "seeds 3-5": (3, 4, 5), "seeds 0-5": (0, 1, 2, 3, 4, 5)}
 ARMS = {"PTQ-aware ARNQ": ("arnq", False), "min-max-sized ARNQ": ("arnq", True),
         "PTQ-aware ARNQ+QuantTune": ("arnq_quanttune", False)}
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def _key(row: dict) -> tuple[str, bool]:
@@ -34,7 +30,7 @@ def _key(row: dict) -> tuple[str, bool]:
 
 
 def main() -> None:
-    rows = [json.loads(line) for line in (HERE / "rows.jsonl").read_text().splitlines() if line.strip()]
+    rows = folder_rows(HERE)
     cell = {(*_key(r), r["seed"]): r for r in rows
             if (r["model"], r["bits"], r["ptq"], r["status"]) == ("vit_fmnist", "W3A3", "hadamard", "ok")}
     lines = [f"vit_fmnist W3A3 hadamard (FP {rows[0]['fp_acc']:.2f})", "",
@@ -42,7 +38,7 @@ def main() -> None:
     for name, seeds in GROUPS.items():
         pf = [cell["plain", False, s]["ft_acc"] for s in seeds]
         pq = [cell["plain", False, s]["q_acc"] for s in seeds]
-        lines.append(f"| {name} | {_ms(pf)} | {_ms(pq)} | {statistics.mean(pf) - statistics.mean(pq):.2f} |")
+        lines.append(f"| {name} | {mean_std(pf)} | {mean_std(pq)} | {statistics.mean(pf) - statistics.mean(pq):.2f} |")
     lines += ["", "| arm | seeds | ft_acc | q_acc | − plain q_acc (per seed) | p | recovered |",
               "|---|---|---|---|---|---|---|"]
     for label, key in ARMS.items():
@@ -51,11 +47,9 @@ def main() -> None:
             pq = [cell["plain", False, s]["q_acc"] for s in seeds]
             af = [cell[(*key, s)]["ft_acc"] for s in seeds]
             aq = [cell[(*key, s)]["q_acc"] for s in seeds]
-            d = [a - p for a, p in zip(aq, pq, strict=True)]
             drop = statistics.mean(pf) - statistics.mean(pq)
-            lines.append(f"| {label} | {name} | {_ms(af)} | {_ms(aq)} | {statistics.mean(d):+.2f} ± "
-                         f"{statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-                         f"{stats.ttest_rel(aq, pq).pvalue:.3f} | {100 * statistics.mean(d) / drop:.0f} % |")
+            lines.append(f"| {label} | {name} | {mean_std(af)} | {mean_std(aq)} | {paired_diff(aq, pq)} | "
+                         f"{100 * statistics.mean(differences(aq, pq)) / drop:.0f} % |")
     (HERE / "halves.md").write_text("\n".join(lines) + "\n")
 
 

@@ -9,22 +9,17 @@ difference per seed with its two-sided paired t-test, plain fine-tuning's quanti
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import differences, folder_rows, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 GROUPS = {"seeds 0-2": (0, 1, 2), "seeds 3-5": (3, 4, 5), "seeds 0-5": (0, 1, 2, 3, 4, 5)}
 
 
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def main() -> None:
-    rows = [json.loads(line) for line in (HERE / "rows.jsonl").read_text().splitlines() if line.strip()]
+    rows = folder_rows(HERE)
     cell = {(r["arm"], r["seed"]): r for r in rows if (r["model"], r["bits"], r["ptq"]) == ("minilm_rt", "W4A3", "hadamard")}
     lines = ["| minilm_rt W4A3 hadamard | plain ft_acc | plain q_acc | ARNQ ft_acc | ARNQ q_acc | "
              "ARNQ − plain q_acc (per seed) | p | plain drop | recovered |",
@@ -34,11 +29,9 @@ def main() -> None:
         pq = [cell["plain", s]["q_acc"] for s in seeds]
         af = [cell["arnq", s]["ft_acc"] for s in seeds]
         aq = [cell["arnq", s]["q_acc"] for s in seeds]
-        d = [a - p for a, p in zip(aq, pq, strict=True)]
         drop = statistics.mean(pf) - statistics.mean(pq)
-        lines.append(f"| {name} | {_ms(pf)} | {_ms(pq)} | {_ms(af)} | {_ms(aq)} | "
-                     f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-                     f"{stats.ttest_rel(aq, pq).pvalue:.3f} | {drop:.2f} | {100 * statistics.mean(d) / drop:.0f} % |")
+        lines.append(f"| {name} | {mean_std(pf)} | {mean_std(pq)} | {mean_std(af)} | {mean_std(aq)} | "
+                     f"{paired_diff(aq, pq)} | {drop:.2f} | {100 * statistics.mean(differences(aq, pq)) / drop:.0f} % |")
     (HERE / "halves.md").write_text("\n".join(lines) + "\n")
 
 

@@ -10,23 +10,18 @@ difference per seed with its two-sided paired t-test, plain fine-tuning's quanti
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import folder_rows, mean_std, paired_diff
 
 HERE = Path(__file__).parent
-SOURCES = (HERE.parent / "hadamard_aware" / "rows.jsonl", HERE / "rows.jsonl")
+SOURCES = (HERE.parent / "hadamard_aware", HERE)
 GROUPS = {"seeds 0-2": (0, 1, 2), "seeds 3-5": (3, 4, 5), "seeds 0-5": (0, 1, 2, 3, 4, 5)}
 
 
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def main() -> None:
-    rows = [json.loads(line) for path in SOURCES for line in path.read_text().splitlines() if line.strip()]
+    rows = [row for folder in SOURCES for row in folder_rows(folder)]
     cell = {(r["arm"], r["seed"]): r for r in rows
             if (r["model"], r["bits"], r["ptq"], r["status"]) == ("minilm_rt", "W4A4", "hadamard", "ok")}
     lines = ["| minilm_rt W4A4 hadamard | plain ft_acc | plain q_acc | ARNQ ft_acc | ARNQ q_acc | "
@@ -37,11 +32,9 @@ def main() -> None:
         pq = [cell["plain", s]["q_acc"] for s in seeds]
         af = [cell["arnq", s]["ft_acc"] for s in seeds]
         aq = [cell["arnq", s]["q_acc"] for s in seeds]
-        d = [a - p for a, p in zip(aq, pq, strict=True)]
         drop = statistics.mean(pf) - statistics.mean(pq)
-        lines.append(f"| {name} | {_ms(pf)} | {_ms(pq)} | {_ms(af)} | {_ms(aq)} | "
-                     f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-                     f"{stats.ttest_rel(aq, pq).pvalue:.3f} | {drop:.2f} |")
+        lines.append(f"| {name} | {mean_std(pf)} | {mean_std(pq)} | {mean_std(af)} | {mean_std(aq)} | "
+                     f"{paired_diff(aq, pq)} | {drop:.2f} |")
     (HERE / "six_seeds.md").write_text("\n".join(lines) + "\n")
 
 

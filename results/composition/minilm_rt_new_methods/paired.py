@@ -14,11 +14,10 @@ next to this file:
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 MODEL, BITS, SEEDS = "minilm_rt", "W4A4", (0, 1, 2)
@@ -29,29 +28,16 @@ NINE = {"minilm_w4a4": ("minmax", "percentile", "omse", "smoothquant", "noisyqua
 
 
 def _rows(folder: str) -> list[dict]:
-    path = HERE.parent / folder / "rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return folder_rows(HERE.parent / folder)
 
 
 def _values(rows: list[dict], ptq: str, arm: str, key: str) -> list[float]:
     """`key` of the ok rows of one (ptq, arm) cell with default arm params, in seed order."""
-    by_seed = {r["seed"]: r[key] for r in rows if (r["model"], r["bits"], r["ptq"], r["arm"], r["arm_params"], r["status"])
-               == (MODEL, BITS, ptq, arm, "{}", "ok")}
-    return [by_seed[s] for s in SEEDS]
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-            f"{stats.ttest_rel(a, b).pvalue:.3f}")
+    return cell_values(rows, SEEDS, key, model=MODEL, bits=BITS, ptq=ptq, arm=arm, arm_params="{}")
 
 
 def _gain(rows: list[dict], ptq: str) -> float:
-    return statistics.mean(_values(rows, ptq, "arnq", "q_acc")) - statistics.mean(_values(rows, ptq, "plain", "q_acc"))
+    return mean_gain(rows, SEEDS, model=MODEL, bits=BITS, ptq=ptq, arm_params="{}")
 
 
 def main() -> None:
@@ -71,7 +57,7 @@ def main() -> None:
         drop = statistics.mean(pf) - statistics.mean(pq)
         gain = statistics.mean(aq) - statistics.mean(pq)
         share = f"{100 * gain / drop:.0f} %" if drop >= 0.5 else "— (drop under 0.5)"
-        lines.append(f"| {ptq} | {_ms(pf)} | {_ms(pq)} | {_ms(af)} | {_ms(aq)} | {_diff(aq, pq)} | {drop:.2f} | "
+        lines.append(f"| {ptq} | {mean_std(pf)} | {mean_std(pq)} | {mean_std(af)} | {mean_std(aq)} | {paired_diff(aq, pq)} | {drop:.2f} | "
                      f"{share} |")
 
     plain_ft = cell(METHODS[0], "plain", "ft_acc")
@@ -85,8 +71,8 @@ def main() -> None:
         reference = _values(earlier, method, "plain", "q_acc")
         for ptq in METHODS:
             for arm in ("plain", "arnq"):
-                lines.append(f"| {arm} + {ptq} − plain + {method} ({_ms(reference)}, ../{folder}) | "
-                             f"{_diff(cell(ptq, arm, 'q_acc'), reference)} |")
+                lines.append(f"| {arm} + {ptq} − plain + {method} ({mean_std(reference)}, ../{folder}) | "
+                             f"{paired_diff(cell(ptq, arm, 'q_acc'), reference)} |")
 
     gains = {ptq: _gain(_rows(folder), ptq) for folder, methods in NINE.items() for ptq in methods}
     gains |= {ptq: _gain(here, ptq) for ptq in METHODS}

@@ -18,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 MODEL, BITS, PTQ, SEEDS = "minilm_rt", "W4A4", "ptq4vit", (0, 1, 2)
@@ -30,29 +30,16 @@ NEWER = {"minilm_rt_new_methods": ("os_plus", "erq", "adalog")}
 
 
 def _rows(folder: str) -> list[dict]:
-    path = HERE.parent / folder / "rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return folder_rows(HERE.parent / folder)
 
 
 def _values(rows: list[dict], ptq: str, arm: str, key: str, params: str = "{}") -> list[float]:
     """`key` of the ok rows of one (ptq, arm, arm_params) cell, in seed order."""
-    by_seed = {r["seed"]: r[key] for r in rows if (r["model"], r["bits"], r["ptq"], r["arm"], r["arm_params"], r["status"])
-               == (MODEL, BITS, ptq, arm, params, "ok")}
-    return [by_seed[s] for s in SEEDS]
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-            f"{stats.ttest_rel(a, b).pvalue:.3f}")
+    return cell_values(rows, SEEDS, key, model=MODEL, bits=BITS, ptq=ptq, arm=arm, arm_params=params)
 
 
 def _gain(rows: list[dict], ptq: str) -> float:
-    return statistics.mean(_values(rows, ptq, "arnq", "q_acc")) - statistics.mean(_values(rows, ptq, "plain", "q_acc"))
+    return mean_gain(rows, SEEDS, model=MODEL, bits=BITS, ptq=ptq, arm_params="{}")
 
 
 def main() -> None:
@@ -67,25 +54,25 @@ def main() -> None:
     drop = statistics.mean(plain_ft) - statistics.mean(cells["plain"])
     lines = [f"{MODEL} {BITS}, {PTQ}, seeds {SEEDS[0]}-{SEEDS[-1]} (FP {fp:.2f})", "",
              f"The plain fine-tunes {'equal' if same_plain else 'DIFFER FROM'} those of ../minilm_w4a4 per seed (ft_acc); "
-             f"plain + PTQ4ViT there: {_ms(_values(earlier, PTQ, 'plain', 'q_acc'))}.", "",
+             f"plain + PTQ4ViT there: {mean_std(_values(earlier, PTQ, 'plain', 'q_acc'))}.", "",
              "| arm | ft_acc | q_acc | − plain q_acc (per seed) | p | share of plain's drop |", "|---|---|---|---|---|---|"]
     for arm, q in cells.items():
         if arm == "plain":
-            lines.append(f"| plain | {_ms(ft[arm])} | {_ms(q)} | | | drop {drop:.2f} |")
+            lines.append(f"| plain | {mean_std(ft[arm])} | {mean_std(q)} | | | drop {drop:.2f} |")
             continue
         gain = statistics.mean(q) - statistics.mean(cells["plain"])
         share = f"{100 * gain / drop:.0f} %" if gain > 0 else "— (a loss)"
-        lines.append(f"| arnq, {arm} | {_ms(ft[arm])} | {_ms(q)} | {_diff(q, cells['plain'])} | {share} |")
+        lines.append(f"| arnq, {arm} | {mean_std(ft[arm])} | {mean_std(q)} | {paired_diff(q, cells['plain'])} | {share} |")
     lines += ["", "| comparison (paired by seed) | difference (per seed) | p |", "|---|---|---|",
-              f"| arnq configured − arnq default, ramp | {_diff(cells['configured'], cells['default, ramp (../minilm_w4a4)'])} |"]
+              f"| arnq configured − arnq default, ramp | {paired_diff(cells['configured'], cells['default, ramp (../minilm_w4a4)'])} |"]
     for ptq, folder in BEST_PLAIN.items():
         rows = _rows(folder)
         if _values(rows, ptq, "plain", "ft_acc") != plain_ft:
             lines.append(f"| (plain fine-tunes of ../{folder} differ from this sweep's: not paired) | | |")
             continue
         reference = _values(rows, ptq, "plain", "q_acc")
-        lines.append(f"| arnq configured + PTQ4ViT − plain + {ptq} ({_ms(reference)}, ../{folder}) | "
-                     f"{_diff(cells['configured'], reference)} |")
+        lines.append(f"| arnq configured + PTQ4ViT − plain + {ptq} ({mean_std(reference)}, ../{folder}) | "
+                     f"{paired_diff(cells['configured'], reference)} |")
 
     gains = {ptq: _gain(_rows(folder), ptq) for folder, methods in (NINE | NEWER).items() for ptq in methods}
     configured = gains | {PTQ: statistics.mean(cells["configured"]) - statistics.mean(cells["plain"])}

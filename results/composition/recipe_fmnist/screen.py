@@ -20,14 +20,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import differences, folder_rows, mean_std, paired_diff, paired_p
 
 HERE = Path(__file__).parent
 METHODS = ("ptq4vit", "repq_vit")
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def _variant(row: dict) -> str:
@@ -39,15 +35,9 @@ def _variant(row: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(params.items())) or "default"
 
 
-def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    p = stats.ttest_rel(a, b).pvalue if len(d) > 1 else float("nan")
-    return f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}), p {p:.3f}"
-
-
 def main() -> None:
     where = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
-    rows = [json.loads(line) for line in (where / "rows.jsonl").read_text().splitlines() if line.strip()]
+    rows = folder_rows(where)
     cell = {(r["ptq"], _variant(r), r["seed"]): r for r in rows if r["status"] == "ok"}
     seeds = sorted({s for _, _, s in cell})
     variants = sorted({v for _, v, _ in cell} - {"plain", "default"})
@@ -56,7 +46,7 @@ def main() -> None:
         pf = [cell[method, "plain", s]["ft_acc"] for s in seeds]
         pq = [cell[method, "plain", s]["q_acc"] for s in seeds]
         drop = statistics.mean(pf) - statistics.mean(pq)
-        lines += [f"### {method}: plain ft_acc {_ms(pf)}, q_acc {_ms(pq)}, drop {drop:.2f}", "",
+        lines += [f"### {method}: plain ft_acc {mean_std(pf)}, q_acc {mean_std(pq)}, drop {drop:.2f}", "",
                   "| variant | ft_acc | q_acc | − plain q_acc | recovered | − default q_acc |",
                   "|---|---|---|---|---|---|"]
         dq = [cell[method, "default", s]["q_acc"] for s in seeds]
@@ -64,8 +54,8 @@ def main() -> None:
             af = [cell[method, variant, s]["ft_acc"] for s in seeds]
             aq = [cell[method, variant, s]["q_acc"] for s in seeds]
             gain = statistics.mean(aq) - statistics.mean(pq)
-            lines.append(f"| {variant} | {_ms(af)} | {_ms(aq)} | {_diff(aq, pq)} | {100 * gain / drop:.0f} % | "
-                         f"{'' if variant == 'default' else _diff(aq, dq)} |")
+            lines.append(f"| {variant} | {mean_std(af)} | {mean_std(aq)} | {paired_diff(aq, pq, sep=', p ')} | {100 * gain / drop:.0f} % | "
+                         f"{'' if variant == 'default' else paired_diff(aq, dq, sep=', p ')} |")
         lines.append("")
     lines += ["### Each variant against the default, both methods (six pairs)", "",
               "| variant | − default q_acc (mean ± std over the pairs) | p |", "|---|---|---|"]
@@ -73,8 +63,8 @@ def main() -> None:
     for variant in variants:
         a = [cell[m, variant, s]["q_acc"] for m in METHODS for s in seeds]
         b = [cell[m, "default", s]["q_acc"] for m in METHODS for s in seeds]
-        d = [x - y for x, y in zip(a, b, strict=True)]
-        ranked.append((statistics.mean(d), variant, statistics.stdev(d), stats.ttest_rel(a, b).pvalue))
+        d = differences(a, b)
+        ranked.append((statistics.mean(d), variant, statistics.stdev(d), paired_p(a, b)))
     for mean, variant, std, p in sorted(ranked, reverse=True):
         lines.append(f"| {variant} | {mean:+.2f} ± {std:.2f} | {p:.3f} |")
     (where / "screen.md").write_text("\n".join(lines) + "\n")

@@ -19,7 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import cell_values, folder_rows, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 MODEL, BITS, PTQ, SEEDS = "minilm_tweets", "W4A4", "ptq4vit", (0, 1, 2)
@@ -30,25 +30,12 @@ NINE = {"tweets_thesis_a": ("minmax", "omse", "smoothquant", "noisyquant"),
 
 
 def _rows(folder: str) -> list[dict]:
-    path = HERE.parent / folder / "rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return folder_rows(HERE.parent / folder)
 
 
 def _values(rows: list[dict], ptq: str, arm: str, key: str, params: str = "{}") -> list[float]:
     """`key` of the ok rows of one (ptq, arm, arm_params) cell, in seed order."""
-    by_seed = {r["seed"]: r[key] for r in rows if (r["model"], r["bits"], r["ptq"], r["arm"], r["arm_params"], r["status"])
-               == (MODEL, BITS, ptq, arm, params, "ok")}
-    return [by_seed[s] for s in SEEDS]
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-            f"{stats.ttest_rel(a, b).pvalue:.3f}")
+    return cell_values(rows, SEEDS, key, model=MODEL, bits=BITS, ptq=ptq, arm=arm, arm_params=params)
 
 
 def main() -> None:
@@ -67,17 +54,17 @@ def main() -> None:
              "| arm | ft_acc | q_acc | − plain q_acc (per seed) | p | share of plain's drop |", "|---|---|---|---|---|---|"]
     for arm, q in cells.items():
         if arm == "plain":
-            lines.append(f"| plain | {_ms(ft[arm])} | {_ms(q)} | | | drop {drop:.2f} |")
+            lines.append(f"| plain | {mean_std(ft[arm])} | {mean_std(q)} | | | drop {drop:.2f} |")
             continue
         gain = statistics.mean(q) - statistics.mean(cells["plain"])
         share = f"{100 * gain / drop:.0f} %" if gain > 0 else "— (a loss)"
-        lines.append(f"| arnq, {arm} | {_ms(ft[arm])} | {_ms(q)} | {_diff(q, cells['plain'])} | {share} |")
+        lines.append(f"| arnq, {arm} | {mean_std(ft[arm])} | {mean_std(q)} | {paired_diff(q, cells['plain'])} | {share} |")
     lines += ["", "| comparison (paired by seed) | difference (per seed) | p |", "|---|---|---|",
-              f"| arnq configured − arnq default | {_diff(cells['configured'], cells['default (../tweets_thesis_b)'])} |"]
+              f"| arnq configured − arnq default | {paired_diff(cells['configured'], cells['default (../tweets_thesis_b)'])} |"]
     best = _rows("tweets_repq_hadamard")  # the best plain methods on this model, the same plain fine-tunes per seed
     for ptq, label in (("hadamard", "plain + rotation"), ("repq_vit", "plain + RepQ-ViT")):
-        lines.append(f"| arnq configured + PTQ4ViT − {label} (../tweets_repq_hadamard, {_ms(_values(best, ptq, 'plain', 'q_acc'))}) "
-                     f"| {_diff(cells['configured'], _values(best, ptq, 'plain', 'q_acc'))} |")
+        lines.append(f"| arnq configured + PTQ4ViT − {label} (../tweets_repq_hadamard, {mean_std(_values(best, ptq, 'plain', 'q_acc'))}) "
+                     f"| {paired_diff(cells['configured'], _values(best, ptq, 'plain', 'q_acc'))} |")
 
     gains = {}
     for folder, methods in NINE.items():
@@ -111,13 +98,13 @@ def main() -> None:
         q = [g["q_acc_in_training_settings"] for g in by_seed]
         configured = [g["q_acc_configured"] for g in by_seed]
         if len(by_seed) >= 3:
-            lines.append(f"| {label} | {calib} | {_ms(q)} | {_diff(q, configured)} |")
+            lines.append(f"| {label} | {calib} | {mean_std(q)} | {paired_diff(q, configured)} |")
         else:  # a check on fewer seeds: each value as it is
             seeds = ", ".join(f"seed {g['seed']}: {g['q_acc_in_training_settings']:.2f}" for g in by_seed)
             diffs = ", ".join(f"{a - b:+.2f}" for a, b in zip(q, configured, strict=True))
             lines.append(f"| {label} | {calib} | {seeds} | {diffs} | |")
     lines.append("| 100 points, 3 rounds (configured, the sweep's q_acc) | 256 | "
-                 f"{_ms([g['q_acc_configured'] for g in sorted(gap, key=lambda g: g['seed']) if g['arm'] == 'plain'])}"
+                 f"{mean_std([g['q_acc_configured'] for g in sorted(gap, key=lambda g: g['seed']) if g['arm'] == 'plain'])}"
                  " | | |")
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 

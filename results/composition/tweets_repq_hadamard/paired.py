@@ -16,20 +16,10 @@ import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import mean_std, paired_diff
 
 HERE = Path(__file__).parent
 MODEL, BITS, METHODS, SEEDS = "minilm_tweets", "W4A4", ("repq_vit", "hadamard"), (0, 1, 2)
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-            f"{stats.ttest_rel(a, b).pvalue:.3f}")
 
 
 def main() -> None:
@@ -50,16 +40,16 @@ def main() -> None:
         drop = statistics.mean(pf) - statistics.mean(pq)
         gain = statistics.mean(aq) - statistics.mean(pq)
         share = f"{100 * gain / drop:.0f} %" if drop >= 0.5 else "— (drop under 0.5)"
-        lines.append(f"| {ptq} | {_ms(pf)} | {_ms(pq)} | {_ms(af)} | {_ms(aq)} | {_diff(aq, pq)} | {drop:.2f} | "
+        lines.append(f"| {ptq} | {mean_std(pf)} | {mean_std(pq)} | {mean_std(af)} | {mean_std(aq)} | {paired_diff(aq, pq)} | {drop:.2f} | "
                      f"{share} |")
     lines += ["", "| comparison (paired by seed) | difference (per seed) | p |", "|---|---|---|",
               f"| plain + hadamard − plain + repq_vit | "
-              f"{_diff(values('hadamard', 'plain', 'q_acc'), values('repq_vit', 'plain', 'q_acc'))} |"]
+              f"{paired_diff(values('hadamard', 'plain', 'q_acc'), values('repq_vit', 'plain', 'q_acc'))} |"]
     means = {(ptq, arm): statistics.mean(values(ptq, arm, "q_acc")) for ptq in METHODS for arm in ("plain", "arnq")}
     best_plain = max(METHODS, key=lambda ptq: means[ptq, "plain"])
     best = max(METHODS, key=lambda ptq: means[ptq, "arnq"])
     lines.append(f"| best ARNQ combination (arnq + {best}) − best plain PTQ (plain + {best_plain}) | "
-                 f"{_diff(values(best, 'arnq', 'q_acc'), values(best_plain, 'plain', 'q_acc'))} |")
+                 f"{paired_diff(values(best, 'arnq', 'q_acc'), values(best_plain, 'plain', 'q_acc'))} |")
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 

@@ -17,7 +17,7 @@ import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import mean_std, paired_diff
 
 HERE = Path(__file__).parent
 MODEL, BITS, SEEDS = "minilm_tweets", "W4A4", (0, 1, 2)
@@ -29,16 +29,6 @@ def _cells(path: Path) -> dict[tuple[str, str, int], dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(r["ptq"], r["arm"], r["seed"]): r for r in rows
             if (r["model"], r["bits"], r["status"]) == (MODEL, BITS, "ok")}
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-            f"{stats.ttest_rel(a, b).pvalue:.3f}")
 
 
 def main() -> None:
@@ -58,7 +48,7 @@ def main() -> None:
         drop = statistics.mean(pf) - statistics.mean(pq)
         gain = statistics.mean(aq) - statistics.mean(pq)
         share = f"{100 * gain / drop:.0f} %" if drop >= 0.5 else "— (drop under 0.5)"
-        lines.append(f"| {ptq} | {_ms(pf)} | {_ms(pq)} | {_ms(af)} | {_ms(aq)} | {_diff(aq, pq)} | {drop:.2f} | "
+        lines.append(f"| {ptq} | {mean_std(pf)} | {mean_std(pq)} | {mean_std(af)} | {mean_std(aq)} | {paired_diff(aq, pq)} | {drop:.2f} | "
                      f"{share} |")
 
     def gain(cell: dict, ptq: str) -> float:
@@ -81,7 +71,7 @@ def main() -> None:
     best = max(METHODS, key=lambda ptq: statistics.mean(values(here, ptq, "arnq", "q_acc")))
     lines += ["", "| comparison within this slice (paired by seed) | difference (per seed) | p |", "|---|---|---|",
               f"| best ARNQ combination (arnq + {best}) − best plain PTQ (plain + {best_plain}) | "
-              f"{_diff(values(here, best, 'arnq', 'q_acc'), values(here, best_plain, 'plain', 'q_acc'))} |"]
+              f"{paired_diff(values(here, best, 'arnq', 'q_acc'), values(here, best_plain, 'plain', 'q_acc'))} |"]
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 

@@ -19,7 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 MODEL, BITS, SEEDS = "minilm_tweets", "W4A4", (0, 1, 2)
@@ -29,25 +29,12 @@ SWEEPS = ("tweets_thesis_b", "tweets_thesis_a", "tweets_repq_hadamard")  # each 
 
 
 def _rows(folder: str) -> list[dict]:
-    path = HERE.parent / folder / "rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return folder_rows(HERE.parent / folder)
 
 
 def _values(rows: list[dict], ptq: str, arm: str, key: str) -> list[float]:
     """`key` of the ok rows of one (ptq, arm) cell with default arm params, in seed order."""
-    by_seed = {r["seed"]: r[key] for r in rows if (r["model"], r["bits"], r["ptq"], r["arm"], r["arm_params"], r["status"])
-               == (MODEL, BITS, ptq, arm, "{}", "ok")}
-    return [by_seed[s] for s in SEEDS]
-
-
-def _ms(values: list[float]) -> str:
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _diff(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)}) | "
-            f"{stats.ttest_rel(a, b).pvalue:.3f}")
+    return cell_values(rows, SEEDS, key, model=MODEL, bits=BITS, ptq=ptq, arm=arm, arm_params="{}")
 
 
 def _gains() -> dict[str, float]:
@@ -56,8 +43,7 @@ def _gains() -> dict[str, float]:
     for folder in SWEEPS:
         rows = _rows(folder)
         for ptq in dict.fromkeys(r["ptq"] for r in rows):
-            gains[ptq] = (statistics.mean(_values(rows, ptq, "arnq", "q_acc"))
-                          - statistics.mean(_values(rows, ptq, "plain", "q_acc")))
+            gains[ptq] = mean_gain(rows, SEEDS, model=MODEL, bits=BITS, ptq=ptq, arm_params="{}")
     return gains
 
 
@@ -78,7 +64,7 @@ def main() -> None:
         drop = statistics.mean(pf) - statistics.mean(pq)
         gain = statistics.mean(aq) - statistics.mean(pq)
         share = f"{100 * gain / drop:.0f} %" if drop >= 0.5 else "— (drop under 0.5)"
-        lines.append(f"| {ptq} | {_ms(pf)} | {_ms(pq)} | {_ms(af)} | {_ms(aq)} | {_diff(aq, pq)} | {drop:.2f} | "
+        lines.append(f"| {ptq} | {mean_std(pf)} | {mean_std(pq)} | {mean_std(af)} | {mean_std(aq)} | {paired_diff(aq, pq)} | {drop:.2f} | "
                      f"{share} |")
 
     earlier = _rows("tweets_thesis_a")
@@ -99,7 +85,7 @@ def main() -> None:
     best = max(METHODS, key=lambda ptq: statistics.mean(cell(ptq, "arnq", "q_acc")))
     lines += ["", "| comparison within this slice (paired by seed) | difference (per seed) | p |", "|---|---|---|",
               f"| best ARNQ combination (arnq + {best}) − best plain PTQ (plain + {best_plain}) | "
-              f"{_diff(cell(best, 'arnq', 'q_acc'), cell(best_plain, 'plain', 'q_acc'))} |"]
+              f"{paired_diff(cell(best, 'arnq', 'q_acc'), cell(best_plain, 'plain', 'q_acc'))} |"]
     gap = [json.loads(line) for line in (HERE / "ptq4vit_shadow_gap.jsonl").read_text().splitlines() if line.strip()]
     lines += ["", "PTQ4ViT's fine-tunes quantized with the settings ARNQ trained against (ptq4vit_shadow_gap.jsonl, "
               "from scripts/ptq_checks/shadow_gap.py): a 20-point grid, 1 round, the first 64 calibration "
@@ -110,7 +96,7 @@ def main() -> None:
         by_seed = sorted((g for g in gap if g["arm"] == arm), key=lambda g: g["seed"])
         configured = [g["q_acc_configured"] for g in by_seed]
         in_training = [g["q_acc_in_training_settings"] for g in by_seed]
-        lines.append(f"| {arm} | {_ms(configured)} | {_ms(in_training)} | {_diff(in_training, configured)} |")
+        lines.append(f"| {arm} | {mean_std(configured)} | {mean_std(in_training)} | {paired_diff(in_training, configured)} |")
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 

@@ -1,0 +1,72 @@
+"""Paired-by-seed comparisons of a results folder's rows, as its analysis script prints them.
+
+Every arm of a sweep starts each seed from the same FP checkpoint, calibration subset and data
+order, so two cells of one model and bit-width pair by seed. A cell's values come in the order of
+the seeds asked for; `paired_diff` prints the per-seed differences, their mean ± sample std and the
+two-sided paired t-test's p.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scipy import stats
+
+
+def folder_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every row of `folder`/rows.jsonl, in file order (a sweep's rows, failed ones included)."""
+    path = Path(folder) / "rows.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def cell_values(rows: Sequence[dict[str, Any]], seeds: Sequence[int], key: str = "q_acc",
+                **match: Any) -> list[float]:
+    """`key` of the ok rows whose fields equal `match` (e.g. `ptq="repq_vit", arm="plain"`), one per seed
+    of `seeds`, in that order (the last such row of a seed where a folder holds more than one).
+
+    Raises KeyError naming the cell and the seeds it lacks.
+    """
+    by_seed = {r["seed"]: r[key] for r in rows
+               if r.get("status") == "ok" and all(r.get(k) == v for k, v in match.items())}
+    missing = [s for s in seeds if s not in by_seed]
+    if missing:
+        raise KeyError(f"no ok row with {match} for seed(s) {missing}: is the sweep finished, the cell spelled "
+                       "as its rows spell it (arm_params as a JSON string)?")
+    return [by_seed[s] for s in seeds]
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """'m ± s' (sample std) to two decimals; 'm' for one value."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """a - b per seed (the two lists in the same seed order)."""
+    return [x - y for x, y in zip(a, b, strict=True)]
+
+
+def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """The two-sided paired t-test's p of a against b."""
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def paired_diff(a: Sequence[float], b: Sequence[float], sep: str = " | ") -> str:
+    """'+m ± s (+d0, +d1, ...)' of a - b per seed, then `sep` and the paired t-test's p to three decimals
+    (a Markdown cell boundary by default; ', p ' reads as prose)."""
+    d = differences(a, b)
+    return (f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f} ({', '.join(f'{v:+.2f}' for v in d)})"
+            f"{sep}{paired_p(a, b):.3f}")
+
+
+def mean_gain(rows: Sequence[dict[str, Any]], seeds: Sequence[int], arm: str = "arnq", baseline: str = "plain",
+              **match: Any) -> float:
+    """Mean q_acc of `arm` minus that of `baseline` over `seeds`, in the cell `match` names (the thesis view's
+    per-method improvement)."""
+    return (statistics.mean(cell_values(rows, seeds, arm=arm, **match))
+            - statistics.mean(cell_values(rows, seeds, arm=baseline, **match)))
