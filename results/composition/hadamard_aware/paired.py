@@ -1,7 +1,8 @@
 """Paired comparisons across the committed row stores of section 7 of results/COMPOSITION.md.
 
-Same seeds, same plain fine-tunes: the rows differ only in the PTQ method or the arm. Writes
-paired.md next to this file:
+Same seeds, same plain fine-tunes: the rows differ only in the PTQ method or the arm. ARNQ + RepQ-ViT
+comes from the main job's run 6 (the recipe of section 7's time) and from its latest run (the folder's top level,
+today's recipe, section 12). Writes paired.md next to this file:
 
     .venv/bin/python results/composition/hadamard_aware/paired.py
 """
@@ -16,11 +17,14 @@ from scipy import stats
 
 HERE = Path(__file__).parent
 STORES = {"hadamard_minmax_sized": HERE.parent / "hadamard_minmax_sized" / "rows.jsonl",
+          "quickstart run6": HERE.parents[1] / "quickstart" / "run6" / "rows.jsonl",
           "quickstart": HERE.parents[1] / "quickstart" / "rows.jsonl"}
 COMPARISONS = [  # (label, (store, ptq, arm), (store, ptq, arm)), all minilm_rt W4A4, seeds 0-2
     ("plain + hadamard vs plain + repq_vit",
      ("hadamard_minmax_sized", "hadamard", "plain"), ("hadamard_minmax_sized", "repq_vit", "plain")),
     ("PTQ-aware ARNQ + repq_vit vs plain + hadamard",
+     ("quickstart run6", "repq_vit", "arnq"), ("hadamard_minmax_sized", "hadamard", "plain")),
+    ("PTQ-aware ARNQ (today's recipe, ../../quickstart) + repq_vit vs plain + hadamard",
      ("quickstart", "repq_vit", "arnq"), ("hadamard_minmax_sized", "hadamard", "plain")),
 ]
 
