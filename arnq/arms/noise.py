@@ -51,6 +51,8 @@ TARGETS = ("W", "A", "WA")
 #: fraction p * alpha * gamma of the elements (QuantNoise); rounding: the real rounding error on
 #: every element, scaled by min(alpha * gamma, 1) (a fake-quant forward faded in by the schedule).
 DISTRIBUTIONS = ("uniform", "gaussian", "bernoulli", "rounding")
+#: PTQ-aware weight error: re-quantized every step, or held as the target's last run found it
+WEIGHT_ERRORS = ("requantized", "frozen")
 ADAPTIVITY = ("none", "outlier", "kurtosis", "sensitivity")
 #: delta_observer value for the uniform grid of the target's own `quant_scheme` observer
 TARGET_OBSERVER = "target"
@@ -98,13 +100,18 @@ class NoiseConfig:
     #: PTQ-aware: "in_training" (the handler's cheaper shadow_params), "configured" (the target as is), or None:
     #: the handler's `shadow_settings` (in_training except where measured unfaithful: PTQ4ViT)
     ptq_settings: str | None = None
+    #: PTQ-aware weights: "requantized" (each step's weights through the quantizers and weight change of the
+    #: target's last run) or "frozen" (the error that run found, Q~(W_r) - W_r, added unchanged to the weights
+    #: until the next run, so the forward moves with every weight update)
+    weight_error: str = "requantized"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(self.modules))
         if self.warmup_frac is None:
             object.__setattr__(self, "warmup_frac", self.default_warmup_frac)
         choices = {"target": TARGETS, "dist": DISTRIBUTIONS, "adapt": ADAPTIVITY, "schedule": tuple(SCHEDULES),
-                   "w_delta": ("channel", "tensor"), "ptq_settings": (None, *PTQ_SETTINGS)}
+                   "w_delta": ("channel", "tensor"), "ptq_settings": (None, *PTQ_SETTINGS),
+                   "weight_error": WEIGHT_ERRORS}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(str(v) for v in valid)}")
@@ -115,6 +122,9 @@ class NoiseConfig:
             raise ValueError(f"dist={self.dist!r} draws random noise one uniform step wide, which needs a uniform grid: "
                              "set delta_observer (e.g. 'minmax' or 'target'), or use dist 'bernoulli' or 'rounding' "
                              "for PTQ-aware noise (the target method's own quantization error)")
+        if not self.ptq_aware and self.weight_error != "requantized":
+            raise ValueError(f"weight_error={self.weight_error!r} holds the target method's own weight error fixed "
+                             "between its runs, which needs PTQ-aware noise: set delta_observer to null")
         if self.ptq_aware and self.w_delta != "channel":
             raise ValueError("w_delta='tensor' sizes weight noise on a min-max grid: set delta_observer with it")
         if self.ptq_calib is not None and (isinstance(self.ptq_calib, bool) or not isinstance(self.ptq_calib, int)
@@ -191,6 +201,8 @@ class NoisePoint(nn.Module):
         self.source: Source | None = None  # PTQ-aware: the target's quantizer here (set by the injector)
         self.keep_applied = False  # keep the last applied perturbation (a bias correction reads it)
         self.applied: torch.Tensor | None = None
+        #: weight_error="frozen": Q~(W) - W at the first forward after the target's last run (the weights it ran on)
+        self.frozen_error: torch.Tensor | None = None
         self.per_channel = self.is_weight and cfg.w_delta == "channel"
         own = cfg.delta_observer == TARGET_OBSERVER
         self.per_token = not self.is_weight and own and spec.granularity == "token"
@@ -303,7 +315,12 @@ class NoisePoint(nn.Module):
             return x
         with torch.no_grad():
             xd = x.detach()
-            error = self._masked(self.source(xd) - xd, strength)
+            if self.is_weight and self.cfg.weight_error == "frozen":
+                if self.frozen_error is None:
+                    self.frozen_error = self.source(xd) - xd
+                error = self._masked(self.frozen_error, strength)
+            else:
+                error = self._masked(self.source(xd) - xd, strength)
         if self.keep_applied:
             self.applied = error
         return x + error
@@ -457,7 +474,7 @@ class NoiseInjector:
         weights = {k: v.detach() for k, v in self.model.state_dict().items()}
         shadow_points = self.shadow.refresh(weights)
         for p in self.points:
-            p.source, p.keep_applied, p.applied = None, False, None
+            p.source, p.keep_applied, p.applied, p.frozen_error = None, False, None, None
         self._clear_bias_noise()
         for sp in shadow_points:
             point = self._by_path.get(sp.path)

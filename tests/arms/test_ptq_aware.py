@@ -87,6 +87,41 @@ def test_noise_follows_the_weights_at_each_refresh_and_epoch():
         torch.testing.assert_close(run_model(model, x), run_model(quantized, x), atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("method", ["gptq", "erq"])
+def test_a_frozen_weight_error_is_the_refresh_s_error_added_to_the_moved_weights(method):
+    """weight_error="frozen": at a refresh the forward is the target's quantized model, as requantized; after the
+    weights move it is W + e with e the refresh's error, where requantized rounds the moved weights again."""
+    target = _config(method)
+    family = "bert" if method == "erq" else "vit"
+    cfgs = {mode: NoiseConfig(target="W" if target.a_bits == 16 else "WA", schedule="constant", weight_error=mode)
+            for mode in ("requantized", "frozen")}
+    setups = {mode: _setup(family, target, cfg) for mode, cfg in cfgs.items()}
+    x = setups["frozen"][4](8, seed=9)
+    outs = {}
+    for mode, (_, model, inj, _, _) in setups.items():
+        inj.on_step(0, 10)
+        with torch.no_grad():
+            outs[mode] = run_model(model, x)
+    torch.testing.assert_close(outs["frozen"], outs["requantized"], atol=2e-5, rtol=0)
+    _, model, inj, _, _ = setups["frozen"]
+    layer = next(m for m in model.modules() if getattr(m, "weight_quantizer", None) is not None
+                 and m.weight_quantizer.noise is not None)
+    w0 = layer.weight.detach().clone()
+    error = layer.weight_quantizer(layer.weight).detach() - w0
+    point = layer.weight_quantizer.noise
+    step = torch.full_like(w0, 1e-4)
+    with torch.no_grad():
+        layer.weight.add_(step)
+    inj.on_step(1, 10)  # no refresh: the error of step 0 stays
+    torch.testing.assert_close(layer.weight_quantizer(layer.weight).detach(), w0 + step + error, atol=1e-6, rtol=0)
+    requantized = point.source(layer.weight.detach())
+    assert not torch.allclose(requantized, w0 + step + error, atol=1e-6)  # requantized: rounded again
+    inj.on_epoch_start()
+    inj.on_step(2, 10)  # a refresh: the error of the moved weights
+    torch.testing.assert_close(layer.weight_quantizer(layer.weight).detach(), point.source(layer.weight.detach()),
+                               atol=1e-6, rtol=0)
+
+
 def test_noise_is_off_in_eval_and_gradients_pass_straight_through():
     target = _config("ptq4vit")
     base, model, inj, _, batch = _setup("vit", target)
@@ -134,6 +169,10 @@ def test_config_and_target_validation():
         NoiseConfig(ptq_calib=0)
     with pytest.raises(ValueError, match="ptq_refresh"):
         NoiseConfig(ptq_refresh=0)
+    with pytest.raises(ValueError, match="weight_error"):
+        NoiseConfig(weight_error="fixed")
+    with pytest.raises(ValueError, match="needs PTQ-aware noise"):
+        NoiseConfig(weight_error="frozen", delta_observer="minmax")
 
 
 def test_cache_key_depends_on_the_whole_target_config():
