@@ -6,7 +6,10 @@ than its default parameters gets a line of its own), one column per bit-width th
 has, each cell the quantized accuracy of the newest row for it and the folder holding it ("—"
 where no committed row exists). "Newest" is the commit date of the row's `git_commit`, or the
 job's date for the older `results.json` files. Rows from different folders may come from
-different commits and calibration seeds; the folder tells which table each belongs to.
+different commits and calibration seeds; the folder tells which table each belongs to. Under each
+model, the FP accuracy each folder's rows start from: an FP checkpoint the harness trains (vit_mnist,
+minilm_rt, minilm_tweets) changes when the code that trains it does, so a cell compares with its own
+folder's FP accuracy.
 
     .venv/bin/python results/ptq_methods/coverage.py
 """
@@ -48,7 +51,7 @@ def collect() -> list[dict]:
                 continue
             params = json.loads(row.get("ptq_params") or "{}")
             records.append({"model": row["model"], "bits": row["bits"], "method": label(row["ptq"], params),
-                            "q_acc": row["q_acc"],
+                            "q_acc": row["q_acc"], "fp_acc": row.get("fp_acc"),
                             "folder": str(path.parent.relative_to(HERE)),
                             "time": commit_time(row.get("git_commit", ""), times)})
     for path in sorted(HERE.rglob("results.json")):
@@ -60,9 +63,18 @@ def collect() -> list[dict]:
                 continue
             own = custom.get(row["ptq"]) if isinstance(custom, dict) else None
             records.append({"model": row["model"], "bits": row["bits"], "method": label(row["ptq"], own),
-                            "q_acc": row["q_acc"],
+                            "q_acc": row["q_acc"], "fp_acc": row.get("fp_acc"),
                             "folder": str(path.parent.relative_to(HERE)), "time": when.timestamp()})
     return records
+
+
+def fp_by_folder(records: list[dict]) -> str:
+    """'96.50 (folder, folder), 97.30 (folder)': the folders grouped by the FP accuracy their rows start from."""
+    groups: dict[str, set[str]] = {}
+    for r in records:
+        fp = "unrecorded" if r["fp_acc"] is None else f"{r['fp_acc']:.2f}"
+        groups.setdefault(fp, set()).add(r["folder"])
+    return "; ".join(f"{fp} ({', '.join(sorted(folders))})" for fp, folders in sorted(groups.items()))
 
 
 def bits_order(bits: str) -> tuple[int, int, int]:
@@ -92,6 +104,7 @@ def main() -> None:
         lines += [f"## {model}", "",
                   f"{filled} of {len(wanted)} wanted cells filled: every method that quantizes weights and "
                   f"activations at {' / '.join(BITS)}, every weight-only method at {' / '.join(WEIGHT_ONLY_BITS)}.",
+                  "", "FP accuracy of each folder's rows: " + fp_by_folder(mine) + ".",
                   "", "| method | " + " | ".join(bits) + " |", "|---|" + "---|" * len(bits)]
         for method in methods:
             cells = [f"{newest[(method, b)]['q_acc']:.2f} ({newest[(method, b)]['folder']})"
