@@ -39,7 +39,7 @@ STEPS = 3  # timed batches of each kind, after one warm-up batch
 #: an arm's knobs that change what one of its training steps computes; the others (schedule,
 #: strength, mask rate, refresh periods, loss weights) change its values, not its cost
 ARM_COST_FIELDS = ("target", "dist", "modules", "delta_observer", "w_delta", "adapt", "refresh", "ptq_calib", "ptq_settings",
-                   "sites", "p", "normalize", "weighting")
+                   "weight_error", "sites", "p", "normalize", "weighting")
 
 
 @dataclass(frozen=True)

@@ -227,11 +227,15 @@ def arm_config_from_dict(data: Mapping[str, Any]) -> ArmConfig:
     """Inverse of `ArmConfig.to_dict`: the config of the arm named by data['arm'].
 
     A noise arm recorded before `ptq_settings` existed (no such key beside `ptq_refresh`) ran the
-    in-training settings, the only ones then, and is read back with `ptq_settings="in_training"`.
+    in-training settings, the only ones then, and is read back with `ptq_settings="in_training"`; one
+    recorded before `weight_error` existed re-quantized its weights every step, and is read back with
+    `weight_error="requantized"`.
     """
     data = dict(data)
     if "ptq_refresh" in data and "ptq_settings" not in data:
         data["ptq_settings"] = "in_training"
+    if "ptq_refresh" in data and "weight_error" not in data:
+        data["weight_error"] = "requantized"
     return ARMS.config_from_dict(data)
 
 

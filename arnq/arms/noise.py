@@ -39,6 +39,7 @@ from torch import nn
 from arnq.arms.schedules import SCHEDULES, schedule_value
 from arnq.arms.shadow import PTQ_SETTINGS, ShadowPoint, Source, TargetShadow, shadow_config
 from arnq.ptq import PTQConfig
+from arnq.ptq.base import handler_for
 from arnq.ptq.common import Batch
 from arnq.quant import QuantConfig, prepare, quantizers
 from arnq.quant.fake_quant import calc_qparams, fake_quantize, quant_range
@@ -101,9 +102,10 @@ class NoiseConfig:
     #: the handler's `shadow_settings` (in_training except where measured unfaithful: PTQ4ViT)
     ptq_settings: str | None = None
     #: PTQ-aware weights: "requantized" (each step's weights through the quantizers and weight change of the
-    #: target's last run) or "frozen" (the error that run found, Q~(W_r) - W_r, added unchanged to the weights
-    #: until the next run, so the forward moves with every weight update)
-    weight_error: str = "requantized"
+    #: target's last run), "frozen" (the error that run found, Q~(W_r) - W_r, added unchanged to the weights
+    #: until the next run, so the forward moves with every weight update), or None: the handler's
+    #: `shadow_weight_error` (requantized except where measured to diverge: ERQ)
+    weight_error: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modules", tuple(self.modules))
@@ -111,7 +113,7 @@ class NoiseConfig:
             object.__setattr__(self, "warmup_frac", self.default_warmup_frac)
         choices = {"target": TARGETS, "dist": DISTRIBUTIONS, "adapt": ADAPTIVITY, "schedule": tuple(SCHEDULES),
                    "w_delta": ("channel", "tensor"), "ptq_settings": (None, *PTQ_SETTINGS),
-                   "weight_error": WEIGHT_ERRORS}
+                   "weight_error": (None, *WEIGHT_ERRORS)}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(str(v) for v in valid)}")
@@ -122,7 +124,7 @@ class NoiseConfig:
             raise ValueError(f"dist={self.dist!r} draws random noise one uniform step wide, which needs a uniform grid: "
                              "set delta_observer (e.g. 'minmax' or 'target'), or use dist 'bernoulli' or 'rounding' "
                              "for PTQ-aware noise (the target method's own quantization error)")
-        if not self.ptq_aware and self.weight_error != "requantized":
+        if not self.ptq_aware and self.weight_error not in (None, "requantized"):
             raise ValueError(f"weight_error={self.weight_error!r} holds the target method's own weight error fixed "
                              "between its runs, which needs PTQ-aware noise: set delta_observer to null")
         if self.ptq_aware and self.w_delta != "channel":
@@ -201,7 +203,9 @@ class NoisePoint(nn.Module):
         self.source: Source | None = None  # PTQ-aware: the target's quantizer here (set by the injector)
         self.keep_applied = False  # keep the last applied perturbation (a bias correction reads it)
         self.applied: torch.Tensor | None = None
-        #: weight_error="frozen": Q~(W) - W at the first forward after the target's last run (the weights it ran on)
+        #: a weight under weight_error "frozen" (set by the injector): its error is held between the target's runs
+        self.frozen = False
+        #: Q~(W) - W at the first forward after the target's last run (the weights it ran on), when `frozen`
         self.frozen_error: torch.Tensor | None = None
         self.per_channel = self.is_weight and cfg.w_delta == "channel"
         own = cfg.delta_observer == TARGET_OBSERVER
@@ -315,7 +319,7 @@ class NoisePoint(nn.Module):
             return x
         with torch.no_grad():
             xd = x.detach()
-            if self.is_weight and self.cfg.weight_error == "frozen":
+            if self.frozen:
                 if self.frozen_error is None:
                     self.frozen_error = self.source(xd) - xd
                 error = self._masked(self.frozen_error, strength)
@@ -411,6 +415,7 @@ class NoiseInjector:
             device = next(self.model.parameters()).device
             self.generator = torch.Generator(device=device).manual_seed(self.seed)
         self._by_path: dict[str, NoisePoint] = {}
+        self.weight_error = resolved_weight_error(self.cfg, self.target)
         self._hooks: list[Any] = []
         self._shadow_due = True
         self._refreshed_at: int | None = None
@@ -466,6 +471,7 @@ class NoiseInjector:
                 module.bias_noise = None
 
     def _add(self, path: str, point: NoisePoint) -> None:
+        point.frozen = point.is_weight and self.weight_error == "frozen"
         self._by_path[path] = point
         self.points.append(point)
 
@@ -569,6 +575,16 @@ def ptq_calib_size(cfg: NoiseConfig, target: PTQConfig) -> int:
     return cfg.ptq_calib or min(target.resolved_calib_size, PTQ_CALIB_DEFAULT)
 
 
+def resolved_weight_error(cfg: NoiseConfig, target: PTQConfig | QuantConfig) -> str:
+    """The weight error a fine-tune trains with: the arm's `weight_error`, or, unset, the target handler's
+    `shadow_weight_error`; "requantized" for uniform-grid noise."""
+    if not cfg.ptq_aware:
+        return "requantized"
+    if cfg.weight_error is not None or not isinstance(target, PTQConfig):
+        return cfg.weight_error or "requantized"
+    return handler_for(target).shadow_weight_error
+
+
 def target_key(cfg: NoiseConfig, target: PTQConfig | QuantConfig) -> dict[str, Any]:
     """The parts of the target this noise depends on (what a fine-tune cache key needs).
 
@@ -579,7 +595,8 @@ def target_key(cfg: NoiseConfig, target: PTQConfig | QuantConfig) -> dict[str, A
     if cfg.ptq_aware:
         if not isinstance(target, PTQConfig):
             raise ValueError("PTQ-aware ARNQ noise depends on the target PTQ config, not a bare QuantConfig")
-        return {"ptq": shadow_config(target, ptq_calib_size(cfg, target), cfg.ptq_settings).to_dict()}
+        return {"ptq": shadow_config(target, ptq_calib_size(cfg, target), cfg.ptq_settings).to_dict(),
+                "weight_error": resolved_weight_error(cfg, target)}
     scheme = target.quant_scheme() if isinstance(target, PTQConfig) else target
     key: dict[str, Any] = {}
     if cfg.target in ("W", "WA"):

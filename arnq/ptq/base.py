@@ -137,6 +137,10 @@ class PTQMethod:
     #: `shadow_params`) or "configured" (the method as configured, where the cheaper run is measured to be an
     #: unfaithful surrogate)
     shadow_settings: ClassVar[str] = "in_training"
+    #: how PTQ-aware ARNQ perturbs weights between runs of this method unless the arm sets `weight_error`:
+    #: "requantized" (through the last run's quantizers and weight change) or "frozen" (the last run's error
+    #: held fixed, where requantizing is measured to make the training diverge)
+    shadow_weight_error: ClassVar[str] = "requantized"
     #: False: PTQ-aware ARNQ cannot express this method's quantizers in the training model's coordinates
     #: (no `InputMap` describes what it did to a Linear): an arm aiming at it must use uniform-grid noise
     shadow_mirrorable: ClassVar[bool] = True

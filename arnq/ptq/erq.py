@@ -253,6 +253,9 @@ class ERQ(PTQMethod):
     #: the closed-form steps are cheap; the rounding refinement's flips dominate (python loop per flip)
     smoke_params = {"refine_steps": 10}
     shadow_params = {"refine_steps": 10}
+    #: requantized, ERQ's ridge-updated, rounded weights freeze the training forward between its runs while the
+    #: FP weights drift, and each run reconstructs toward the drifted FP model (results/COMPOSITION.md, sections 19-20)
+    shadow_weight_error = "frozen"
     paper = "ERQ (Zhong et al., ICML 2024), zysxmu/ERQ"
     description = ("RepQ-ViT quantizers, then per Linear a closed-form ridge update of the FP weights against the "
                    "activation quantization error (Aqer), then halving weight quantization with rounding refinement "

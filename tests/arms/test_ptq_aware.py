@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from arnq.arms import arm_config, arm_config_from_dict
-from arnq.arms.noise import NoiseConfig, NoiseInjector, ptq_calib_size, target_key
+from arnq.arms.noise import NoiseConfig, NoiseInjector, ptq_calib_size, resolved_weight_error, target_key
 from arnq.arms.shadow import shadow_config
 from arnq.ptq import PTQ_METHODS, ptq_config, quantize_
 from arnq.ptq.base import handler_for
@@ -122,6 +122,33 @@ def test_a_frozen_weight_error_is_the_refresh_s_error_added_to_the_moved_weights
                                atol=1e-6, rtol=0)
 
 
+def test_the_default_weight_error_is_the_handlers_and_keys_the_same_target_as_naming_it():
+    """Unset, ERQ's weights carry the frozen error (requantized, the training diverges), every other method's
+    are requantized; the cache key's target part is the same as with the setting named."""
+    default = NoiseConfig()
+    assert default.weight_error is None
+    for method in MIRRORED:
+        target = ptq_config(method, "W4A16" if method in WEIGHT_ONLY else "W4A4")
+        mode = "frozen" if method == "erq" else "requantized"
+        assert handler_for(target).shadow_weight_error == mode
+        assert resolved_weight_error(default, target) == mode
+        assert target_key(default, target) == target_key(NoiseConfig(weight_error=mode), target)
+        other = "requantized" if mode == "frozen" else "frozen"
+        assert target_key(default, target) != target_key(NoiseConfig(weight_error=other), target)
+    grid = NoiseConfig(delta_observer="minmax")
+    assert resolved_weight_error(grid, ptq_config("erq", "W4A4")) == "requantized"
+    _, model, inj, _, _ = _setup("bert", _config("erq"))
+    assert inj.weight_error == "frozen"
+    assert all(p.frozen == p.is_weight for p in inj.points)
+
+
+def test_a_noise_arm_recorded_before_weight_error_existed_reads_back_requantized():
+    recorded = arm_config("arnq").to_dict()
+    assert recorded["weight_error"] is None and arm_config_from_dict(recorded).weight_error is None
+    del recorded["weight_error"]  # a row's config from before the knob: every weight was requantized
+    assert arm_config_from_dict(recorded).weight_error == "requantized"
+
+
 def test_noise_is_off_in_eval_and_gradients_pass_straight_through():
     target = _config("ptq4vit")
     base, model, inj, _, batch = _setup("vit", target)
@@ -173,6 +200,7 @@ def test_config_and_target_validation():
         NoiseConfig(weight_error="fixed")
     with pytest.raises(ValueError, match="needs PTQ-aware noise"):
         NoiseConfig(weight_error="frozen", delta_observer="minmax")
+    NoiseConfig(weight_error="requantized", delta_observer="minmax")  # what the uniform grid does anyway
 
 
 def test_cache_key_depends_on_the_whole_target_config():
