@@ -410,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", default=None, help="run directory (default results/runs/<name>)")
     sw.add_argument("--resume", action="store_true", help="continue an interrupted sweep in the same run directory")
     sw.add_argument("--smoke", action="store_true", help="a minutes-long slice of the space")
-    sw.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    sw.add_argument("--address", default=None, help="Ray cluster address, or 'auto' for the cluster `ray start` started on this machine "
+                    "(default: $RAY_ADDRESS, else a new local Ray instance)")
     sw.set_defaults(func=cmd_sweep)
 
     v = sub.add_parser("validate", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES["validate"],

@@ -542,12 +542,18 @@ def run_sweep(
 
 
 def _start_ray(address: str | None) -> None:
-    """Connect to Ray (`address`, else $RAY_ADDRESS, else a local instance), unless connected."""
+    """Connect to Ray (`address`, else $RAY_ADDRESS, else a new local instance), unless connected.
+
+    Without an address the sweep starts its own instance (`address="local"`) rather than
+    Ray's default of joining the cluster last started on this machine (/tmp/ray/ray_current_cluster):
+    that cluster may be another program's (a test's `ray.cluster_utils.Cluster`), and the
+    sweep would die with it. `address="auto"` joins a cluster `ray start` started here.
+    """
     import ray
 
     if not ray.is_initialized():
         with scoped_env(RAY_USAGE_STATS_ENABLED=os.environ.get("RAY_USAGE_STATS_ENABLED", "0")):
-            ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
 
 

@@ -3,6 +3,7 @@ ASHA, provenance, W&B offline, reruns, resources, two nodes (faults: test_reliab
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,7 +159,8 @@ FAKE_SWEEP = textwrap.dedent("""
 
 def test_a_sweep_with_wandb_leaves_nothing_in_the_temp_directory(ray_home, tmp_path):
     """`arnq sweep` sends its temporary files (W&B's media and artifact folders) to the run directory and
-    removes them at exit (Ray's own session folder goes where RAY_TMPDIR says)."""
+    removes them at exit (Ray's own session folder goes where RAY_TMPDIR says). Without --address it
+    starts its own Ray instance, never the cluster last started on the machine (another program's)."""
     space = tmp_path / "wb.yaml"
     space.write_text("name: wb\nmodels: [vit_mnist]\nbits: [W4A4]\nptq: [minmax]\nseeds: [0, 1]\n"
                      "wandb: {project: arnq-bench, mode: offline}\n")
@@ -166,9 +168,18 @@ def test_a_sweep_with_wandb_leaves_nothing_in_the_temp_directory(ray_home, tmp_p
     systmp.mkdir()
     env = {**os.environ, "HOME": str(ray_home), "TMPDIR": str(systmp), "RAY_USAGE_STATS_ENABLED": "0",
            "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
-    env["RAY_TMPDIR"] = tempfile.gettempdir()  # Ray's session folder: a short path (its sockets' limit is 107 bytes)
-    done = subprocess.run([sys.executable, "-c", FAKE_SWEEP, "sweep", str(space), "--out", str(run)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env.pop("RAY_ADDRESS", None)
+    # Ray's session folder: a short path (its sockets' limit is 107 bytes), where a `ray.cluster_utils.Cluster`
+    # or `ray start` elsewhere on the machine left its address; ray.init() with no address would join it
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir=tempfile.gettempdir()))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens there
+    env["RAY_TMPDIR"] = str(ray_tmp)
+    try:
+        done = subprocess.run([sys.executable, "-c", FAKE_SWEEP, "sweep", str(space), "--out", str(run)], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 trials: 2 ok, 0 stopped early by ASHA, 0 failed in" in " ".join(done.stdout.split())
     # the terminal shows the harness's lines only: no Tune experiment box or TensorBoard hint, no W&B banner
