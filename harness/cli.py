@@ -286,6 +286,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import shlex
 
+    from harness.grid import trial_id
     from harness.plan import make_plan
     from harness.space import load_space
     from harness.store import ROWS, finished_ids
@@ -301,17 +302,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     warn_if_dirty(console)
     start = time.perf_counter()
     wandb = bool(space.wandb) and space.wandb["mode"] != "disabled"
+    command = " ".join(["arnq sweep", shlex.quote(args.space), *(["--out", shlex.quote(args.out)] if args.out else []),
+                        *(["--smoke"] if args.smoke else []), "--resume"])
     try:
         rows = run_sweep(space, run_dir, resume=args.resume, address=args.address, own_tempdir=True)
     except SweepInterrupted as stop:
         if stop.rows:
             _finish_run(stop.rows, run_dir, space.name, start, wandb=wandb, total=stop.total)
         done = len(finished_ids(run_dir / ROWS))
-        command = " ".join(["arnq sweep", shlex.quote(args.space), *(["--out", shlex.quote(args.out)] if args.out else []),
-                            *(["--smoke"] if args.smoke else []), "--resume"])
         console.print(f"interrupted: {done} of {stop.total} trials done; resume with: {command}", soft_wrap=True)
         return stop.exit_code
-    return _finish_run(rows, run_dir, space.name, start, wandb=wandb, total=len(space.trials()))
+    specs = space.trials()
+    code = _finish_run(rows, run_dir, space.name, start, wandb=wandb, total=len(specs))
+    ran = {row.get("trial_id") for row in rows}
+    missing = sum(trial_id(spec) not in ran for spec in specs)
+    if missing:  # Ray ended the experiment before these trials ran (a lost head node, a killed Ray instance)
+        console.print(f"error: {missing} of {len(specs)} trials never ran (the Ray experiment ended without them); "
+                      f"resume with: {command}", soft_wrap=True)
+        return 1
+    return code
 
 
 def smoke_space(space):

@@ -171,6 +171,27 @@ def test_durations_read_as_a_person_writes_them(seconds, text):
     assert duration_text(seconds) == text
 
 
+def test_a_sweep_whose_ray_experiment_ends_early_fails_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """Trials that never got a row (Ray lost mid-run, whatever Tune then returns) make the sweep fail."""
+    import harness.sweep
+    from harness.grid import ended_row
+    from harness.store import ROWS, append_row, read_rows
+
+    def one_trial_then_ray_ends(space, run_dir, **kwargs):
+        harness.sweep.prepare_run_dir(space, run_dir, False)
+        append_row(run_dir / ROWS, ended_row(space.trials()[0], "ok", fp_acc=60.0, ft_acc=55.0, q_acc=50.0))
+        return read_rows(run_dir / ROWS)
+
+    space, run = tmp_path / "three.yaml", tmp_path / "run"
+    space.write_text("name: three\nmodels: [vit_mnist]\nbits: [W4A4]\nptq: [minmax]\nseeds: [0, 1, 2]\n")
+    monkeypatch.setattr(harness.sweep, "run_sweep", one_trial_then_ray_ends)
+    assert main(["sweep", str(space), "--out", str(run)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 trials: 1 ok, 0 stopped early by ASHA, 0 failed, 2 not run in" in out
+    assert (f"error: 2 of 3 trials never ran (the Ray experiment ended without them); resume with: arnq sweep {space} "
+            f"--out {run} --resume") in out
+
+
 def test_the_summary_line_counts_every_state_and_what_never_ran():
     from harness.cli import summary_line
 
