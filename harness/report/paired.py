@@ -70,3 +70,24 @@ def mean_gain(rows: Sequence[dict[str, Any]], seeds: Sequence[int], arm: str = "
     per-method improvement)."""
     return (statistics.mean(cell_values(rows, seeds, arm=arm, **match))
             - statistics.mean(cell_values(rows, seeds, arm=baseline, **match)))
+
+
+def arm_row(label: str, plain_ft: Sequence[float], plain_q: Sequence[float], arm_ft: Sequence[float],
+            arm_q: Sequence[float], min_drop: float = 0.5) -> str:
+    """One Markdown row '| label | plain ft | plain q | arm ft | arm q | arm − plain q (per seed) | p | plain drop |
+    recovered |': the drop is plain's mean ft_acc − q_acc, the share of it the arm's mean gain recovers is left
+    out (a dash) when the drop is under `min_drop` points."""
+    drop = statistics.mean(plain_ft) - statistics.mean(plain_q)
+    gain = statistics.mean(arm_q) - statistics.mean(plain_q)
+    share = f"{100 * gain / drop:.0f} %" if drop >= min_drop else f"— (drop under {min_drop})"
+    return (f"| {label} | {mean_std(plain_ft)} | {mean_std(plain_q)} | {mean_std(arm_ft)} | {mean_std(arm_q)} | "
+            f"{paired_diff(arm_q, plain_q)} | {drop:.2f} | {share} |")
+
+
+def spread_row(label: str, per_method: dict[str, float], itemise: bool = True) -> str:
+    """One Markdown row '| label | mean ± std over methods | k of n positive |' of per-method gains (the thesis
+    view), then '| name +g, ... |' when `itemise`."""
+    values = list(per_method.values())
+    row = f"| {label} | {statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f} | " \
+          f"{sum(g > 0 for g in values)} of {len(values)} |"
+    return row + (f" {', '.join(f'{p} {g:+.2f}' for p, g in per_method.items())} |" if itemise else "")

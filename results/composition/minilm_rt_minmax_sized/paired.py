@@ -17,7 +17,7 @@ import json
 import statistics
 from pathlib import Path
 
-from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff
+from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff, spread_row
 
 HERE = Path(__file__).parent
 MODEL, BITS, SEEDS = "minilm_rt", "W4A4", (0, 1, 2)
@@ -65,10 +65,7 @@ def main() -> None:
               "q_acc − plain q_acc per method (mean over seeds), averaged over methods", "",
               "| arm | average ± std over methods | positive | per method |", "|---|---|---|---|"]
     for label, per in (("PTQ-aware ARNQ (section 4's recipe)", aware_gain), ("min-max-sized ARNQ", sized_gain)):
-        values = list(per.values())
-        lines.append(f"| {label} | {statistics.mean(values):+.2f} ± {statistics.stdev(values):.2f} | "
-                     f"{sum(g > 0 for g in values)} of {len(values)} | "
-                     f"{', '.join(f'{p} {g:+.2f}' for p, g in per.items())} |")
+        lines.append(spread_row(label, per))
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 

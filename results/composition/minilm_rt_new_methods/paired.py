@@ -14,10 +14,17 @@ next to this file:
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
-from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff
+from harness.report.paired import (
+    arm_row,
+    cell_values,
+    folder_rows,
+    mean_gain,
+    mean_std,
+    paired_diff,
+    spread_row,
+)
 
 HERE = Path(__file__).parent
 MODEL, BITS, SEEDS = "minilm_rt", "W4A4", (0, 1, 2)
@@ -54,11 +61,7 @@ def main() -> None:
     for ptq in METHODS:
         pf, pq, af, aq = (cell(ptq, arm, key) for arm, key in
                           (("plain", "ft_acc"), ("plain", "q_acc"), ("arnq", "ft_acc"), ("arnq", "q_acc")))
-        drop = statistics.mean(pf) - statistics.mean(pq)
-        gain = statistics.mean(aq) - statistics.mean(pq)
-        share = f"{100 * gain / drop:.0f} %" if drop >= 0.5 else "— (drop under 0.5)"
-        lines.append(f"| {ptq} | {mean_std(pf)} | {mean_std(pq)} | {mean_std(af)} | {mean_std(aq)} | {paired_diff(aq, pq)} | {drop:.2f} | "
-                     f"{share} |")
+        lines.append(arm_row(ptq, pf, pq, af, aq))
 
     plain_ft = cell(METHODS[0], "plain", "ft_acc")
     lines += ["", "| this sweep's combination − earlier best plain method (paired by seed) | difference (per seed) | p |",
@@ -80,9 +83,7 @@ def main() -> None:
               "methods", "", "| methods | average ± std over methods | positive |", "|---|---|---|"]
     for label, methods in (("the nine (../thesis_view)", [m for ms in NINE.values() for m in ms]),
                            ("these three", list(METHODS)), ("the nine + these three", list(gains))):
-        per = [gains[m] for m in methods]
-        lines.append(f"| {label} | {statistics.mean(per):+.2f} ± {statistics.stdev(per):.2f} | "
-                     f"{sum(g > 0 for g in per)} of {len(per)} |")
+        lines.append(spread_row(label, {m: gains[m] for m in methods}, itemise=False))
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 

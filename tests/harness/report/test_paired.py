@@ -3,7 +3,15 @@ import json
 import pytest
 from scipy import stats
 
-from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff
+from harness.report.paired import (
+    arm_row,
+    cell_values,
+    folder_rows,
+    mean_gain,
+    mean_std,
+    paired_diff,
+    spread_row,
+)
 
 
 def _row(seed, arm, q, ptq="repq_vit", status="ok", params="{}"):
@@ -41,3 +49,17 @@ def test_mean_std_and_the_paired_difference_print_what_the_write_ups_cite():
 def test_folder_rows_reads_every_line_of_a_folders_store(tmp_path):
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in ROWS) + "\n\n")
     assert folder_rows(tmp_path) == ROWS
+
+
+def test_an_arm_row_gives_plain_drop_and_the_share_recovered_unless_the_drop_is_small():
+    plain_ft, plain_q, arm_ft, arm_q = [82.0, 81.0, 80.0], [72.0, 71.0, 70.0], [80.0, 80.0, 80.0], [75.0, 73.5, 74.0]
+    row = arm_row("omse", plain_ft, plain_q, arm_ft, arm_q)
+    assert row.startswith("| omse | 81.00 ± 1.00 | 71.00 ± 1.00 | 80.00 ± 0.00 | 74.17 ± 0.76 | +3.17 ± 0.76 ")
+    assert row.endswith("| 10.00 | 32 % |")  # 3.17 of plain's 10-point drop
+    assert arm_row("x", [72.1, 71.1, 70.1], plain_q, arm_ft, arm_q).endswith("| 0.10 | — (drop under 0.5) |")
+
+
+def test_a_spread_row_counts_the_positive_methods_and_lists_them():
+    gains = {"minmax": 6.0, "repq_vit": -1.0, "omse": 1.0}
+    assert spread_row("all", gains) == "| all | +2.00 ± 3.61 | 2 of 3 | minmax +6.00, repq_vit -1.00, omse +1.00 |"
+    assert spread_row("all", gains, itemise=False) == "| all | +2.00 ± 3.61 | 2 of 3 |"
