@@ -65,10 +65,11 @@ def paired_diff(a: Sequence[float], b: Sequence[float], sep: str = " | ") -> str
 
 
 def mean_gain(rows: Sequence[dict[str, Any]], seeds: Sequence[int], arm: str = "arnq", baseline: str = "plain",
-              **match: Any) -> float:
+              arm_match: dict[str, Any] | None = None, **match: Any) -> float:
     """Mean q_acc of `arm` minus that of `baseline` over `seeds`, in the cell `match` names (the thesis view's
-    per-method improvement)."""
-    return (statistics.mean(cell_values(rows, seeds, arm=arm, **match))
+    per-method improvement); `arm_match` overrides fields for the arm's side only (e.g. its arm_params, where
+    the baseline's are "{}")."""
+    return (statistics.mean(cell_values(rows, seeds, arm=arm, **{**match, **(arm_match or {})}))
             - statistics.mean(cell_values(rows, seeds, arm=baseline, **match)))
 
 

@@ -79,10 +79,9 @@ def main() -> None:
 
     gains = {ptq: mean_gain(_rows(folder), SEEDS, model=MODEL, bits=BITS, ptq=ptq, arm_params="{}")
              for folder, methods in TWELVE.items() for ptq in methods if ptq != "ptq4vit"}
-    configured = _rows("minilm_rt_ptq4vit_configured")  # its ARNQ arm names ptq_settings, its plain arm nothing
-    gains["ptq4vit"] = (statistics.mean(_values(configured, "ptq4vit", "arnq", "q_acc",
-                                                json.dumps({"ptq_settings": "configured"})))
-                        - statistics.mean(_values(configured, "ptq4vit", "plain", "q_acc")))
+    gains["ptq4vit"] = mean_gain(_rows("minilm_rt_ptq4vit_configured"), SEEDS,  # its plain arm names no params
+                                 arm_match={"arm_params": json.dumps({"ptq_settings": "configured"})},
+                                 model=MODEL, bits=BITS, ptq="ptq4vit", arm_params="{}")
     frozen = gains | {PTQ: statistics.mean(q["frozen"]) - statistics.mean(q["plain"])}
     lines += ["", f"Thesis view on {MODEL} {BITS} over twelve methods (the nine of ../thesis_view with PTQ4ViT as "
               "configured in training, OS+, ERQ, AdaLog): ARNQ − plain q_acc per method (mean over seeds)", "",

@@ -57,9 +57,8 @@ def main() -> None:
               + "; ".join(f"{ptq} ft_acc {'equal' if ft else 'DIFFER'}, q_acc {'equal' if q else 'differ'}"
                           for ptq, ft, q in same) + "."]
     for ptq, (sized_folder, aware_folder) in OTHERS.items():
-        rows = _rows(sized_folder)  # the plain arm names no params, the min-max-sized arm its delta_observer
-        sized_gain[ptq] = (statistics.mean(_values(rows, ptq, "arnq", params=SIZED))
-                           - statistics.mean(_values(rows, ptq, "plain")))
+        sized_gain[ptq] = mean_gain(_rows(sized_folder), SEEDS, arm_match={"arm_params": SIZED}, model=MODEL, bits=BITS,
+                                    ptq=ptq, arm_params="{}")
         aware_gain[ptq] = mean_gain(_rows(aware_folder), SEEDS, model=MODEL, bits=BITS, ptq=ptq, arm_params="{}")
     lines += ["", f"Thesis view on {MODEL} {BITS} over ten methods (these eight, the rotation, Liu 2021): each arm's "
               "q_acc − plain q_acc per method (mean over seeds), averaged over methods", "",

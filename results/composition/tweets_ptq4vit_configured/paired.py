@@ -19,7 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
-from harness.report.paired import cell_values, folder_rows, mean_std, paired_diff
+from harness.report.paired import cell_values, folder_rows, mean_gain, mean_std, paired_diff
 
 HERE = Path(__file__).parent
 MODEL, BITS, PTQ, SEEDS = "minilm_tweets", "W4A4", "ptq4vit", (0, 1, 2)
@@ -66,12 +66,8 @@ def main() -> None:
         lines.append(f"| arnq configured + PTQ4ViT − {label} (../tweets_repq_hadamard, {mean_std(_values(best, ptq, 'plain', 'q_acc'))}) "
                      f"| {paired_diff(cells['configured'], _values(best, ptq, 'plain', 'q_acc'))} |")
 
-    gains = {}
-    for folder, methods in NINE.items():
-        rows = _rows(folder)
-        for ptq in methods:
-            gains[ptq] = (statistics.mean(_values(rows, ptq, "arnq", "q_acc"))
-                          - statistics.mean(_values(rows, ptq, "plain", "q_acc")))
+    gains = {ptq: mean_gain(_rows(folder), SEEDS, model=MODEL, bits=BITS, ptq=ptq, arm_params="{}")
+             for folder, methods in NINE.items() for ptq in methods}
     with_configured = gains | {PTQ: statistics.mean(cells["configured"]) - statistics.mean(cells["plain"])}
     lines += ["", f"Thesis view on {MODEL} {BITS}, the nine methods: ARNQ − plain q_acc per method (mean over seeds)", "",
               "| PTQ4ViT cell | average ± std over methods | positive | PTQ4ViT |", "|---|---|---|---|"]

@@ -63,3 +63,9 @@ def test_a_spread_row_counts_the_positive_methods_and_lists_them():
     gains = {"minmax": 6.0, "repq_vit": -1.0, "omse": 1.0}
     assert spread_row("all", gains) == "| all | +2.00 ± 3.61 | 2 of 3 | minmax +6.00, repq_vit -1.00, omse +1.00 |"
     assert spread_row("all", gains, itemise=False) == "| all | +2.00 ± 3.61 | 2 of 3 |"
+
+
+def test_mean_gain_can_match_the_arm_on_params_the_baseline_lacks():
+    # the arm's {"x": 1} cell holds seed 0 only (60.0); plain's cell is "{}" (72.0 at seed 0)
+    assert mean_gain(ROWS, (0,), arm_match={"arm_params": '{"x": 1}'}, ptq="repq_vit", arm_params="{}") == -12.0
+    assert mean_gain(ROWS, (0,), ptq="repq_vit", arm_params="{}") == 3.0  # without it both sides match "{}"
