@@ -286,7 +286,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import shlex
 
-    from harness.grid import trial_id
     from harness.plan import make_plan
     from harness.space import load_space
     from harness.store import ROWS, finished_ids
@@ -312,12 +311,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         done = len(finished_ids(run_dir / ROWS))
         console.print(f"interrupted: {done} of {stop.total} trials done; resume with: {command}", soft_wrap=True)
         return stop.exit_code
-    specs = space.trials()
-    code = _finish_run(rows, run_dir, space.name, start, wandb=wandb, total=len(specs))
-    ran = {row.get("trial_id") for row in rows}
-    missing = sum(trial_id(spec) not in ran for spec in specs)
-    if missing:  # Ray ended the experiment before these trials ran (a lost head node, a killed Ray instance)
-        console.print(f"error: {missing} of {len(specs)} trials never ran (the Ray experiment ended without them); "
+    total = len(space.trials())
+    code = _finish_run(rows, run_dir, space.name, start, wandb=wandb, total=total)
+    missing = total - len(rows)  # the store keeps one row per trial, so these trials have none
+    if missing > 0:  # Ray ended the experiment before these trials ran (a lost head node, a killed Ray instance)
+        console.print(f"error: {missing} of {total} trials never ran (the Ray experiment ended without them); "
                       f"resume with: {command}", soft_wrap=True)
         return 1
     return code
