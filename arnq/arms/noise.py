@@ -104,7 +104,7 @@ class NoiseConfig:
     #: PTQ-aware weights: "requantized" (each step's weights through the quantizers and weight change of the
     #: target's last run), "frozen" (the error that run found, Q~(W_r) - W_r, added unchanged to the weights
     #: until the next run, so the forward moves with every weight update), or None: the handler's
-    #: `shadow_weight_error` (requantized except where measured to diverge: ERQ)
+    #: `shadow_weight_error` (requantized except where measured to diverge: ERQ, GPTQ)
     weight_error: str | None = None
 
     def __post_init__(self) -> None:

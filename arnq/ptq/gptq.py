@@ -290,6 +290,9 @@ class GPTQ(PTQMethod):
     granularity = ("W per output row (or per group of input columns), asymmetric min-max (grid: sym, sym_narrow); "
                    "A: min-max on top when a_bits < 16")
     default_calib_size = 128
+    #: requantized, GPTQ's compensated, rounded weights freeze the training forward between its runs while the FP
+    #: weights drift, as ERQ's do (results/COMPOSITION.md, section 24)
+    shadow_weight_error = "frozen"
     paper = "GPTQ (Frantar et al., ICLR 2023), IST-DASLab/gptq"
     description = "column-wise rounding with inverse-Hessian error feedback (damp 0.01, blocks of 128)"
 

@@ -123,13 +123,13 @@ def test_a_frozen_weight_error_is_the_refresh_s_error_added_to_the_moved_weights
 
 
 def test_the_default_weight_error_is_the_handlers_and_keys_the_same_target_as_naming_it():
-    """Unset, ERQ's weights carry the frozen error (requantized, the training diverges), every other method's
-    are requantized; the cache key's target part is the same as with the setting named."""
+    """Unset, ERQ's and GPTQ's weights carry the frozen error (requantized, the training diverges), every other
+    method's are requantized; the cache key's target part is the same as with the setting named."""
     default = NoiseConfig()
     assert default.weight_error is None
     for method in MIRRORED:
         target = ptq_config(method, "W4A16" if method in WEIGHT_ONLY else "W4A4")
-        mode = "frozen" if method == "erq" else "requantized"
+        mode = "frozen" if method in ("erq", "gptq") else "requantized"
         assert handler_for(target).shadow_weight_error == mode
         assert resolved_weight_error(default, target) == mode
         assert target_key(default, target) == target_key(NoiseConfig(weight_error=mode), target)
