@@ -215,6 +215,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                   + f"; tolerance {tol_text}", soft_wrap=True)
     if not result.rows:
         raise rp.ReproduceError("the selection holds no committed rows; widen --cells / --seeds")
+    changed, unrecorded = rp.changed_targets(result)
+    if changed and not args.allow_changed_targets:
+        raise rp.ReproduceError(
+            f"{len(changed)} committed row(s) would now fine-tune toward another target than they did "
+            "(a setting the arm left to the PTQ method's default changed since):\n  " + "\n  ".join(changed[:10])
+            + ("\n  ..." if len(changed) > 10 else "")
+            + f"\nname the committed value in the arm of {Path(args.result_dir) / rp.SPACE} (e.g. weight_error: "
+            "requantized) to re-run what ran, or pass --allow-changed-targets to measure today's defaults against it")
+    if changed:
+        console.print(f"{len(changed)} row(s) now train toward another target (--allow-changed-targets): their "
+                      "differences measure that change", soft_wrap=True)
+    if unrecorded:
+        console.print(f"{unrecorded} committed arm row(s) predate recording the arm's resolved target: a default "
+                      "changed since cannot be detected for them", soft_wrap=True)
     warn_if_dirty(console)
     start = time.perf_counter()
     new = rp.run(result, out, Path(args.cache) if args.cache else None)
@@ -451,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tolerance", type=float, default=None,
                     help="largest accepted |new - committed| in accuracy points (default: 0 when the code, library "
                          "versions and CPU device match the committed rows, else 1)")
+    rp.add_argument("--allow-changed-targets", action="store_true",
+                    help="re-run rows whose arm would now train toward another target than it did (a PTQ "
+                         "method's default changed since) instead of refusing; the comparison then measures "
+                         "that change")
     rp.add_argument("--out", default=None, help="where the new run goes (default results/runs/reproduce/<name>)")
     rp.add_argument("--cache", default=None,
                     help="cache folder (default: a new, empty OUT/cache, so nothing computed earlier is reused)")

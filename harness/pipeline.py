@@ -77,8 +77,22 @@ class TrialSpec:
         return spec
 
     def resolved(self) -> dict[str, Any]:
-        """Every setting the trial ran with, defaults filled in (what a row records)."""
-        return {**self.to_dict(), "calib_size": self.ptq.resolved_calib_size, "finetune_key": get_key(self)}
+        """Every setting the trial ran with, defaults filled in (what a row records).
+
+        `arm_target` is what the arm's fine-tune took from the target (`Arm.target_key`) as the code
+        resolved it, settings the arm left to the target method's handler included (PTQ-aware ARNQ's
+        weight error); absent for arms that do not depend on the target.
+        """
+        resolved = {**self.to_dict(), "calib_size": self.ptq.resolved_calib_size, "finetune_key": get_key(self)}
+        target = self.arm_target()
+        if target:
+            resolved["arm_target"] = target
+        return resolved
+
+    def arm_target(self) -> dict[str, Any]:
+        """The arm's `target_key` toward this trial's PTQ config, as JSON would read it back."""
+        target = arm_handler(self.arm).target_key(self.arm, self.ptq)
+        return json.loads(json.dumps(target, sort_keys=True, default=str)) if target else {}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:

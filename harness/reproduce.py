@@ -191,6 +191,40 @@ def tolerance(result: Result, given: float | None = None) -> tuple[float, str]:
     return DEFAULT_TOLERANCE, f"±{DEFAULT_TOLERANCE:g} points: {'; '.join(reasons)}"
 
 
+def changed_targets(result: Result) -> tuple[list[str], int]:
+    """(one line per committed row whose arm would now train toward another target than it did, rows that
+    did not record it).
+
+    A sweep row records what its arm's fine-tune took from the target as the code then resolved it
+    (`arm_target`, `TrialSpec.resolved`). An arm setting left unset follows the target method's
+    default, so a default changed since (a handler's `shadow_weight_error`, say) makes the same space
+    train a different fine-tune: its comparison would measure the change, not the reproduction.
+    """
+    if result.kind != "sweep":
+        return [], 0
+    from harness.pipeline import TrialSpec
+
+    lines, unrecorded = [], 0
+    for row in result.rows:
+        config = json.loads(row["config"]) if row.get("config") else {}
+        if "arm_target" not in config:
+            unrecorded += bool(config) and config.get("arm", {}).get("arm") != "plain"
+            continue
+        now = TrialSpec.from_dict(config).arm_target()
+        before = config["arm_target"]
+        if now != before:
+            keys = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+            diffs = "; ".join(f"{k}: committed {_short(before.get(k))}, now {_short(now.get(k))}" for k in keys)
+            lines.append(f"{row.get('model')} {row.get('bits')} {row.get('ptq')} {_arm_text(row)} "
+                         f"seed {row.get('seed')}: {diffs}")
+    return lines, unrecorded
+
+
+def _short(value: Any, width: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True) if value is not None else "unset"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def run(result: Result, out: Path, cache: Path | None = None) -> list[dict[str, Any]]:
     """Re-run `result`'s spec into `out/run` with the cache `cache` (default: a new empty `out/cache`);
     an earlier folder at `out` is moved aside. The new rows."""

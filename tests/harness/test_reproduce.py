@@ -144,6 +144,47 @@ def test_the_command_prints_each_value_and_fails_beyond_the_tolerance(tmp_path, 
     assert len(committed) == 24
 
 
+def test_rows_whose_arm_would_now_train_toward_another_target_are_refused_before_any_work(tmp_path, monkeypatch,
+                                                                                          capsys):
+    folder = _result(tmp_path)
+    specs = {f"t{i}": t for i, t in enumerate(parse_space(SPACE).trials())}
+    rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["config"] = json.dumps(specs[row["trial_id"]].resolved())
+    aware = [r for r in rows if r["ptq"] == "repq_vit" and json.loads(r["config"]).get("arm_target", {}).get("ptq")]
+    assert aware and all(json.loads(r["config"])["arm_target"]["weight_error"] == "requantized" for r in aware)
+    assert all("arm_target" not in json.loads(r["config"]) for r in rows if r["arm"] == "plain")
+    config = json.loads(aware[0]["config"])
+    config["arm_target"]["weight_error"] = "frozen"  # trained when the handler's default was another
+    aware[0]["config"] = json.dumps(config)
+    del rows[0]["config"]  # a row from before configs were recorded
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    changed, unrecorded = rp.changed_targets(rp.load_result(folder))
+    assert len(changed) == 1 and 'weight_error: committed "frozen", now "requantized"' in changed[0]
+    assert unrecorded == 0  # rows[0] is plain, and one without any config says nothing
+    monkeypatch.setattr(rp, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    assert main(["reproduce", str(folder)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 committed row(s) would now fine-tune toward another target" in err and "weight_error" in err
+    assert "--allow-changed-targets" in err
+
+    def rerun(result, out, cache=None):
+        out.mkdir(parents=True, exist_ok=True)
+        return result.rows
+
+    monkeypatch.setattr(rp, "run", rerun)
+    for row in aware[1:]:  # rows from before the arm's target was recorded
+        config = json.loads(row["config"])
+        del config["arm_target"]
+        row["config"] = json.dumps(config)
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["reproduce", str(folder), "--allow-changed-targets", "--out", str(tmp_path / "out")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 row(s) now train toward another target" in text
+    assert f"{len(aware) - 1} committed arm row(s) predate recording" in text
+
+
 def test_a_bad_selection_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rp, "run", lambda *a, **k: pytest.fail("nothing may run"))
     assert main(["reproduce", str(_result(tmp_path)), "--cells", "deit_small"]) == 2
