@@ -1,0 +1,64 @@
+"""The composition question on minilm_rt at W4A4 at lr 5e-5: plain fine-tuning against PTQ-aware ARNQ under
+RepQ-ViT and the Hadamard rotation, and every combination against the best plain one at either learning rate.
+
+Per method: plain and ARNQ ft_acc and q_acc (mean ± sample std over seeds 0-2), the paired difference per seed
+with its two-sided paired t-test, plain fine-tuning's drop and the share recovered. Then each combination of
+this sweep against the best plain combination of this sweep and against plain + rotation at lr 2e-4
+(../minilm_rt_quanttune, the latest run of that cell), paired by seed: the same seed draws the same training
+subset and order at both learning rates, but the fine-tunes differ. Writes paired.md next to this file:
+
+    .venv/bin/python results/composition/minilm_rt_lr5e5/paired.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.report.paired import arm_row, cell_values, folder_rows, mean_std, paired_diff
+
+HERE = Path(__file__).parent
+MODEL, BITS, SEEDS = "minilm_rt", "W4A4", (0, 1, 2)
+METHODS = ("repq_vit", "hadamard")
+AT_2E4 = HERE.parent / "minilm_rt_quanttune"  # plain + rotation / RepQ-ViT at lr 2e-4, the same seeds
+
+
+def _cell(rows: list[dict], ptq: str, arm: str, key: str = "q_acc") -> list[float]:
+    return cell_values(rows, SEEDS, key, model=MODEL, bits=BITS, ptq=ptq, arm=arm, arm_params="{}")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def main() -> None:
+    here = folder_rows(HERE)
+    lines = [f"{MODEL} {BITS}, lr 5e-5, seeds {SEEDS[0]}-{SEEDS[-1]} (FP {here[0]['fp_acc']:.2f})", "",
+             "| PTQ | plain ft_acc | plain q_acc | ARNQ ft_acc | ARNQ q_acc | ARNQ − plain q_acc (per seed) | p | "
+             "plain drop | recovered |", "|---|---|---|---|---|---|---|---|---|"]
+    for ptq in METHODS:
+        lines.append(arm_row(ptq, *(_cell(here, ptq, arm, key) for arm, key in
+                                    (("plain", "ft_acc"), ("plain", "q_acc"), ("arnq", "ft_acc"),
+                                     ("arnq", "q_acc")))))
+
+    combos = {f"{arm} + {ptq}, lr 5e-5": _cell(here, ptq, arm) for arm in ("plain", "arnq") for ptq in METHODS}
+    old = folder_rows(AT_2E4)
+    baselines = {f"plain + {ptq}, lr 2e-4 (../{AT_2E4.name})": _cell(old, ptq, "plain") for ptq in METHODS}
+    best_here = max((k for k in combos if k.startswith("plain")), key=lambda k: _mean(combos[k]))
+    best_old = max(baselines, key=lambda k: _mean(baselines[k]))
+    lines += ["", "| combination | q_acc | ft_acc |", "|---|---|---|"]
+    for label, values in {**combos, **baselines}.items():
+        arm, ptq = label.split(" + ")[0], label.split(" + ")[1].split(",")[0]
+        ft = _cell(here if "5e-5" in label else old, ptq, arm, "ft_acc")
+        lines.append(f"| {label} | {mean_std(values)} | {mean_std(ft)} |")
+    for best in (best_here, best_old):
+        pool = baselines if best in baselines else combos
+        lines += ["", f"| combination − best plain: {best} ({mean_std(pool[best])}; paired by seed) | "
+                  "difference (per seed) | p |", "|---|---|---|"]
+        for label, values in combos.items():
+            if label != best:
+                lines.append(f"| {label} | {paired_diff(values, pool[best])} |")
+    (HERE / "paired.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
