@@ -19,6 +19,7 @@ from typing import Any
 
 from arnq.models import MODELS, load_model
 from arnq.ptq import PTQConfig, parse_bits, ptq_config, quantize_
+from arnq.scoped import thread_limit
 from arnq.train import evaluate, make_loader
 from harness.store import ROWS, append_row, machine_fields, provenance, read_rows, set_aside
 
@@ -70,7 +71,13 @@ class QuantizeJob:
 
 
 def run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """FP and quantized accuracy for every (model, PTQ method, bits) cell of the job."""
+    """FP and quantized accuracy for every (model, PTQ method, bits) cell of the job, calibration and evaluation
+    both on `job.threads` torch threads (None: torch's current setting)."""
+    with thread_limit(job.threads):
+        return _run_quantize(job, on_row)
+
+
+def _run_quantize(job: QuantizeJob, on_row: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for model_name in job.models:
         calib_sizes = {m: job.config(m, job.bits[0]).resolved_calib_size for m in job.ptq}
@@ -138,7 +145,8 @@ def quantize_into(
     (run_dir / JOB).write_text(json.dumps(job_record, indent=1) + "\n")
     from arnq.cache import code_fingerprint
 
-    extra = {**provenance(), "code": code_fingerprint(*QUANTIZE_CODE), **machine_fields()}
+    with thread_limit(job.threads):  # the rows record the threads the job calibrates and evaluates on
+        extra = {**provenance(), "code": code_fingerprint(*QUANTIZE_CODE), **machine_fields()}
 
     def store(row: dict[str, Any]) -> None:
         append_row(run_dir / ROWS, {**row, "trial_id": _trial_id(row, job), **extra})

@@ -66,3 +66,25 @@ def test_the_reporter_shows_fp_q_acc_and_drop_per_model_bits_and_ptq(quantize_ru
     assert titles == ["## Leaderboard", "## Literature view", "## Failed, stopped and missing cells", "## Plots"]
     assert "0 failed, 0 stopped, 0 missing of the 4" in text
     assert len(paths["trials.csv"].read_text().splitlines()) == 1 + 4
+
+
+def test_the_job_calibrates_and_evaluates_on_its_threads_and_records_them(tmp_path, monkeypatch):
+    import torch
+
+    loaded = _loaded()
+    monkeypatch.setattr(harness.quantize, "load_model", lambda *args, **kwargs: loaded)
+    seen = []
+    real = harness.quantize.quantize_
+
+    def quantize_(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(harness.quantize, "quantize_", quantize_)
+    before = torch.get_num_threads()
+    threads = 1 if before > 1 else 2
+    rows = quantize_into(QuantizeJob(models=("vit_mnist",), ptq=("minmax",), bits=("W8A8",), calib_size=8,
+                                     threads=threads), tmp_path / "run")
+    assert seen == [threads] and rows[0]["threads"] == threads
+    assert torch.get_num_threads() == before  # restored
+
