@@ -192,8 +192,8 @@ def tolerance(result: Result, given: float | None = None) -> tuple[float, str]:
 
 
 def changed_targets(result: Result) -> tuple[list[str], int]:
-    """(one line per committed row whose arm would now train toward another target than it did, rows that
-    did not record it).
+    """(one line per committed row whose arm would now train toward another target than it did, the number
+    of rows whose arm depends on its target but that did not record it or cannot be read back).
 
     A sweep row records what its arm's fine-tune took from the target as the code then resolved it
     (`arm_target`, `TrialSpec.resolved`). An arm setting left unset follows the target method's
@@ -207,10 +207,16 @@ def changed_targets(result: Result) -> tuple[list[str], int]:
     lines, unrecorded = [], 0
     for row in result.rows:
         config = json.loads(row["config"]) if row.get("config") else {}
-        if "arm_target" not in config:
-            unrecorded += bool(config) and config.get("arm", {}).get("arm") != "plain"
+        if not config:
             continue
-        now = TrialSpec.from_dict(config).arm_target()
+        try:
+            now = TrialSpec.from_dict(config).arm_target()
+        except (KeyError, TypeError, ValueError):  # a config this version cannot read back cannot be checked
+            unrecorded += 1
+            continue
+        if "arm_target" not in config:
+            unrecorded += bool(now)  # an arm that depends on its target, from before the record
+            continue
         before = config["arm_target"]
         if now != before:
             keys = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
