@@ -12,6 +12,7 @@ subset and order at both learning rates, but the fine-tunes differ. Writes paire
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from harness.report.paired import arm_row, cell_values, folder_rows, mean_std, paired_diff
@@ -26,10 +27,6 @@ def _cell(rows: list[dict], ptq: str, arm: str, key: str = "q_acc") -> list[floa
     return cell_values(rows, SEEDS, key, model=MODEL, bits=BITS, ptq=ptq, arm=arm, arm_params="{}")
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def main() -> None:
     here = folder_rows(HERE)
     lines = [f"{MODEL} {BITS}, lr 5e-5, seeds {SEEDS[0]}-{SEEDS[-1]} (FP {here[0]['fp_acc']:.2f})", "",
@@ -40,23 +37,20 @@ def main() -> None:
                                     (("plain", "ft_acc"), ("plain", "q_acc"), ("arnq", "ft_acc"),
                                      ("arnq", "q_acc")))))
 
-    combos = {f"{arm} + {ptq}, lr 5e-5": _cell(here, ptq, arm) for arm in ("plain", "arnq") for ptq in METHODS}
     old = folder_rows(AT_2E4)
-    baselines = {f"plain + {ptq}, lr 2e-4 (../{AT_2E4.name})": _cell(old, ptq, "plain") for ptq in METHODS}
-    best_here = max((k for k in combos if k.startswith("plain")), key=lambda k: _mean(combos[k]))
-    best_old = max(baselines, key=lambda k: _mean(baselines[k]))
+    cells = {f"{arm} + {ptq}, lr 5e-5": (here, ptq, arm) for arm in ("plain", "arnq") for ptq in METHODS}
+    cells |= {f"plain + {ptq}, lr 2e-4 (../{AT_2E4.name})": (old, ptq, "plain") for ptq in METHODS}
+    q = {label: _cell(*cell) for label, cell in cells.items()}
+    combos = [label for label, (rows, _, _) in cells.items() if rows is here]
+    best_here = max((k for k in combos if cells[k][2] == "plain"), key=lambda k: statistics.mean(q[k]))
+    best_old = max((k for k in cells if cells[k][0] is old), key=lambda k: statistics.mean(q[k]))
     lines += ["", "| combination | q_acc | ft_acc |", "|---|---|---|"]
-    for label, values in {**combos, **baselines}.items():
-        arm, ptq = label.split(" + ")[0], label.split(" + ")[1].split(",")[0]
-        ft = _cell(here if "5e-5" in label else old, ptq, arm, "ft_acc")
-        lines.append(f"| {label} | {mean_std(values)} | {mean_std(ft)} |")
+    for label, cell in cells.items():
+        lines.append(f"| {label} | {mean_std(q[label])} | {mean_std(_cell(*cell, 'ft_acc'))} |")
     for best in (best_here, best_old):
-        pool = baselines if best in baselines else combos
-        lines += ["", f"| combination − best plain: {best} ({mean_std(pool[best])}; paired by seed) | "
+        lines += ["", f"| combination − best plain: {best} ({mean_std(q[best])}; paired by seed) | "
                   "difference (per seed) | p |", "|---|---|---|"]
-        for label, values in combos.items():
-            if label != best:
-                lines.append(f"| {label} | {paired_diff(values, pool[best])} |")
+        lines += [f"| {label} | {paired_diff(q[label], q[best])} |" for label in combos if label != best]
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 
