@@ -303,10 +303,12 @@ class NoisePoint(nn.Module):
             return x
         delta, zp = self.qparams(x)
         if self.cfg.dist == "rounding":  # straight-through: the gradient is the identity's
-            return x + min(strength, 1.0) * self._rounding_error(x, delta, zp)
+            scale = min(strength, 1.0)
+            return _Perturbed.apply(x, lambda xd: self._rounding_error(xd, delta, zp).mul_(scale))
         if self.cfg.dist == "bernoulli":
             rate = min(1.0, self.cfg.bernoulli_p * strength)
-            return x + (self._uniform(x) < rate).to(x.dtype) * self._rounding_error(x, delta, zp)
+            return _Perturbed.apply(
+                x, lambda xd: self._rounding_error(xd, delta, zp).mul_((self._uniform(xd) < rate).to(xd.dtype)))
         return x + strength * delta * self._eps(x)
 
     def _forward_ptq_aware(self, x: torch.Tensor) -> torch.Tensor:
@@ -317,6 +319,8 @@ class NoisePoint(nn.Module):
         strength = self.alpha * self.gamma
         if strength == 0 or self.source is None:
             return x
+        if not self.frozen and not self.keep_applied and self._masks_nothing(strength):
+            return _Perturbed.apply(x, self._target_error)
         with torch.no_grad():
             xd = x.detach()
             if self.frozen:
@@ -328,6 +332,19 @@ class NoisePoint(nn.Module):
         if self.keep_applied:
             self.applied = error
         return x + error
+
+    def _target_error(self, x: torch.Tensor) -> torch.Tensor:
+        """source(x) - x as a new tensor (x detached)."""
+        q = self.source(x)
+        if q.shape != x.shape or q.dtype != x.dtype:
+            return q - x
+        return _own(q, x).sub_(x)
+
+    def _masks_nothing(self, strength: float) -> bool:
+        """Whether `_masked` at this strength returns the error unchanged (every element, unscaled)."""
+        if self.cfg.dist == "rounding":
+            return strength >= 1.0
+        return min(1.0, self.cfg.bernoulli_p * strength) >= 1.0
 
     def _masked(self, error: torch.Tensor, strength: float) -> torch.Tensor:
         """The error scaled by the schedule ("rounding") or on a random fraction of the elements ("bernoulli")."""
@@ -341,10 +358,38 @@ class NoisePoint(nn.Module):
     def _rounding_error(self, x: torch.Tensor, delta: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
         """Q(x) - x at the current step and zero point (detached), clipping included."""
         qmin, qmax = quant_range(self.bits, self.symmetric)
-        return (fake_quantize(x, delta, zp, qmin, qmax) - x).detach()
+        with torch.no_grad():
+            xd = x.detach()
+            return _own(fake_quantize(xd, delta, zp, qmin, qmax), xd).sub_(xd)
 
     def _record_grad(self, grad: torch.Tensor) -> None:
         self.stats.update_grad(grad)
+
+
+class _Perturbed(torch.autograd.Function):
+    """x + error_of(x) with the identity's gradient (straight-through), added in the error's own buffer.
+
+    `error_of` maps the detached x to a new tensor (never x or a view of another tensor). The same
+    values, bit for bit, as `x + error` out of place: the sum runs in place instead of allocating one
+    more tensor of x's size, which on a CPU costs more than the addition (bench/README.md section 7).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, error_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        x = x.detach()
+        error = error_of(x)
+        if error.shape != x.shape or error.dtype != x.dtype:  # broadcast or cast: out of place
+            return x + error
+        return error.add_(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def _own(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`value`, or a copy where writing into it in place could change x or another tensor it views."""
+    return value.clone() if value.data_ptr() == x.data_ptr() or value._base is not None else value
 
 
 class BiasNoise(nn.Module):
