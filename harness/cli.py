@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
 import sys
 import time
@@ -215,23 +216,32 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                   + f"; tolerance {tol_text}", soft_wrap=True)
     if not result.rows:
         raise rp.ReproduceError("the selection holds no committed rows; widen --cells / --seeds")
-    changed, unrecorded = rp.changed_targets(result)
-    if changed and not args.allow_changed_targets:
-        raise rp.ReproduceError(
-            f"{len(changed)} committed row(s) would now fine-tune toward another target than they did "
-            "(a setting the arm left to the PTQ method's default changed since):\n  " + "\n  ".join(changed[:10])
-            + ("\n  ..." if len(changed) > 10 else "")
-            + f"\nname the committed value in the arm of {Path(args.result_dir) / rp.SPACE} (e.g. weight_error: "
-            "requantized) to re-run what ran, or pass --allow-changed-targets to measure today's defaults against it")
-    if changed:
-        console.print(f"{len(changed)} row(s) now train toward another target (--allow-changed-targets): their "
+    changes = rp.changed_settings(result)
+    changed, committed = changes.lines(), None
+    if changed and not args.allow_changed_settings:
+        committed = rp.as_committed(result, changes)
+        if committed is None:
+            raise rp.ReproduceError(
+                f"{len(changed)} committed row(s) would now run with other settings than they did (a default "
+                "changed since), and no arm setting re-creates them:\n  " + "\n  ".join(changed[:10])
+                + ("\n  ..." if len(changed) > 10 else "")
+                + "\npass --allow-changed-settings to run today's defaults and measure the change against them")
+        overridden = [f"{name} {json.dumps(params, sort_keys=True)}" for (name, params), (_, before)
+                      in zip(committed[0].arms, result.spec.arms, strict=True) if params != before]
+        console.print(f"{len(changed)} committed row(s) ran with settings that are no longer the defaults (e.g. "
+                      f"{changed[0]}); re-running them as they ran, with the arm(s) {'; '.join(overridden)} "
+                      "(--allow-changed-settings runs today's defaults instead)", soft_wrap=True)
+    elif changed:
+        console.print(f"{len(changed)} row(s) now run with other settings (--allow-changed-settings): their "
                       "differences measure that change", soft_wrap=True)
-    if unrecorded:
-        console.print(f"{unrecorded} committed arm row(s) predate recording the arm's resolved target: a default "
-                      "changed since cannot be detected for them", soft_wrap=True)
+    if changes.unchecked:
+        console.print(f"{changes.unchecked} committed row(s) cannot be checked for changed settings (no recorded "
+                      "config, a cell the space no longer builds, or an arm's target not recorded)", soft_wrap=True)
     warn_if_dirty(console)
     start = time.perf_counter()
-    new = rp.run(result, out, Path(args.cache) if args.cache else None)
+    new = rp.run(result, out, Path(args.cache) if args.cache else None, space=committed[0] if committed else None)
+    if committed:
+        new = rp.mapped_back(new, committed[1])
     lines = rp.compare(result.rows, new, tol)
     columns = ("model", "bits", "ptq", "arm", "seed", "metric", "committed", "new", "diff", "within", "note")
     console.print(_table(f"{name}: committed vs reproduced", lines, columns))
@@ -465,10 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tolerance", type=float, default=None,
                     help="largest accepted |new - committed| in accuracy points (default: 0 when the code, library "
                          "versions and CPU device match the committed rows, else 1)")
-    rp.add_argument("--allow-changed-targets", action="store_true",
-                    help="re-run rows whose arm would now train toward another target than it did (a PTQ "
-                         "method's default changed since) instead of refusing; the comparison then measures "
-                         "that change")
+    rp.add_argument("--allow-changed-settings", "--allow-changed-targets", dest="allow_changed_settings",
+                    action="store_true",
+                    help="re-run rows that the space would now run with other settings than they did (a PTQ "
+                         "method's, arm's or fine-tune's default changed since) instead of refusing; the "
+                         "comparison then measures that change")
     rp.add_argument("--out", default=None, help="where the new run goes (default results/runs/reproduce/<name>)")
     rp.add_argument("--cache", default=None,
                     help="cache folder (default: a new, empty OUT/cache, so nothing computed earlier is reused)")

@@ -89,6 +89,10 @@ class TrialSpec:
             resolved["arm_target"] = target
         return resolved
 
+    def arm_params(self) -> dict[str, Any]:
+        """The arm's settings with those it leaves to the target PTQ method resolved (`Arm.resolved_params`)."""
+        return arm_handler(self.arm).resolved_params(self.arm, self.ptq)
+
     def arm_target(self) -> dict[str, Any]:
         """The arm's `target_key` toward this trial's PTQ config, as JSON would read it back."""
         target = arm_handler(self.arm).target_key(self.arm, self.ptq)

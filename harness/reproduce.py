@@ -191,39 +191,208 @@ def tolerance(result: Result, given: float | None = None) -> tuple[float, str]:
     return DEFAULT_TOLERANCE, f"±{DEFAULT_TOLERANCE:g} points: {'; '.join(reasons)}"
 
 
-def changed_targets(result: Result) -> tuple[list[str], int]:
-    """(one line per committed row whose arm would now train toward another target than it did, the number
-    of rows whose arm depends on its target but that did not record it or cannot be read back).
+#: the parts of a row's resolved config that decide what its trial computes (its cell's names aside)
+SETTINGS = ("ptq", "arm", "finetune", "calib_size", "fp_seed")
+#: arm_target keys that an arm setting of the same name decides (an unset one defers to the PTQ method)
+ARM_DECIDED = ("weight_error",)
 
-    A sweep row records what its arm's fine-tune took from the target as the code then resolved it
-    (`arm_target`, `TrialSpec.resolved`). An arm setting left unset follows the target method's
-    default, so a default changed since (a handler's `shadow_weight_error`, say) makes the same space
-    train a different fine-tune: its comparison would measure the change, not the reproduction.
+
+@dataclass(frozen=True)
+class Change:
+    """One setting a committed row ran with that the trial its space builds today would not."""
+
+    setting: str  # "part.key", e.g. arm.warmup_frac, ptq.n_grid, arm_target.weight_error
+    committed: Any
+    now: Any
+    resolves_to: Any = None  # today's value where it is unset and resolved by the PTQ method
+
+    @property
+    def arm_key(self) -> str | None:
+        """The arm setting that, given the committed value, re-creates what ran (None: no arm setting can)."""
+        part, _, key = self.setting.partition(".")
+        return key if part == "arm" or (part == "arm_target" and key in ARM_DECIDED) else None
+
+    def text(self) -> str:
+        now = _short(self.now) + (f" (resolves to {_short(self.resolves_to)})" if self.resolves_to is not None else "")
+        return f"{self.setting}: committed {_short(self.committed)}, now {now}"
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The committed rows whose settings today's code would not re-create (`changed_settings`)."""
+
+    rows: list[tuple[dict[str, Any], list[Change]]]  # (row, what changed) per changed row
+    unchecked: int  # rows without a config, of a cell the space no longer builds, or an arm target not recorded
+
+    def lines(self) -> list[str]:
+        return [f"{row.get('model')} {row.get('bits')} {row.get('ptq')} {_arm_text(row)} seed {row.get('seed')}: "
+                + "; ".join(c.text() for c in changes) for row, changes in self.rows]
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as a row's config reads back from JSON (tuples as lists, other objects as strings)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _differences(before: Any, now: Any, prefix: str) -> list[Change]:
+    """A `Change` for every setting both sides name with different values (nested settings by dotted name)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [c for key in sorted(set(before) & set(now)) for c in _differences(before[key], now[key], f"{prefix}.{key}")]
+    return [] if before == now else [Change(prefix, before, now)]
+
+
+def _arm_differences(before: Any, now: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[Change]:
+    """The arm settings whose committed value is neither today's value nor what today's unset value
+    resolves to (`Arm.resolved_params`: a setting left to the PTQ method, e.g. PTQ-aware ARNQ's
+    `ptq_settings`); a committed unset value is the arm target's to check (`arm_target`)."""
+    if not isinstance(before, Mapping):
+        return []
+    return [Change(f"arm.{key}", before[key], now[key], resolved.get(key) if now[key] is None else None)
+            for key in sorted(set(before) & set(now))
+            if before[key] is not None and before[key] != now[key] and before[key] != resolved.get(key)]
+
+
+def _row_changes(config: Mapping[str, Any], spec: Any) -> tuple[list[Change], bool]:
+    """(what `spec`, the trial built today for a row's cell, would run differently from the row's `config`,
+    whether the arm's target could be checked)."""
+    now = _as_json(spec.resolved())
+    changes = [c for part in SETTINGS if part in config and part != "arm"
+               for c in _differences(config[part], now.get(part), part)]
+    changes += _arm_differences(config.get("arm"), now["arm"], _as_json(spec.arm_params()))
+    if "arm_target" not in config:  # from before the record: checkable only for arms that ignore their target
+        return changes, not now.get("arm_target")
+    before, after = config["arm_target"], now.get("arm_target", {})  # every key: one the arm now takes, or no longer
+    changes += [Change(f"arm_target.{key}", before.get(key), after.get(key))
+                for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+    return changes, True
+
+
+def _cell(row: Mapping[str, Any]) -> tuple:
+    """A row's cell without its arm: (model, bits, ptq, ptq_params, seed)."""
+    key = cell_key(row)
+    return key[:4] + key[6:]
+
+
+@dataclass(frozen=True)
+class _ArmPoint:
+    """One arm of a space: its entry in `arms` (a grid entry has several), its settings and its trials."""
+
+    entry: int
+    arm: str
+    settings: dict[str, Any]  # what the entry names for this point, as JSON reads it back
+    trials: dict[tuple, Any]  # cell without arm (`_cell`) -> TrialSpec
+
+
+def _arm_points(space: Space) -> list[_ArmPoint]:
+    """Every arm point of `space` with the trials it builds today (entries today's code rejects left out)."""
+    from harness.grid import expand_params
+    from harness.pipeline import cell_fields
+
+    points = []
+    for i, (name, params) in enumerate(space.arms):
+        try:
+            expanded = expand_params(name, dict(params))
+        except (TypeError, ValueError):  # settings today's code rejects: left to the cell-key lookup
+            continue
+        for point in expanded:
+            trials = dataclasses.replace(space, arms=((name, point),), labels=()).trials()
+            points.append(_ArmPoint(i, name, _as_json(point),
+                                    {_cell(cell_fields(t)): t for t in trials if t.arm.arm == name}))
+    return points
+
+
+def _point_of(row: Mapping[str, Any], config: Mapping[str, Any], points: Sequence[_ArmPoint]) -> _ArmPoint | None:
+    """The arm point a row ran under: of those of its arm whose settings all equal the row's config, the one
+    that names the most (the entry of defaults matches every row of its arm)."""
+    arm = config.get("arm")
+    if not isinstance(arm, Mapping):
+        return None
+    found = [p for p in points if p.arm == row.get("arm", "plain")
+             and all(arm.get(k, v) == v for k, v in p.settings.items())]
+    return max(found, key=lambda p: len(p.settings)) if found else None
+
+
+def _trial_of(row: Mapping[str, Any], config: Mapping[str, Any], points: Sequence[_ArmPoint],
+              today: Mapping[tuple, Any]) -> Any:
+    """The trial that the row's arm point builds today for its cell; a row without a config or whose arm
+    point is gone: the trial of its cell key, if the space still builds it."""
+    point = _point_of(row, config, points) if config else None
+    return point.trials.get(_cell(row)) if point is not None else today.get(cell_key(row))
+
+
+def changed_settings(result: Result) -> Changes:
+    """The committed rows that their space would now run with other settings than they did.
+
+    Each sweep row records every setting its trial ran with, defaults filled in (`config`,
+    `TrialSpec.resolved`). A default changed since (a PTQ method's grid, a fine-tune's warm-up, an
+    arm's noise ramp) makes `space.json` build a different trial for the same cell today: its
+    comparison would measure the change, not the reproduction. Each row is matched to the arm entry
+    of the space it ran under (by the settings the entry names) and compared, setting by setting, with
+    the trial that entry builds today for its cell: the PTQ config, the arm's config, the fine-tune and
+    the calibration size. A setting added since is not a change (a new knob's default keeps what ran
+    before); a setting the arm leaves to the PTQ method is checked through `arm_target`, the arm's
+    target as the code resolved it. A row without a config, one whose cell the space no longer builds,
+    and an arm row that depends on its target but predates `arm_target` are not checked.
     """
     if result.kind != "sweep":
-        return [], 0
-    from harness.pipeline import TrialSpec
+        return Changes([], 0)
+    from harness.pipeline import cell_fields
 
-    lines, unrecorded = [], 0
+    points = _arm_points(result.spec)
+    today = {cell_key(cell_fields(spec)): spec for spec in result.spec.trials()}
+    rows, unchecked = [], 0
     for row in result.rows:
         config = json.loads(row["config"]) if row.get("config") else {}
-        if not config:
+        spec = _trial_of(row, config, points, today)
+        if not config or spec is None:
+            unchecked += 1
             continue
-        try:
-            now = TrialSpec.from_dict(config).arm_target()
-        except (KeyError, TypeError, ValueError):  # a config this version cannot read back cannot be checked
-            unrecorded += 1
+        changes, checked = _row_changes(config, spec)
+        unchecked += not checked
+        if changes:
+            rows.append((row, changes))
+    return Changes(rows, unchecked)
+
+
+def as_committed(result: Result, changes: Changes) -> tuple[Space, dict[tuple, tuple]] | None:
+    """A space that re-runs what the committed rows ran, and the committed cell of each of its cells whose
+    arm settings it names; None where arm settings cannot re-create every change (a PTQ method's or the
+    fine-tune's default changed, an arm entry is a grid of values, or one entry's rows ran with different
+    values of the same setting).
+
+    Each arm entry whose rows changed gets the committed values of the changed settings (e.g.
+    `warmup_frac: 0.2` where the default was 0.2 then and is 0.0 now); its new rows name those settings
+    in their `arm_params`, so each one's cell is mapped back to the committed cell it re-runs.
+    """
+    from harness.pipeline import cell_fields
+
+    space: Space = result.spec
+    points = _arm_points(space)
+    overrides: dict[int, dict[str, Any]] = {}
+    for row, row_changes in changes.rows:
+        point = _point_of(row, json.loads(row["config"]), points)
+        if point is None:
+            return None
+        values = overrides.setdefault(point.entry, {})
+        for change in row_changes:
+            if change.arm_key is None or values.get(change.arm_key, change.committed) != change.committed:
+                return None
+            values[change.arm_key] = change.committed
+    arms = tuple((name, {**params, **overrides.get(i, {})}) for i, (name, params) in enumerate(space.arms))
+    committed = dataclasses.replace(space, arms=arms)
+    new_points = _arm_points(committed)
+    back: dict[tuple, tuple] = {}
+    for row in result.rows:
+        config = json.loads(row["config"]) if row.get("config") else {}
+        point = _point_of(row, config, points) if config else None
+        if point is None or point.entry not in overrides:
             continue
-        if "arm_target" not in config:
-            unrecorded += bool(now)  # an arm that depends on its target, from before the record
-            continue
-        before = config["arm_target"]
-        if now != before:
-            keys = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
-            diffs = "; ".join(f"{k}: committed {_short(before.get(k))}, now {_short(now.get(k))}" for k in keys)
-            lines.append(f"{row.get('model')} {row.get('bits')} {row.get('ptq')} {_arm_text(row)} "
-                         f"seed {row.get('seed')}: {diffs}")
-    return lines, unrecorded
+        now = _point_of(row, config, new_points)
+        spec = now.trials.get(_cell(row)) if now is not None and now.entry == point.entry else None
+        if spec is None or _row_changes(config, spec)[0]:
+            return None
+        back[cell_key(cell_fields(spec))] = cell_key(row)
+    return committed, back
 
 
 def _short(value: Any, width: int = 120) -> str:
@@ -231,9 +400,9 @@ def _short(value: Any, width: int = 120) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def run(result: Result, out: Path, cache: Path | None = None) -> list[dict[str, Any]]:
-    """Re-run `result`'s spec into `out/run` with the cache `cache` (default: a new empty `out/cache`);
-    an earlier folder at `out` is moved aside. The new rows."""
+def run(result: Result, out: Path, cache: Path | None = None, space: Space | None = None) -> list[dict[str, Any]]:
+    """Re-run `result`'s spec (a sweep: `space` where given, e.g. `as_committed`'s) into `out/run` with the
+    cache `cache` (default: a new empty `out/cache`); an earlier folder at `out` is moved aside. The new rows."""
     set_aside(out)
     cache = cache or out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -242,10 +411,15 @@ def run(result: Result, out: Path, cache: Path | None = None) -> list[dict[str, 
     if result.kind == "sweep":
         from harness.sweep import run_sweep
 
-        return run_sweep(result.spec, run_dir, cache_root=cache.resolve(), own_tempdir=True)
+        return run_sweep(space or result.spec, run_dir, cache_root=cache.resolve(), own_tempdir=True)
     from harness.quantize import quantize_into
 
     return quantize_into(result.spec, run_dir)
+
+
+def mapped_back(rows: Iterable[Mapping[str, Any]], back: Mapping[tuple, tuple]) -> list[dict[str, Any]]:
+    """`rows` of an `as_committed` re-run with each one's `arm_params` those of the committed cell it re-runs."""
+    return [dict(row, arm_params=back[cell_key(row)][5]) if cell_key(row) in back else dict(row) for row in rows]
 
 
 def compare(committed: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]], tol: float) -> list[dict[str, Any]]:

@@ -132,8 +132,9 @@ class Space:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
-def parse_space(raw: Any, source: str = "<space>") -> Space:
-    """Validate a loaded YAML mapping into a Space."""
+def parse_space(raw: Any, source: str = "<space>", same_arms: bool = False) -> Space:
+    """Validate a loaded YAML mapping into a Space; `same_arms` accepts two arm entries that are the same
+    arm under today's defaults (a record of a run whose defaults differed then)."""
     if not isinstance(raw, Mapping):
         raise SpaceError(f"{source}: the top level must be a mapping of keys ({', '.join(TOP_KEYS)})")
     unknown = sorted(set(raw) - set(TOP_KEYS))
@@ -180,7 +181,7 @@ def parse_space(raw: Any, source: str = "<space>") -> Space:
             labels += [(arm, point, label) for point in points if label is not None]
             for point in points:
                 config = canonical_json(arm_config(arm, **point).to_dict())
-                if config in configs:
+                if config in configs and not same_arms:
                     where, other = configs[config]
                     raise SpaceError(
                         f"arms[{i}] ({arm} {point or '(defaults)'}) is the same arm as arms[{where}] "
@@ -410,5 +411,6 @@ def space_from_record(record: Mapping[str, Any]) -> Space:
     raw |= {"arms": arms, "ptq": [{"name": method, **params} for method, params in record.get("ptq") or []]}
     if "plugins" in raw and not raw["plugins"]:
         del raw["plugins"]
-    space = parse_space(raw, f"space.json of {record.get('name')!r}")
+    # two arms that today's defaults make one ran as two (a default changed since): the record stands
+    space = parse_space(raw, f"space.json of {record.get('name')!r}", same_arms=True)
     return dataclasses.replace(space, source_hash=record.get("source_hash") or space.source_hash)

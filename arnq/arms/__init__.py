@@ -19,12 +19,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from arnq.arms.noise import CalibSource, NoiseConfig, NoiseInjector, target_key
+from arnq.arms.noise import CalibSource, NoiseConfig, NoiseInjector, resolved_weight_error, target_key
 from arnq.arms.outlier import OutlierLossConfig, kure_loss, outlier_loss
 from arnq.arms.schedules import SCHEDULES, describe_schedules
 from arnq.arms.sites import capture, find_sites
 from arnq.batch import token_mask
 from arnq.ptq import PTQConfig
+from arnq.ptq.base import handler_for
 from arnq.registry import HandlerRegistry
 
 
@@ -187,6 +188,10 @@ class Arm:
         that does not depend on the method or the activation bits is shared across them."""
         return {}
 
+    def resolved_params(self, cfg: Any, target: PTQConfig) -> dict[str, Any]:
+        """`cfg`'s settings, with those it leaves to the target PTQ method (None) as that method resolves them."""
+        return cfg.to_dict()
+
     def describe(self) -> dict[str, Any]:
         fields = ", ".join(f.name for f in dataclasses.fields(self.config_cls))
         return {"name": self.name, "config": self.config_cls.__name__, "uses_target": self.uses_target,
@@ -263,6 +268,14 @@ class ARNQ(Arm):
 
     def target_key(self, cfg: Any, target: PTQConfig) -> dict[str, Any]:
         return target_key(cfg.noise(), target)
+
+    def resolved_params(self, cfg: Any, target: PTQConfig) -> dict[str, Any]:
+        """PTQ-aware noise: `ptq_settings` and `weight_error` as the target's handler resolves an unset one."""
+        params, noise = cfg.to_dict(), cfg.noise()
+        if noise.ptq_aware:
+            params |= {"ptq_settings": noise.ptq_settings or handler_for(target).shadow_settings,
+                       "weight_error": resolved_weight_error(noise, target)}
+        return params
 
 
 @register_arm

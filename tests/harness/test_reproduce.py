@@ -9,7 +9,7 @@ import pytest
 from harness import reproduce as rp
 from harness.cli import main
 from harness.pipeline import cell_fields
-from harness.space import parse_space, space_from_record
+from harness.space import SpaceError, parse_space, space_from_record
 from harness.store import cpu_identity, provenance
 
 SPACE = {"name": "tiny", "models": ["vit_mnist"], "bits": ["W4A4", "W8A8"], "ptq": ["minmax", "repq_vit"],
@@ -129,7 +129,7 @@ def test_the_command_prints_each_value_and_fails_beyond_the_tolerance(tmp_path, 
     folder = _result(tmp_path)
     committed = rp.load_result(folder).rows
 
-    def rerun(result, out, cache=None):  # the new run: the committed numbers, shifted
+    def rerun(result, out, cache=None, space=None):  # the new run: the committed numbers, shifted
         assert cache is None and not list(out.glob("*"))
         out.mkdir(parents=True, exist_ok=True)
         return [{**r, "q_acc": r["q_acc"] + shift} for r in result.rows]
@@ -144,8 +144,8 @@ def test_the_command_prints_each_value_and_fails_beyond_the_tolerance(tmp_path, 
     assert len(committed) == 24
 
 
-def test_rows_whose_arm_would_now_train_toward_another_target_are_refused_before_any_work(tmp_path, monkeypatch,
-                                                                                          capsys):
+def test_rows_whose_changed_settings_no_arm_setting_recreates_are_refused_before_any_work(tmp_path, monkeypatch,
+                                                                                           capsys):
     folder = _result(tmp_path)
     specs = {f"t{i}": t for i, t in enumerate(parse_space(SPACE).trials())}
     rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
@@ -160,16 +160,20 @@ def test_rows_whose_arm_would_now_train_toward_another_target_are_refused_before
     del rows[0]["config"]  # a row from before configs were recorded
     (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    changed, unrecorded = rp.changed_targets(rp.load_result(folder))
-    assert len(changed) == 1 and 'weight_error: committed "frozen", now "requantized"' in changed[0]
-    assert unrecorded == 0  # rows[0] is plain, and one without any config says nothing
+    changes = rp.changed_settings(rp.load_result(folder))
+    lines = changes.lines()
+    assert len(lines) == 1 and 'arm_target.weight_error: committed "frozen", now "requantized"' in lines[0]
+    assert changes.unchecked == 1  # the row without a config; the others are checked
+    # the arm entry is a grid whose min-max-sized point cannot hold a frozen weight error: no arm setting fixes it
+    assert rp.as_committed(rp.load_result(folder), changes) is None
     monkeypatch.setattr(rp, "run", lambda *a, **k: pytest.fail("nothing may run"))
     assert main(["reproduce", str(folder)]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "1 committed row(s) would now fine-tune toward another target" in err and "weight_error" in err
-    assert "--allow-changed-targets" in err
+    assert "1 committed row(s) would now run with other settings" in err and "weight_error" in err
+    assert "no arm setting re-creates them" in err and "--allow-changed-settings" in err
 
-    def rerun(result, out, cache=None):
+    def rerun(result, out, cache=None, space=None):
+        assert space is None  # today's defaults, as asked
         out.mkdir(parents=True, exist_ok=True)
         return result.rows
 
@@ -179,10 +183,57 @@ def test_rows_whose_arm_would_now_train_toward_another_target_are_refused_before
         del config["arm_target"]
         row["config"] = json.dumps(config)
     (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["reproduce", str(folder), "--allow-changed-targets", "--out", str(tmp_path / "out")]) == 0
+    for flag in ("--allow-changed-settings", "--allow-changed-targets"):  # the second: its earlier name
+        assert main(["reproduce", str(folder), flag, "--out", str(tmp_path / "out")]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "1 row(s) now run with other settings" in text
+        assert f"{len(aware) - 1 + 1} committed row(s) cannot be checked for changed settings" in text
+
+
+def test_rows_that_ran_an_older_arm_default_are_re_run_as_they_ran(tmp_path, monkeypatch, capsys):
+    """A default changed since (the noise ramp, say) is named in the re-run's arm, and the new rows pair
+    with the committed ones although their arm_params now name it."""
+    space = parse_space({"name": "ramp", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"],
+                         "arms": ["plain", "arnq", {"name": "arnq", "bernoulli_p": [0.5, 0.25]}], "seeds": [0, 1],
+                         "finetune": {"epochs": 1, "train_subset": 64, "val_size": 32}})
+    folder = tmp_path / "result"
+    folder.mkdir()
+    (folder / "space.json").write_text(json.dumps(space.to_dict()))
+    meta = provenance()
+    rows = []
+    for i, t in enumerate(space.trials()):
+        config = json.loads(json.dumps(t.resolved(), default=str))
+        if t.arm.arm == "arnq":
+            assert config["arm"]["warmup_frac"] == 0.0
+            config["arm"]["warmup_frac"] = 0.2  # the ramp these rows ran with, then the default
+        rows.append({**cell_fields(t), "trial_id": f"t{i}", "status": "ok", "fp_acc": 90.0, "ft_acc": 89.0,
+                     "q_acc": 50.0 + i, "code": rp.current_code("sweep"), "versions": meta["versions"],
+                     "cpu": cpu_identity(), "git_commit": "abc", "git_dirty": False, "config": json.dumps(config)})
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    result = rp.load_result(folder)
+    changes = rp.changed_settings(result)
+    assert len(changes.rows) == 6 and all("arm.warmup_frac: committed 0.2, now 0.0" in x for x in changes.lines())
+    committed, back = rp.as_committed(result, changes)
+    assert committed.arms == (("plain", {}), ("arnq", {"warmup_frac": 0.2}),
+                              ("arnq", {"bernoulli_p": [0.5, 0.25], "warmup_frac": 0.2}))
+    assert len(back) == 6  # every arnq row, the grid's points included
+
+    q_of = {rp.cell_key(r): r["q_acc"] for r in rows}
+
+    def rerun(result, out, cache=None, space=None):
+        assert space is committed or space == committed
+        out.mkdir(parents=True, exist_ok=True)
+        new = [cell_fields(t) for t in space.trials()]
+        assert sum(json.loads(r["arm_params"]).get("warmup_frac") == 0.2 for r in new) == 6
+        return [{**r, "status": "ok", "fp_acc": 90.0, "ft_acc": 89.0,
+                 "q_acc": q_of[back.get(rp.cell_key(r), rp.cell_key(r))]} for r in new]
+
+    monkeypatch.setattr(rp, "run", rerun)
+    assert main(["reproduce", str(folder), "--out", str(tmp_path / "out")]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "1 row(s) now train toward another target" in text
-    assert f"{len(aware) - 1} committed arm row(s) predate recording" in text
+    assert "6 committed row(s) ran with settings that are no longer the defaults" in text
+    assert "re-running them as they ran" in text and "reproduced: 24 of 24 values" in text
 
 
 def test_a_bad_selection_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
@@ -233,3 +284,15 @@ def test_a_committed_sweep_reproduces_from_an_empty_cache(ray_home, tmp_path):
     assert "2 committed rows to reproduce" in text and "reproduced: 6 of 6 values within tolerance" in text
     lines = (out / "reproduce.csv").read_text().splitlines()
     assert len(lines) == 1 + 6 and (out / "cache" / "finetunes").is_dir()
+
+
+def test_a_record_whose_arms_todays_defaults_make_one_still_loads():
+    """Two arm entries that ran as two arms (a default differed then) stay a record of what ran; a new space
+    naming the same pair is refused, as before."""
+    raw = {"name": "two", "models": ["vit_mnist"], "bits": ["W4A4"], "ptq": ["minmax"],
+           "arms": ["plain", "arnq", {"name": "arnq", "warmup_frac": 0.0}], "finetune": {"epochs": 1}}
+    with pytest.raises(SpaceError, match="is the same arm as"):
+        parse_space(raw)
+    record = {**raw, "ptq": [["minmax", {}]], "arms": [["plain", {}], ["arnq", {}], ["arnq", {"warmup_frac": 0.0}]]}
+    space = space_from_record(record)
+    assert [a for a, _ in space.arms] == ["plain", "arnq", "arnq"]
