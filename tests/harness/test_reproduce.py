@@ -265,6 +265,7 @@ def test_a_quantize_job_folder_is_read_and_narrowed_and_rows_without_code_get_a_
 def test_a_committed_sweep_reproduces_from_an_empty_cache(ray_home, tmp_path):
     """The real thing on a small committed result: two vit_fmnist fine-tunes (plain and PTQ-aware ARNQ, seed 3)
     and their RepQ-ViT W3A3 evaluations, from an empty cache, against results/composition/fmnist_replication.
+    Its ARNQ row ran the 0.2 noise ramp, the default then, so the re-run names it in the arm.
     If this fails after a change meant to alter the numbers, regenerate that result with its space."""
     import os
     import subprocess
@@ -282,6 +283,7 @@ def test_a_committed_sweep_reproduces_from_an_empty_cache(ray_home, tmp_path):
     text = " ".join(done.stdout.split())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "2 committed rows to reproduce" in text and "reproduced: 6 of 6 values within tolerance" in text
+    assert 're-running them as they ran, with the arm(s) arnq {"warmup_frac": 0.2}' in text
     lines = (out / "reproduce.csv").read_text().splitlines()
     assert len(lines) == 1 + 6 and (out / "cache" / "finetunes").is_dir()
 
