@@ -22,10 +22,10 @@ from torch import nn
 from arnq.arms.noise import CalibSource, NoiseConfig, NoiseInjector, resolved_weight_error, target_key
 from arnq.arms.outlier import OutlierLossConfig, kure_loss, outlier_loss
 from arnq.arms.schedules import SCHEDULES, describe_schedules
+from arnq.arms.shadow import resolved_settings
 from arnq.arms.sites import capture, find_sites
 from arnq.batch import token_mask
 from arnq.ptq import PTQConfig
-from arnq.ptq.base import handler_for
 from arnq.registry import HandlerRegistry
 
 
@@ -273,7 +273,7 @@ class ARNQ(Arm):
         """PTQ-aware noise: `ptq_settings` and `weight_error` as the target's handler resolves an unset one."""
         params, noise = cfg.to_dict(), cfg.noise()
         if noise.ptq_aware:
-            params |= {"ptq_settings": noise.ptq_settings or handler_for(target).shadow_settings,
+            params |= {"ptq_settings": resolved_settings(target, noise.ptq_settings),
                        "weight_error": resolved_weight_error(noise, target)}
         return params
 

@@ -149,6 +149,11 @@ def _change(new: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
 PTQ_SETTINGS = ("in_training", "configured")
 
 
+def resolved_settings(target: PTQConfig, settings: str | None = None) -> str:
+    """The in-training settings a target run uses: `settings`, or, for None, the target handler's `shadow_settings`."""
+    return handler_for(target).shadow_settings if settings is None else settings
+
+
 def shadow_config(target: PTQConfig, calib_examples: int, settings: str | None = None) -> PTQConfig:
     """The target config the in-training run uses, calibrated on `calib_examples`: with the handler's
     cheaper `shadow_params` (`settings="in_training"`), the method as configured (`"configured"`), or, for
@@ -157,8 +162,7 @@ def shadow_config(target: PTQConfig, calib_examples: int, settings: str | None =
     Raises ValueError for a method whose quantizers the shadow cannot map back (`shadow_mirrorable`).
     """
     handler = handler_for(target)
-    if settings is None:
-        settings = handler.shadow_settings
+    settings = resolved_settings(target, settings)
     if settings not in PTQ_SETTINGS:
         raise ValueError(f"settings={settings!r}: choose one of {', '.join(PTQ_SETTINGS)} "
                          "(in_training: the handler's shadow_params; configured: the method as configured)")
