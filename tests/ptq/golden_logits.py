@@ -1,8 +1,10 @@
 """Reference quantized logits of every PTQ method on the tiny models, for the bit-identity test.
 
-`python -m tests.ptq.golden_logits` rewrites `golden/logits.safetensors` from the current
-code, stamped with this machine's fingerprint (tests.golden_machine): run it only when a change
-is meant to alter quantized outputs, and say so in the commit.
+One reference per machine: `golden/logits-<fingerprint>.safetensors` (tests.golden_machine).
+`python -m tests.ptq.golden_logits` writes this machine's from the current code. Run it to add
+a machine (CI's CPU, say) with unchanged library code, or, when a change is meant to alter
+quantized outputs, on every machine whose reference is kept (delete the others), and say so in
+the commit.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import torch
 from arnq.batch import forward_logits
 from tests.conftest import FAMILY_CASES
 
-GOLDEN = Path(__file__).parent / "golden" / "logits.safetensors"
-#: methods that search or optimise: on another machine their last-bit differences grow (tests.golden_machine)
-OPTIMISING = ("adaround", "awq", "gptq", "mrem", "repq_vit")
+GOLDEN_DIR = Path(__file__).parent / "golden"
+#: methods that search or optimise: on another machine their last-bit differences can pick another
+#: candidate or another descent path (tests.golden_machine)
+OPTIMISING = ("adaround", "awq", "gptq", "liu2021", "mrem", "noisyquant", "repq_vit")
 
 #: (method, bits, params): every method at a low and a middle bit-width, plus the calibrator variants
 #: whose parameters reach the quantizers (percentile 'auto', per-token activations).
@@ -47,6 +50,27 @@ def prepared_case(family: str):
     return model, calib, make_inputs(seed=20)
 
 
+def reference_path(fingerprint: str) -> Path:
+    return GOLDEN_DIR / f"logits-{fingerprint}.safetensors"
+
+
+def references() -> dict[str, dict[str, torch.Tensor]]:
+    """Every stored reference, by the fingerprint of the machine that wrote it."""
+    from safetensors.torch import load_file
+
+    return {p.stem.removeprefix("logits-"): load_file(str(p)) for p in sorted(GOLDEN_DIR.glob("logits-*.safetensors"))}
+
+
+def float_logits() -> dict[str, torch.Tensor]:
+    """Each family's unquantized logits on the evaluation inputs: the scale of a case's quantization error."""
+    out = {}
+    for family in sorted(FAMILY_CASES):
+        model, _, evaluation = prepared_case(family)
+        with torch.no_grad():
+            out[family] = forward_logits(model, evaluation)
+    return out
+
+
 def compute(quantize_case) -> dict[str, torch.Tensor]:
     """Logits of every case; `quantize_case(model, method, bits, params, calib)` returns the quantized model."""
     from arnq.ptq import PTQ_METHODS
@@ -69,8 +93,9 @@ if __name__ == "__main__":
     from arnq.ptq import ptq_config, quantize_
     from tests.golden_machine import machine_fingerprint
 
-    GOLDEN.parent.mkdir(exist_ok=True)
+    path = reference_path(machine_fingerprint())
+    path.parent.mkdir(exist_ok=True)
     save_file(compute(lambda model, method, bits, params, calib: quantize_(model, ptq_config(method, bits, **params),
-                                                                          calib)), str(GOLDEN),
+                                                                          calib)), str(path),
               metadata={"machine": machine_fingerprint()})
-    print(f"wrote {GOLDEN}")
+    print(f"wrote {path}")
