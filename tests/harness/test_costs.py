@@ -160,3 +160,52 @@ def test_arm_timings_taken_on_a_busy_cpu_are_kept_with_a_warning_naming_their_ca
     message = record.getMessage()
     assert "arm(s) of vit_mnist" in message and "load 1.9 on 2 cores" in message
     assert arm_key(aware, repq) in message and arm_key(aware, w4a4) not in message  # only the one timed now
+
+
+def test_block_reconstruction_is_priced_by_its_steps_not_its_calibration_set():
+    from arnq.ptq import ptq_config
+    from harness.plan import RECON_COST, RECON_PASS_COST, calibration_forwards
+
+    small, large = ptq_config("brecq", "W4A4", calib_size=256), ptq_config("brecq", "W4A4", calib_size=1024)
+    assert calibration_forwards(large, "vision") - calibration_forwards(small, "vision") == pytest.approx(
+        RECON_PASS_COST * 768)  # only the passes over the calibration set grow with it
+    longer = ptq_config("brecq", "W4A4", calib_size=256, iters=1000)
+    assert calibration_forwards(longer, "vision") - calibration_forwards(small, "vision") == pytest.approx(
+        RECON_COST["brecq"]["vision"] * 500 * 32)
+    qdrop = ptq_config("qdrop", "W4A4", calib_size=256)
+    assert calibration_forwards(qdrop, "text") == pytest.approx(RECON_PASS_COST * 256 + RECON_COST["qdrop"]["text"] * 500 * 32)
+    assert calibration_forwards(qdrop, "text") < calibration_forwards(qdrop, "vision")  # results/ptq_methods/calib_cost.md
+    minmax = ptq_config("minmax", "W4A4", calib_size=256)
+    assert calibration_forwards(minmax, "text") == calibration_forwards(minmax, "vision") == 256  # per example
+
+
+def test_an_in_training_reconstruction_is_priced_at_its_in_training_settings(tmp_path, monkeypatch):
+    import harness.plan
+    from arnq.ptq.brecq import BRECQ
+
+    monkeypatch.setattr(harness.plan, "_timings", lambda space, root: {"vit_mnist": _timing()})
+    monkeypatch.setattr(harness.plan, "_fp_build_s", lambda *a: 0.0)
+    monkeypatch.setattr(harness.plan, "_arm_timings", lambda *a: {})  # no arm timed: the run is priced, not timed
+    ft = {"epochs": 2, "train_subset": 1000, "val_size": 200, "batch_size": 50, "epoch_q_eval": False}
+    space = {**BASE, "ptq": ["brecq"], "finetune": ft}
+    plain = harness.plan.make_plan(parse_space(space), cache_root=tmp_path, slots=1)
+    aware = harness.plan.make_plan(parse_space({**space, "arms": ["plain", "arnq"]}), cache_root=tmp_path, slots=1)
+    c = harness.plan.CONTENTION
+    steps = BRECQ.shadow_params["iters"] + BRECQ.shadow_params["act_iters"]
+    run = (harness.plan.RECON_PASS_COST * 64 + harness.plan.RECON_COST["brecq"]["vision"] * steps * 32) * 0.0001
+    trial = (harness.plan.RECON_PASS_COST * 256 + harness.plan.RECON_COST["brecq"]["vision"] * (500 + 125) * 32) * 0.0001
+    ft_plain = 2 * 1000 * 0.002 + 2 * 200 * 0.0001 + 1000 * 0.0001
+    ft_arnq = ft_plain + 2 * 1000 * 0.002 * (harness.plan.ARM_STEP_COST["arnq"] - 1) + (1 + 2 + 40 // 25) * run
+    assert plain.cpu_seconds == pytest.approx(c * (ft_plain + 1000 * 0.0002 + trial))
+    assert aware.cpu_seconds == pytest.approx(c * (ft_plain + ft_arnq + 2 * (1000 * 0.0002 + trial)))
+
+
+def test_the_reconstruction_prices_are_the_committed_rows_means():
+    from pathlib import Path
+
+    from harness.plan import RECON_COST
+
+    table = (Path(__file__).parents[2] / "results" / "ptq_methods" / "calib_cost.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith(("| brecq |", "| qdrop |"))]
+    kinds = {cells[0].removeprefix("| "): (float(cells[-3]), float(cells[-2])) for cells in rows if len(cells) > 7}
+    assert kinds == {m: (RECON_COST[m]["text"], RECON_COST[m]["vision"]) for m in RECON_COST}
