@@ -16,7 +16,7 @@ example), what the sweep will compute that the cache does not hold:
   model. Where an arm cannot be timed (a model timed nowhere, `measure=False`), the step
   ratio is `ARM_STEP_COST`'s and a run `CALIB_COST` forwards per calibration example;
 - each PTQ trial: the method's calibration (`CALIB_COST` forwards per calibration
-  example; block reconstruction by its optimisation, `RECON_COST`) and a quantized
+  example; block reconstruction per calibration and per optimised example, `RECON_COST`) and a quantized
   evaluation of the test split.
 
 With every model timed, the wall time is that of the sweep's own trial order on `slots`
@@ -63,15 +63,13 @@ CALIB_COST = {"minmax": 1.0, "ema": 1.0, "percentile": 3.0, "omse": 15.0, "smoot
               "adalog": 680.0, "adaround": 1100.0, "awq": 23.0, "erq": 72.0, "gptq": 12.0,
               "hadamard": 9.0, "os_plus": 28.0}
 DEFAULT_CALIB_COST = 10.0
-#: block reconstruction (BRECQ, QDrop) costs by its optimisation, not by its calibration set: `iters`
-#: steps (BRECQ: plus `act_iters`) of `batch_size` examples per block, whatever `calib_size` is (on
-#: vit_mnist at W3A3 256 calibration digits took as long as 1,024). Priced in FP forwards per optimised
-#: example by the model's kind (text: the BERT family; vision: the rest), plus RECON_PASS_COST forwards
-#: per calibration example (block inputs, FP targets, BRECQ's Fisher weights): means over the models of
-#: each kind of the per-model medians in results/ptq_methods/calib_cost.md (second table), where a text
-#: model's figure is a quarter to a tenth of a ViT's
-RECON_COST = {"brecq": {"text": 4.5, "vision": 19.2}, "qdrop": {"text": 4.7, "vision": 43.8}}
-RECON_PASS_COST = 5.0
+#: block reconstruction (BRECQ, QDrop): (FP forwards per calibration example, per optimised example).
+#: Its time has a part that grows with `calib_size` (every example's block inputs and targets, block by
+#: block) and a larger part that does not at the default sizes: `iters` steps (BRECQ: plus `act_iters`)
+#: of `batch_size` examples per block. Fitted to each method run at 256 and 1,024 calibration examples on
+#: vit_mnist W3A3 (results/ptq_methods/vit_mnist_w3a3_calib256 and _calib1024, the two jobs sharing 2
+#: cores; the fit and how far every committed row is from it: calib_cost.md, second table)
+RECON_COST = {"brecq": (124.0, 6.6), "qdrop": (103.0, 15.3)}
 #: slowdown of each of several trials sharing a machine's cores, against one timed alone. 1.0: the
 #: per-example timings extrapolated from a short run of one model already exceed what two trials
 #: sharing two cores take (results/composition/minilm_w4a4, 2 cores: PTQ-aware fine-tunes took
@@ -254,11 +252,6 @@ def _arm_step_cost(spec: TrialSpec) -> float:
     return ARM_STEP_COST.get(key, ARM_STEP_COST.get(arm.arm, DEFAULT_ARM_STEP_COST))
 
 
-def model_kind(model: str) -> str:
-    """'text' for the BERT family, 'vision' otherwise (the keys of RECON_COST)."""
-    return "text" if MODELS.get(model).family == "bert" else "vision"
-
-
 def optimised_examples(ptq: Any) -> int:
     """Examples a block reconstruction optimises on, summed over its steps; 0 for other methods."""
     if ptq.method not in RECON_COST:
@@ -266,16 +259,17 @@ def optimised_examples(ptq: Any) -> int:
     return (ptq.iters + getattr(ptq, "act_iters", 0)) * ptq.batch_size
 
 
-def calibration_forwards(ptq: Any, kind: str) -> float:
-    """A calibration of `ptq` (a PTQConfig) on a model of `kind`, in FP forwards of one example."""
+def calibration_forwards(ptq: Any) -> float:
+    """A calibration of `ptq` (a PTQConfig), in FP forwards of one example."""
     examples = ptq.resolved_calib_size
     if ptq.method in RECON_COST:
-        return RECON_PASS_COST * examples + RECON_COST[ptq.method][kind] * optimised_examples(ptq)
+        per_example, per_optimised = RECON_COST[ptq.method]
+        return per_example * examples + per_optimised * optimised_examples(ptq)
     return CALIB_COST.get(ptq.method, DEFAULT_CALIB_COST) * examples
 
 
-def _calibration_s(ptq: Any, model: str, timing: Any) -> float:
-    return calibration_forwards(ptq, model_kind(model)) * timing.eval_s
+def _calibration_s(ptq: Any, timing: Any) -> float:
+    return calibration_forwards(ptq) * timing.eval_s
 
 
 def _finetune_s(spec: TrialSpec, timing: Any, arms: dict[tuple[str, str], Any] | None = None) -> float:
@@ -292,7 +286,7 @@ def _finetune_s(spec: TrialSpec, timing: Any, arms: dict[tuple[str, str], Any] |
     seconds = ft.epochs * n_train * timing.train_s * ratio
     seconds += ft.epochs * ft.val_size * timing.eval_s + timing.test_size * timing.eval_s
     if ft.epoch_q_eval:
-        seconds += ft.epochs * (_calibration_s(spec.ptq, spec.model, timing)
+        seconds += ft.epochs * (_calibration_s(spec.ptq, timing)
                                 + ft.val_size * timing.qeval_s)
     runs = _target_runs(spec, n_train)
     if runs and arm_timing is not None and arm_timing.run_s > 0:
@@ -302,7 +296,7 @@ def _finetune_s(spec: TrialSpec, timing: Any, arms: dict[tuple[str, str], Any] |
         from arnq.arms.shadow import shadow_config
 
         in_training = shadow_config(spec.ptq, ptq_calib_size(spec.arm, spec.ptq), spec.arm.ptq_settings)
-        seconds += runs * _calibration_s(in_training, spec.model, timing)
+        seconds += runs * _calibration_s(in_training, timing)
     return seconds
 
 
@@ -318,7 +312,7 @@ def _target_runs(spec: TrialSpec, n_train: int) -> int:
 
 def _trial_s(spec: TrialSpec, timing: Any) -> float:
     """One PTQ trial: the method's calibration and the quantized test evaluation."""
-    return _calibration_s(spec.ptq, spec.model, timing) + timing.test_size * timing.qeval_s
+    return _calibration_s(spec.ptq, timing) + timing.test_size * timing.qeval_s
 
 
 def _fp_build_s(model: str, timing: Any, seed: int, cache_root: Path | None) -> float:

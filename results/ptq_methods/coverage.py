@@ -2,7 +2,7 @@
 
 Reads every `rows.jsonl` and `results.json` below this folder and writes coverage.md next to
 this file: per embedded model, one line per registered PTQ method (a method run with other
-than its default parameters gets a line of its own), one column per bit-width that any row
+than its default parameters or calibration size gets a line of its own), one column per bit-width that any row
 has, each cell the quantized accuracy of the newest row for it and the folder holding it ("—"
 where no committed row exists). "Newest" is the commit date of the row's `git_commit`, or the
 job's date for the older `results.json` files. Rows from different folders may come from
@@ -36,8 +36,12 @@ def commit_time(commit: str, cache: dict[str, float]) -> float:
     return cache[commit]
 
 
-def label(ptq: str, params: dict | None) -> str:
-    """The method's line label: its name, then the parameters it ran with other than its defaults."""
+def label(ptq: str, params: dict | None, calib_size: int | None = None) -> str:
+    """The method's line label: its name, then the parameters it ran with other than its defaults (a
+    calibration size other than the method's default among them)."""
+    params = dict(params or {})
+    if calib_size is not None and calib_size != PTQ_METHODS.get(ptq).default_calib_size:
+        params["calib_size"] = calib_size
     return ptq + ("" if not params else " " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
 
 
@@ -50,7 +54,7 @@ def collect() -> list[dict]:
             if not row or row.get("status", "ok") != "ok" or row.get("q_acc") is None:
                 continue
             params = json.loads(row.get("ptq_params") or "{}")
-            records.append({"model": row["model"], "bits": row["bits"], "method": label(row["ptq"], params),
+            records.append({"model": row["model"], "bits": row["bits"], "method": label(row["ptq"], params, row.get("calib_size")),
                             "q_acc": row["q_acc"], "fp_acc": row.get("fp_acc"),
                             "folder": str(path.parent.relative_to(HERE)),
                             "time": commit_time(row.get("git_commit", ""), times)})
