@@ -32,15 +32,32 @@ def _wait_for(predicate, timeout: float = 300.0, every: float = 0.2) -> None:
     raise AssertionError("timed out waiting for the fault point")
 
 
+def _parent(pid: int) -> int:
+    """The parent PID of `pid` (0 once it is gone): the field after the parenthesised command in /proc/PID/stat."""
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = _parent(pid)
+    return False
+
+
 def _trial_processes() -> list[int]:
-    """PIDs of Ray workers currently running a Tune trial (process title 'ray::ImplicitFunc...')."""
+    """PIDs of the Ray workers of this test process's own cluster currently running a Tune trial (process title
+    'ray::ImplicitFunc...'): never those of another sweep on the same machine."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
         except OSError:
             continue
-        if cmd.startswith("ray::ImplicitFunc"):
+        if cmd.startswith("ray::ImplicitFunc") and _descends_from(int(proc.name), os.getpid()):
             pids.append(int(proc.name))
     return pids
 
