@@ -65,7 +65,7 @@ CALIB_COST = {"minmax": 1.0, "ema": 1.0, "percentile": 3.0, "omse": 15.0, "smoot
 DEFAULT_CALIB_COST = 10.0
 #: block reconstruction (BRECQ, QDrop): (FP forwards per calibration example, per optimised example).
 #: Its time has a part that grows with `calib_size` (every example's block inputs and targets, block by
-#: block) and a larger part that does not at the default sizes: `iters` steps (BRECQ: plus `act_iters`)
+#: block) and a part as large or larger at the default sizes that does not: `iters` steps (BRECQ: plus `act_iters`)
 #: of `batch_size` examples per block. Fitted to each method run at 256 and 1,024 calibration examples on
 #: vit_mnist W3A3 (results/ptq_methods/vit_mnist_w3a3_calib256 and _calib1024, the two jobs sharing 2
 #: cores; the fit and how far every committed row is from it: calib_cost.md, second table)
