@@ -64,6 +64,17 @@ def paired_diff(a: Sequence[float], b: Sequence[float], sep: str = " | ") -> str
             f"{sep}{paired_p(a, b):.3f}")
 
 
+def two_std_verdict(d: Sequence[float], ahead: str, behind: str, neutral: str = "within noise") -> str:
+    """`ahead` where every paired difference is positive and their mean exceeds twice their sample std,
+    `behind` where every one is negative by that margin, else `neutral`."""
+    mean, std = statistics.mean(d), statistics.stdev(d)
+    if all(v > 0 for v in d) and mean > 2 * std:
+        return ahead
+    if all(v < 0 for v in d) and mean < -2 * std:
+        return behind
+    return neutral
+
+
 def mean_gain(rows: Sequence[dict[str, Any]], seeds: Sequence[int], arm: str = "arnq", baseline: str = "plain",
               arm_match: dict[str, Any] | None = None, **match: Any) -> float:
     """Mean q_acc of `arm` minus that of `baseline` over `seeds`, in the cell `match` names (the thesis view's

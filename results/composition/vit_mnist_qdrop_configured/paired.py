@@ -12,24 +12,22 @@ this file:
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
-from harness.report.paired import cell_values, differences, folder_rows, mean_std, paired_diff
+from harness.report.paired import (
+    cell_values,
+    differences,
+    folder_rows,
+    mean_std,
+    paired_diff,
+    two_std_verdict,
+)
 
 HERE = Path(__file__).parent
 EARLIER = HERE.parent / "vit_mnist_reconstruction"
 CELL = {"model": "vit_mnist", "bits": "W3A3", "ptq": "qdrop"}
 SEEDS = (0, 1, 2)
 CONFIGURED = json.dumps({"ptq_settings": "configured"})
-
-
-def rule(d: list[float]) -> str:
-    if all(v > 0 for v in d) and statistics.mean(d) > 2 * statistics.stdev(d):
-        return "better"
-    if all(v < 0 for v in d) and statistics.mean(d) < -2 * statistics.stdev(d):
-        return "worse"
-    return "within noise"
 
 
 def main() -> None:
@@ -45,8 +43,8 @@ def main() -> None:
     plain = values["plain"]["q_acc"]
     lines += ["", "| paired q_acc difference | per seed | p | rule |", "|---|---|---|---|",
               f"| configured − in-training | {paired_diff(configured, in_training)} | "
-              f"{rule(differences(configured, in_training))} |",
-              f"| configured − plain | {paired_diff(configured, plain)} | {rule(differences(configured, plain))} |",
+              f"{two_std_verdict(differences(configured, in_training), 'better', 'worse')} |",
+              f"| configured − plain | {paired_diff(configured, plain)} | {two_std_verdict(differences(configured, plain), 'better', 'worse')} |",
               "", "This sweep's plain rows against the earlier sweep's: ft_acc "
               + ("equal" if values["plain"]["ft_acc"] == cell_values(earlier, SEEDS, "ft_acc", arm="plain", **CELL)
                  else "DIFFER")

@@ -12,23 +12,20 @@ next to this file:
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
-from harness.report.paired import cell_values, differences, folder_rows, mean_std, paired_diff
+from harness.report.paired import (
+    cell_values,
+    differences,
+    folder_rows,
+    mean_std,
+    paired_diff,
+    two_std_verdict,
+)
 
 HERE = Path(__file__).parent
 FP_PTQ = HERE.parents[1] / "ptq_methods" / "vit_mnist_w3a3"
 MODEL, BITS, SEEDS, METHODS = "vit_mnist", "W3A3", (0, 1, 2), ("brecq", "qdrop")
-
-
-def verdict(d: list[float]) -> str:
-    mean, std = statistics.mean(d), statistics.stdev(d)
-    if all(v > 0 for v in d) and mean > 2 * std:
-        return "composes"
-    if all(v < 0 for v in d) and mean < -2 * std:
-        return "loses"
-    return "within noise"
 
 
 def main() -> None:
@@ -45,7 +42,7 @@ def main() -> None:
         lines.append(f"| {ptq} | {fp_rows[ptq]:.2f} | {mean_std(cell['plain', 'ft_acc'])} | "
                      f"{mean_std(cell['plain', 'q_acc'])} | {mean_std(cell['arnq', 'ft_acc'])} | "
                      f"{mean_std(cell['arnq', 'q_acc'])} | {paired_diff(cell['arnq', 'q_acc'], cell['plain', 'q_acc'])} | "
-                     f"{verdict(d)} |")
+                     f"{two_std_verdict(d, 'composes', 'loses')} |")
     (HERE / "paired.md").write_text("\n".join(lines) + "\n")
 
 
