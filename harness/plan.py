@@ -63,13 +63,16 @@ CALIB_COST = {"minmax": 1.0, "ema": 1.0, "percentile": 3.0, "omse": 15.0, "smoot
               "adalog": 680.0, "adaround": 1100.0, "awq": 23.0, "erq": 72.0, "gptq": 12.0,
               "hadamard": 9.0, "os_plus": 28.0}
 DEFAULT_CALIB_COST = 10.0
-#: block reconstruction (BRECQ, QDrop): (FP forwards per calibration example, per optimised example).
-#: Its time has a part that grows with `calib_size` (every example's block inputs and targets, block by
-#: block) and a part as large or larger at the default sizes that does not: `iters` steps (BRECQ: plus `act_iters`)
-#: of `batch_size` examples per block. Fitted to each method run at 256 and 1,024 calibration examples on
-#: vit_mnist W3A3 (results/ptq_methods/vit_mnist_w3a3_calib256 and _calib1024, the two jobs sharing 2
-#: cores; the fit and how far every committed row is from it: calib_cost.md, second table)
-RECON_COST = {"brecq": (124.0, 6.6), "qdrop": (103.0, 15.3)}
+#: block reconstruction (BRECQ, QDrop), per model family: (FP forwards per calibration example, per
+#: optimised example). Its time has a part that grows with `calib_size` (every example's block inputs and
+#: targets, block by block) and a part, larger at the default sizes, that does not: `iters` steps (BRECQ:
+#: plus `act_iters`) of `batch_size` examples per block. Fitted to each method run at 256 and 1,024
+#: calibration examples, the two jobs sharing 2 cores: vit from vit_mnist W3A3
+#: (results/ptq_methods/vit_mnist_w3a3_calib256 and _calib1024), bert from minilm_rt W4A4
+#: (minilm_rt_w4a4_calib256 and _calib1024); the fits and how far every committed row is from them:
+#: calib_cost.md, second table. Families without a fit of their own (deit, swin) are priced as vit.
+RECON_COST = {"brecq": {"vit": (124.0, 6.6), "bert": (16.0, 3.8)},
+              "qdrop": {"vit": (103.0, 15.3), "bert": (0.0, 7.2)}}
 #: slowdown of each of several trials sharing a machine's cores, against one timed alone. 1.0: the
 #: per-example timings extrapolated from a short run of one model already exceed what two trials
 #: sharing two cores take (results/composition/minilm_w4a4, 2 cores: PTQ-aware fine-tunes took
@@ -259,17 +262,23 @@ def optimised_examples(ptq: Any) -> int:
     return (ptq.iters + getattr(ptq, "act_iters", 0)) * ptq.batch_size
 
 
-def calibration_forwards(ptq: Any) -> float:
-    """A calibration of `ptq` (a PTQConfig), in FP forwards of one example."""
+def recon_cost(method: str, family: str) -> tuple[float, float]:
+    """RECON_COST of `method` for a model of `family`; vit's for a family without a fit of its own."""
+    per_family = RECON_COST[method]
+    return per_family.get(family, per_family["vit"])
+
+
+def calibration_forwards(ptq: Any, family: str = "vit") -> float:
+    """A calibration of `ptq` (a PTQConfig) on a model of `family`, in FP forwards of one example."""
     examples = ptq.resolved_calib_size
     if ptq.method in RECON_COST:
-        per_example, per_optimised = RECON_COST[ptq.method]
+        per_example, per_optimised = recon_cost(ptq.method, family)
         return per_example * examples + per_optimised * optimised_examples(ptq)
     return CALIB_COST.get(ptq.method, DEFAULT_CALIB_COST) * examples
 
 
-def _calibration_s(ptq: Any, timing: Any) -> float:
-    return calibration_forwards(ptq) * timing.eval_s
+def _calibration_s(ptq: Any, timing: Any, model: str) -> float:
+    return calibration_forwards(ptq, MODELS.get(model).family) * timing.eval_s
 
 
 def _finetune_s(spec: TrialSpec, timing: Any, arms: dict[tuple[str, str], Any] | None = None) -> float:
@@ -286,7 +295,7 @@ def _finetune_s(spec: TrialSpec, timing: Any, arms: dict[tuple[str, str], Any] |
     seconds = ft.epochs * n_train * timing.train_s * ratio
     seconds += ft.epochs * ft.val_size * timing.eval_s + timing.test_size * timing.eval_s
     if ft.epoch_q_eval:
-        seconds += ft.epochs * (_calibration_s(spec.ptq, timing)
+        seconds += ft.epochs * (_calibration_s(spec.ptq, timing, spec.model)
                                 + ft.val_size * timing.qeval_s)
     runs = _target_runs(spec, n_train)
     if runs and arm_timing is not None and arm_timing.run_s > 0:
@@ -296,7 +305,7 @@ def _finetune_s(spec: TrialSpec, timing: Any, arms: dict[tuple[str, str], Any] |
         from arnq.arms.shadow import shadow_config
 
         in_training = shadow_config(spec.ptq, ptq_calib_size(spec.arm, spec.ptq), spec.arm.ptq_settings)
-        seconds += runs * _calibration_s(in_training, timing)
+        seconds += runs * _calibration_s(in_training, timing, spec.model)
     return seconds
 
 
@@ -312,7 +321,7 @@ def _target_runs(spec: TrialSpec, n_train: int) -> int:
 
 def _trial_s(spec: TrialSpec, timing: Any) -> float:
     """One PTQ trial: the method's calibration and the quantized test evaluation."""
-    return _calibration_s(spec.ptq, timing) + timing.test_size * timing.qeval_s
+    return _calibration_s(spec.ptq, timing, spec.model) + timing.test_size * timing.qeval_s
 
 
 def _fp_build_s(model: str, timing: Any, seed: int, cache_root: Path | None) -> float:

@@ -9,10 +9,11 @@ non-default parameters count as their method. Writes calib_cost.md next to this 
 method the median per model and over every row, against the constant the estimate uses.
 
 Block reconstruction (BRECQ, QDrop) is priced per calibration example and per optimised
-example instead (`harness.plan.RECON_COST`). A second table fits both figures to the method
-run at 256 and at 1,024 calibration examples (FIT_FOLDERS; forwards timed at the mean of the two
-jobs' FP evaluations, which shared the cores), and gives, per model, the median over the
-committed rows of calib_s against what the fit predicts for that row.
+example instead, per model family (`harness.plan.RECON_COST`). A second table fits both figures
+to the method run at 256 and at 1,024 calibration examples on one model of each family
+(FIT_FOLDERS; forwards timed at the mean of the two jobs' FP evaluations, which shared the
+cores), and gives, per model, the median over the committed rows of calib_s against what the
+fit of the model's family predicts for that row.
 
     .venv/bin/python results/ptq_methods/calib_cost.py
 """
@@ -24,29 +25,46 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from arnq.models import MODELS
 from arnq.ptq import ptq_config
-from harness.plan import CALIB_COST, DEFAULT_CALIB_COST, RECON_COST, calibration_forwards, optimised_examples
+from harness.plan import (
+    CALIB_COST,
+    DEFAULT_CALIB_COST,
+    RECON_COST,
+    calibration_forwards,
+    optimised_examples,
+    recon_cost,
+)
 
 HERE = Path(__file__).parent
-#: the two runs of each reconstruction method that differ only in calibration size
-FIT_FOLDERS = ("vit_mnist_w3a3_calib256", "vit_mnist_w3a3_calib1024")
+#: per model family, the two runs of each reconstruction method that differ only in calibration size
+FIT_FOLDERS = {"vit": ("vit_mnist_w3a3_calib256", "vit_mnist_w3a3_calib1024"),
+               "bert": ("minilm_rt_w4a4_calib256", "minilm_rt_w4a4_calib1024")}
 
 
 def row_config(row: dict):
     return ptq_config(row["ptq"], row["bits"], calib_size=row["calib_size"], **json.loads(row.get("ptq_params") or "{}"))
 
 
-def fit() -> dict[str, tuple[float, float]]:
-    """(forwards per calibration example, per optimised example) of each method from FIT_FOLDERS' two rows."""
-    rows = [json.loads(line) for folder in FIT_FOLDERS for line in (HERE / folder / "rows.jsonl").read_text().splitlines()]
-    forward = statistics.mean(r["fp_eval_s"] / r["test_size"] for r in rows)
-    out = {}
-    for method in RECON_COST:
-        small, large = sorted((r for r in rows if r["ptq"] == method), key=lambda r: r["calib_size"])
-        per_example = (large["calib_s"] - small["calib_s"]) / forward / (large["calib_size"] - small["calib_size"])
-        rest = small["calib_s"] / forward - per_example * small["calib_size"]
-        out[method] = (per_example, rest / optimised_examples(row_config(small)))
-    return out
+def fit_family(model: str) -> str:
+    """The family whose fit prices `model`'s reconstructions (as `harness.plan.recon_cost`: vit where none)."""
+    family = MODELS.get(model).family
+    return family if family in FIT_FOLDERS else "vit"
+
+
+def fit() -> dict[str, dict[str, tuple[float, float]]]:
+    """Per method and family, (forwards per calibration example, per optimised example) from FIT_FOLDERS' two rows."""
+    out: dict[str, dict[str, tuple[float, float]]] = defaultdict(dict)
+    for family, folders in FIT_FOLDERS.items():
+        rows = [json.loads(line) for folder in folders for line in (HERE / folder / "rows.jsonl").read_text().splitlines()]
+        forward = statistics.mean(r["fp_eval_s"] / r["test_size"] for r in rows)
+        for method in RECON_COST:
+            small, large = sorted((r for r in rows if r["ptq"] == method), key=lambda r: r["calib_size"])
+            slope = (large["calib_s"] - small["calib_s"]) / forward / (large["calib_size"] - small["calib_size"])
+            per_example = max(slope, 0.0)  # below 0: the calibration set's part is within the two runs' noise
+            rest = statistics.mean(r["calib_s"] / forward - per_example * r["calib_size"] for r in (small, large))
+            out[method][family] = (per_example, rest / optimised_examples(row_config(small)))
+    return dict(out)
 
 
 def main() -> None:
@@ -60,8 +78,8 @@ def main() -> None:
             forward = row["fp_eval_s"] / row["test_size"]
             ratios[row["ptq"]][row["model"]].append(row["calib_s"] / (row["calib_size"] * forward))
             if row["ptq"] in RECON_COST:
-                against_fit[row["ptq"]][row["model"]].append(row["calib_s"] / forward
-                                                             / calibration_forwards(row_config(row)))
+                against_fit[row["ptq"]][row["model"]].append(row["calib_s"] / forward / calibration_forwards(
+                    row_config(row), MODELS.get(row["model"]).family))
     models = sorted({m for per in ratios.values() for m in per})
     lines = ["# Calibration cost of each PTQ method in FP forward passes per calibration example", "",
              "Generated by `calib_cost.py` from the committed rows of this folder: per method and model the "
@@ -80,16 +98,22 @@ def main() -> None:
                      f"{constant if constant is not None else f'{DEFAULT_CALIB_COST} (default)'} |")
     models_fit = sorted({m for per in against_fit.values() for m in per})
     lines += ["", "## Block reconstruction: forwards per calibration and per optimised example", "",
-              f"Fitted to {' and '.join(FIT_FOLDERS)} (optimised examples: (iters + act_iters) x batch_size), "
-              "against `harness.plan.RECON_COST`; then, per model, the median over the committed rows of calib_s "
-              "/ the fit's prediction for the row (rows). Rows calibrated beside other jobs run high.", "",
-              "| method | fit: per calibration example | fit: per optimised example | RECON_COST | "
-              + " | ".join(models_fit) + " |", "|---" * (len(models_fit) + 4) + "|"]
-    for method, (per_example, per_optimised) in fit().items():
+              "Fitted per model family to "
+              + "; ".join(f"{family}: {' and '.join(folders)}" for family, folders in FIT_FOLDERS.items())
+              + " (optimised examples: (iters + act_iters) x batch_size), against `harness.plan.RECON_COST`; "
+              "then, per model, the median over the committed rows of calib_s / the prediction of the fit of the "
+              "model's family for the row (rows), in that family's line. Rows calibrated beside other jobs run "
+              "high.", "",
+              "| method | family | fit: per calibration example | fit: per optimised example | RECON_COST | "
+              + " | ".join(models_fit) + " |", "|---" * (len(models_fit) + 5) + "|"]
+    for method, per_family in fit().items():
         per = against_fit[method]
-        cells = [f"{statistics.median(per[m]):.2f}x ({len(per[m])})" if m in per else "—" for m in models_fit]
-        lines.append(f"| {method} | {per_example:.1f} | {per_optimised:.2f} | {RECON_COST[method][0]} / "
-                     f"{RECON_COST[method][1]} | {' | '.join(cells)} |")
+        for family, (per_example, per_optimised) in per_family.items():
+            constant = recon_cost(method, family)
+            cells = [f"{statistics.median(per[m]):.2f}x ({len(per[m])})" if m in per and fit_family(m) == family
+                     else "—" for m in models_fit]
+            lines.append(f"| {method} | {family} | {per_example:.1f} | {per_optimised:.2f} | {constant[0]} / "
+                         f"{constant[1]} | {' | '.join(cells)} |")
     (HERE / "calib_cost.md").write_text("\n".join(lines) + "\n")
 
 

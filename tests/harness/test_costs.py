@@ -164,17 +164,21 @@ def test_arm_timings_taken_on_a_busy_cpu_are_kept_with_a_warning_naming_their_ca
 
 def test_block_reconstruction_is_priced_per_calibration_and_per_optimised_example():
     from arnq.ptq import ptq_config
-    from harness.plan import RECON_COST, calibration_forwards
+    from harness.plan import RECON_COST, calibration_forwards, optimised_examples
 
-    per_example, per_optimised = RECON_COST["brecq"]
+    per_example, per_optimised = RECON_COST["brecq"]["vit"]
     small, large = ptq_config("brecq", "W4A4", calib_size=256), ptq_config("brecq", "W4A4", calib_size=1024)
     assert calibration_forwards(large) - calibration_forwards(small) == pytest.approx(per_example * 768)
     longer = ptq_config("brecq", "W4A4", calib_size=256, iters=1000)
     assert calibration_forwards(longer) - calibration_forwards(small) == pytest.approx(per_optimised * 500 * 32)
     qdrop = ptq_config("qdrop", "W4A4", calib_size=256)
-    assert calibration_forwards(qdrop) == pytest.approx(RECON_COST["qdrop"][0] * 256 + RECON_COST["qdrop"][1] * 500 * 32)
+    vit = RECON_COST["qdrop"]["vit"]
+    assert calibration_forwards(qdrop) == pytest.approx(vit[0] * 256 + vit[1] * 500 * 32)
     # at the default sizes the optimisation, not the calibration set, is most of it
-    assert RECON_COST["qdrop"][1] * 500 * 32 > RECON_COST["qdrop"][0] * 1024
+    for method, per_family in RECON_COST.items():
+        default = ptq_config(method, "W4A4")
+        for family, (per_example, per_optimised) in per_family.items():
+            assert per_optimised * optimised_examples(default) > per_example * default.resolved_calib_size, (method, family)
     minmax = ptq_config("minmax", "W4A4", calib_size=256)
     assert calibration_forwards(minmax) == 256
 
@@ -191,7 +195,7 @@ def test_an_in_training_reconstruction_is_priced_at_its_in_training_settings(tmp
     plain = harness.plan.make_plan(parse_space(space), cache_root=tmp_path, slots=1)
     aware = harness.plan.make_plan(parse_space({**space, "arms": ["plain", "arnq"]}), cache_root=tmp_path, slots=1)
     c = harness.plan.CONTENTION
-    per_example, per_optimised = harness.plan.RECON_COST["brecq"]
+    per_example, per_optimised = harness.plan.RECON_COST["brecq"]["vit"]  # vit_mnist
     steps = BRECQ.shadow_params["iters"] + BRECQ.shadow_params["act_iters"]
     run = (per_example * 64 + per_optimised * steps * 32) * 0.0001
     trial = (per_example * 256 + per_optimised * (500 + 125) * 32) * 0.0001
@@ -211,5 +215,22 @@ def test_the_reconstruction_prices_are_the_committed_fit():
     spec = importlib.util.spec_from_file_location("calib_cost", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    for method, (per_example, per_optimised) in module.fit().items():
-        assert RECON_COST[method] == (round(per_example), round(per_optimised, 1)), method
+    fits = module.fit()
+    assert fits.keys() == RECON_COST.keys()
+    for method, per_family in fits.items():
+        assert per_family.keys() == RECON_COST[method].keys(), method
+        for family, (per_example, per_optimised) in per_family.items():
+            assert RECON_COST[method][family] == (round(per_example), round(per_optimised, 1)), (method, family)
+
+
+def test_each_family_is_priced_by_its_own_fit_and_the_others_as_vit():
+    from arnq.ptq import ptq_config
+    from harness.plan import RECON_COST, calibration_forwards
+
+    brecq = ptq_config("brecq", "W4A4", calib_size=1024)
+    text, vit = RECON_COST["brecq"]["bert"], RECON_COST["brecq"]["vit"]
+    assert calibration_forwards(brecq, "bert") == pytest.approx(text[0] * 1024 + text[1] * (500 + 125) * 32)
+    assert calibration_forwards(brecq, "swin") == calibration_forwards(brecq, "deit") == calibration_forwards(brecq)
+    assert calibration_forwards(brecq) == pytest.approx(vit[0] * 1024 + vit[1] * (500 + 125) * 32)
+    minmax = ptq_config("minmax", "W4A4", calib_size=256)
+    assert calibration_forwards(minmax, "bert") == calibration_forwards(minmax) == 256
