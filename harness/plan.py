@@ -262,10 +262,14 @@ def optimised_examples(ptq: Any) -> int:
     return (ptq.iters + getattr(ptq, "act_iters", 0)) * ptq.batch_size
 
 
+def recon_family(method: str, family: str) -> str:
+    """The family whose RECON_COST fit prices `method` on a model of `family`: its own, else vit."""
+    return family if family in RECON_COST[method] else "vit"
+
+
 def recon_cost(method: str, family: str) -> tuple[float, float]:
     """RECON_COST of `method` for a model of `family`; vit's for a family without a fit of its own."""
-    per_family = RECON_COST[method]
-    return per_family.get(family, per_family["vit"])
+    return RECON_COST[method][recon_family(method, family)]
 
 
 def calibration_forwards(ptq: Any, family: str = "vit") -> float:

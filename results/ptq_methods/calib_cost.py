@@ -34,6 +34,7 @@ from harness.plan import (
     calibration_forwards,
     optimised_examples,
     recon_cost,
+    recon_family,
 )
 
 HERE = Path(__file__).parent
@@ -44,12 +45,6 @@ FIT_FOLDERS = {"vit": ("vit_mnist_w3a3_calib256", "vit_mnist_w3a3_calib1024"),
 
 def row_config(row: dict):
     return ptq_config(row["ptq"], row["bits"], calib_size=row["calib_size"], **json.loads(row.get("ptq_params") or "{}"))
-
-
-def fit_family(model: str) -> str:
-    """The family whose fit prices `model`'s reconstructions (as `harness.plan.recon_cost`: vit where none)."""
-    family = MODELS.get(model).family
-    return family if family in FIT_FOLDERS else "vit"
 
 
 def fit() -> dict[str, dict[str, tuple[float, float]]]:
@@ -110,8 +105,8 @@ def main() -> None:
         per = against_fit[method]
         for family, (per_example, per_optimised) in per_family.items():
             constant = recon_cost(method, family)
-            cells = [f"{statistics.median(per[m]):.2f}x ({len(per[m])})" if m in per and fit_family(m) == family
-                     else "—" for m in models_fit]
+            cells = [f"{statistics.median(per[m]):.2f}x ({len(per[m])})"
+                     if m in per and recon_family(method, MODELS.get(m).family) == family else "—" for m in models_fit]
             lines.append(f"| {method} | {family} | {per_example:.1f} | {per_optimised:.2f} | {constant[0]} / "
                          f"{constant[1]} | {' | '.join(cells)} |")
     (HERE / "calib_cost.md").write_text("\n".join(lines) + "\n")
